@@ -1,0 +1,174 @@
+"""The one home of configuration: defaults, then a config file, then ``VIDEOCALL_*``
+environment variables, then command-line flags (highest wins).
+
+Both processes read the same model, so a value means the same thing in the signalling
+node and in a relay worker. ICE settings keep Janus's names (``ice_enforce_list``,
+``nat_1_1_mapping``, ``rtp_port_range``) so an operator coming from Janus finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+#: A list read from one env var or flag as "a,b,c" (or a JSON list).
+StrList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``"a,b"`` (env/flags, as Janus's ``ice_enforce_list``) as well as a real list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Defaults work on a laptop."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIDEOCALL_", extra="forbid", validate_default=True
+    )
+
+    # --- signalling ---------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the WebSocket/HTTP server binds.")
+    port: int = Field(8188, ge=0, le=65535, description="Port of the WebSocket/HTTP server (Janus's 8188).")
+    session_timeout: float = Field(
+        60.0, ge=0, description="Seconds without a request before a session expires (0 = never)."
+    )
+    max_message_size: int = Field(
+        256 * 1024, ge=1024, description="Largest WebSocket frame accepted from a client, in bytes."
+    )
+    max_json_depth: int = Field(32, ge=2, le=512, description="Deepest JSON nesting accepted.")
+    max_sessions_per_connection: int = Field(16, ge=1)
+    max_handles_per_session: int = Field(16, ge=1)
+    max_pending_trickles: int = Field(
+        128, ge=0, description="Candidates a handle may queue before it has a call leg."
+    )
+    node_id: str = Field("", description="Name of this signalling node (defaults to host:port).")
+
+    # --- relay workers ------------------------------------------------------------------
+    workers: int = Field(0, ge=0, description="Relay worker processes for `serve` (0 = one per core).")
+    worker_addresses: StrList = Field(
+        default_factory=list,
+        description="Workers `signaling` connects to: unix:/path or tcp:host:port.",
+    )
+    ipc_dir: str = Field("", description="Directory for `serve`'s worker sockets (default: a temp dir).")
+    ipc_timeout: float = Field(10.0, gt=0, description="Seconds a worker has to answer a request.")
+
+    # --- ICE (Janus's names) ------------------------------------------------------------
+    ice_enforce_list: StrList = Field(
+        default_factory=list,
+        description="Addresses or interface names the relay offers as host candidates "
+        "(e.g. 127.0.0.1 for loopback tests). Empty: every non-loopback address.",
+    )
+    nat_1_1_mapping: str = Field("", description="Public address advertised instead of the host address (behind NAT).")
+    rtp_port_range: str = Field("", description="UDP ports the relay may use, e.g. 20000-40000. Empty: any.")
+    ice_servers: StrList = Field(
+        default_factory=list,
+        description="STUN/TURN URLs the relay uses. Empty by default: nothing is contacted.",
+    )
+
+    # --- misc ---------------------------------------------------------------------------
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("ice_enforce_list", "worker_addresses", "ice_servers", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("rtp_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        if value:
+            port_range(value)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _node(self) -> "Settings":
+        if not self.node_id:
+            self.node_id = f"{self.host}:{self.port}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) > environment > config file (injected by `load`) > defaults.
+        return (init_settings, env_settings)
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """Parse ``"20000-40000"`` into a pair, refusing nonsense with a clear message."""
+    try:
+        low_text, high_text = text.split("-", 1)
+        low, high = int(low_text), int(high_text)
+    except ValueError:
+        raise ValueError(f"rtp_port_range must look like 20000-40000, not {text!r}") from None
+    if not (1 <= low <= high <= 65535):
+        raise ValueError(f"rtp_port_range {text!r} is not within 1-65535 with low <= high")
+    return low, high
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file (by extension; TOML otherwise)."""
+    file = Path(path)
+    data = file.read_bytes()
+    if file.suffix.lower() == ".json":
+        loaded = json.loads(data)
+    else:
+        loaded = tomllib.loads(data.decode("utf-8"))
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{file}: the config file must hold a table/object of settings")
+    return loaded
+
+
+def load(config_file: str | Path | None = None, **flags: Any) -> Settings:
+    """Build the settings: defaults < config file < environment < flags.
+
+    ``flags`` holds only the options given on the command line (``None`` values are
+    dropped so an absent flag never hides the environment).
+    """
+    given = {key: value for key, value in flags.items() if value is not None}
+    from_file = read_config_file(config_file) if config_file else {}
+
+    class _WithFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, from_file))
+
+    loaded = _WithFile(**given)
+    return Settings.model_validate(loaded.model_dump())
