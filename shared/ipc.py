@@ -1,0 +1,400 @@
+"""The channel between the signalling process and a relay worker: mediasoup's Channel.ts in Python.
+
+Owns one socket's traffic: request ids and the map of pending requests, timeouts, error
+responses, notification delivery, the ``hello`` version check, and the Unix/TCP addresses
+both ends use. Framing (length prefix, size cap, wire shapes) lives in ``shared/framing.py``
+and message bodies in ``shared/messages.py``; this module never looks inside a body beyond
+validating it against the model its method names. It knows nothing about calls or legs.
+
+Guarantees the callers build on:
+- Requests from the peer are validated, then each runs in its own task, so a slow
+  ``call.create`` never holds up a ``leg.trickle``. A failure becomes an error response;
+  an unexpected exception is logged here and answered only "internal error".
+- Frames leave in the order they are sent, and a notification is delivered a loop tick
+  after the frames before it, so it never overtakes the response to an earlier request
+  (mediasoup issue 510); ``on_close`` comes after the last notification.
+- A bad frame from the peer is logged in one line and closes this channel, never the
+  process. Closing fails every pending request with ``ChannelClosed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from shared.framing import MAX_FRAME, MAX_ID, FrameDecoder, FrameError, encode_frame
+from shared.messages import NOTIFICATIONS, PROTOCOL_VERSION, REQUESTS, Hello, HelloResult
+
+__all__ = [
+    "MAX_FRAME", "IpcError", "ChannelClosed", "RequestTimeout", "FrameError", "FrameDecoder",
+    "encode_frame", "Handler", "Channel", "parse_address", "connect", "serve",
+]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, BaseModel], Awaitable[BaseModel]]
+
+_READ_SIZE = 64 * 1024
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, NUL included
+
+
+class IpcError(Exception):
+    """A request failed: the peer answered with an error, or it could not be done locally."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ChannelClosed(IpcError):
+    """The channel is gone; every request pending on it fails with this."""
+
+
+class RequestTimeout(IpcError):
+    """No response arrived within the request's timeout."""
+
+
+@dataclass
+class _Pending:
+    method: str
+    future: asyncio.Future[BaseModel]
+    timer: asyncio.TimerHandle
+
+
+def _summary(exc: ValidationError) -> str:
+    """Field paths and messages only: never echo the input (it may be a whole SDP)."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]]
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _quoted(method: str) -> str:
+    return f"'{method}'" if len(method) <= 64 else f"'{method[:64]}...'"
+
+
+class Channel:
+    """One end of a connected socket: send requests and notifications, answer the peer's requests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 handler: Handler | None = None,
+                 on_notification: Callable[[str, BaseModel], None] | None = None,
+                 on_close: Callable[[], None] | None = None,
+                 timeout: float = 10.0, max_frame: int = MAX_FRAME, name: str = "") -> None:
+        self._reader = reader
+        self._writer = writer
+        self._handler = handler
+        self._on_notification = on_notification
+        self._on_close = on_close
+        self._timeout = timeout
+        self._max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame)
+        self.name = name or str(writer.get_extra_info("peername") or "ipc")
+        self._pending: dict[int, _Pending] = {}
+        self._last_id = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._run_task: asyncio.Task[None] | None = None
+        self._closed = False
+        #: What the worker answered to ``hello``; set by ``connect()``.
+        self.peer: HelloResult | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def request(self, method: str, body: BaseModel, *, timeout: float | None = None) -> BaseModel:
+        """Send a request and wait for its result, validated with ``REQUESTS[method][1]``."""
+        if self._closed:
+            raise ChannelClosed(f"channel {self.name} is closed")
+        if method not in REQUESTS:
+            raise IpcError(f"unknown method {_quoted(method)}")
+        if not isinstance(body, REQUESTS[method][0]):
+            raise TypeError(f"'{method}' takes a {REQUESTS[method][0].__name__}, not {type(body).__name__}")
+        request_id = self._next_id()
+        try:
+            frame = encode_frame({"t": "req", "id": request_id, "method": method, "body": body.model_dump()},
+                                 max_frame=self._max_frame)
+        except FrameError as exc:
+            raise IpcError(f"'{method}' not sent: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        wait = self._timeout if timeout is None else timeout
+        entry = _Pending(method, loop.create_future(), loop.call_later(wait, self._expire, request_id, wait))
+        self._pending[request_id] = entry
+        self._writer.write(frame)
+        try:
+            # Awaited directly (no wait_for): the caller resumes one tick after the response
+            # is read, before any notification that followed it is delivered.
+            return await entry.future
+        finally:
+            entry.timer.cancel()
+            if self._pending.get(request_id) is entry:
+                del self._pending[request_id]
+
+    def notify(self, method: str, body: BaseModel) -> None:
+        """Send a notification; dropped (logged at debug) if the channel is closed."""
+        if method not in NOTIFICATIONS:
+            raise ValueError(f"unknown notification {_quoted(method)}")
+        if not isinstance(body, NOTIFICATIONS[method]):
+            raise TypeError(f"'{method}' takes a {NOTIFICATIONS[method].__name__}, not {type(body).__name__}")
+        self._send({"t": "ntf", "method": method, "body": body.model_dump()})
+
+    async def run(self) -> None:
+        """Read and dispatch frames until EOF or a bad frame; then close the channel."""
+        self._run_task = self._run_task or asyncio.current_task()
+        reason = "read loop stopped"
+        try:
+            while not self._closed:
+                data = await self._reader.read(_READ_SIZE)
+                if not data:
+                    reason = "peer closed the connection"
+                    break
+                for message in self._decoder.feed(data):
+                    self._dispatch(message)
+        except FrameError as exc:
+            reason = f"bad frame from peer: {exc}"
+            log.warning("ipc %s: closing, %s", self.name, reason)
+        except OSError as exc:
+            reason = f"connection lost: {exc}"
+            log.info("ipc %s: %s", self.name, reason)
+        except Exception:
+            reason = "internal error"
+            log.exception("ipc %s: closing after an unexpected error", self.name)
+        finally:
+            self._shutdown(reason)
+
+    async def close(self) -> None:
+        """Close the socket and fail pending requests; handlers still running may finish."""
+        self._shutdown("channel closed locally")
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+        if self._run_task is not None and self._run_task is not asyncio.current_task():
+            await asyncio.wait([self._run_task])
+
+    # --- inside -----------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        while True:
+            self._last_id = self._last_id % MAX_ID + 1
+            if self._last_id not in self._pending:
+                return self._last_id
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._closed or self._writer.is_closing():
+            what = message.get("method", message.get("id"))
+            log.debug("ipc %s: closed, dropped %s %s", self.name, message["t"], what)
+        else:
+            self._writer.write(encode_frame(message, max_frame=self._max_frame))
+
+    def _expire(self, request_id: int, wait: float) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is not None and not entry.future.done():
+            entry.future.set_exception(RequestTimeout(f"'{entry.method}' got no response within {wait:g} s"))
+
+    def _shutdown(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            entry.timer.cancel()
+            if not entry.future.done():
+                entry.future.set_exception(ChannelClosed(f"channel {self.name} closed: {reason}"))
+        self._writer.close()
+        if self._on_close is not None:  # a tick later: after notifications already read
+            asyncio.get_running_loop().call_soon(self._call_back, self._on_close)
+
+    def _call_back(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("ipc %s: %s failed", self.name, getattr(callback, "__qualname__", callback))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        {"res": self._on_response, "req": self._on_request, "ntf": self._on_notification_frame}[message["t"]](message)
+
+    def _on_response(self, message: dict[str, Any]) -> None:
+        entry = self._pending.pop(message["id"], None)
+        if entry is None:
+            log.warning("ipc %s: response to unknown request id %d ignored (timed out?)", self.name, message["id"])
+            return
+        entry.timer.cancel()
+        if entry.future.done():
+            return
+        if not message["ok"]:
+            entry.future.set_exception(IpcError(message["error"] or "error response without a reason"))
+            return
+        try:
+            entry.future.set_result(REQUESTS[entry.method][1].model_validate(message["body"] or {}))
+        except ValidationError as exc:
+            entry.future.set_exception(IpcError(f"invalid result for '{entry.method}': {_summary(exc)}"))
+
+    def _on_request(self, message: dict[str, Any]) -> None:
+        request_id, method = message["id"], message["method"]
+        if method not in REQUESTS:
+            self._reply_error(request_id, f"unknown method {_quoted(method)}")
+            return
+        try:
+            body = REQUESTS[method][0].model_validate(message["body"])
+        except ValidationError as exc:
+            self._reply_error(request_id, f"invalid body for '{method}': {_summary(exc)}")
+            return
+        if self._handler is None:
+            self._reply_error(request_id, f"this side takes no requests ({_quoted(method)} refused)")
+            return
+        task = asyncio.get_running_loop().create_task(self._answer(request_id, method, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, request_id: int, method: str, body: BaseModel) -> None:
+        assert self._handler is not None
+        try:
+            result = await self._handler(method, body)
+            if not isinstance(result, REQUESTS[method][1]):
+                raise TypeError(f"handler returned {type(result).__name__}, not {REQUESTS[method][1].__name__}")
+            self._send({"t": "res", "id": request_id, "ok": True, "body": result.model_dump(), "error": None})
+        except Exception as exc:
+            if isinstance(exc, IpcError):
+                reason = exc.reason
+            elif isinstance(exc, ValueError) and not isinstance(exc, ValidationError):  # FrameError: result too big
+                reason = str(exc) or type(exc).__name__
+            else:  # includes a model the handler built wrong: our bug, not the peer's
+                log.exception("ipc %s: %r request %d failed", self.name, method, request_id)
+                reason = "internal error"
+            self._reply_error(request_id, reason)
+
+    def _reply_error(self, request_id: int, reason: str) -> None:
+        self._send({"t": "res", "id": request_id, "ok": False, "body": None, "error": reason[:1000]})
+
+    def _on_notification_frame(self, message: dict[str, Any]) -> None:
+        method = message["method"]
+        model = NOTIFICATIONS.get(method)
+        if model is None:
+            log.warning("ipc %s: dropped unknown notification %s", self.name, _quoted(method))
+            return
+        try:
+            body = model.model_validate(message["body"])
+        except ValidationError as exc:
+            log.warning("ipc %s: dropped invalid %r notification: %s", self.name, method, _summary(exc))
+            return
+        if self._on_notification is None:
+            log.debug("ipc %s: no listener, dropped notification %r", self.name, method)
+            return
+        # A tick later, so a caller awaiting the response read just before has resumed first.
+        asyncio.get_running_loop().call_soon(self._call_back, self._on_notification, method, body)
+
+
+# --- addresses, connecting and serving ------------------------------------------------------
+
+
+def parse_address(address: str) -> tuple[Literal["unix"], str] | tuple[Literal["tcp"], tuple[str, int]]:
+    """``unix:/path/x.sock`` -> ("unix", path); ``tcp:host:port``, ``tcp:[::1]:port`` -> ("tcp", (host, port))."""
+    scheme, _, rest = address.partition(":")
+    if scheme == "unix" and rest:
+        if len(os.fsencode(rest)) > _UNIX_PATH_MAX:
+            raise ValueError(f"unix socket path in {address!r} is longer than {_UNIX_PATH_MAX} bytes")
+        return "unix", rest
+    if scheme == "tcp":
+        host, sep, port = rest.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError(f"IPv6 address in {address!r} must be in brackets, as in 'tcp:[::1]:7000'")
+        if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"address {address!r} must be 'tcp:host:port' with a port in 0..65535")
+        return "tcp", (host, int(port))
+    raise ValueError(f"address {address!r} must be 'unix:/path/to.sock' or 'tcp:host:port'")
+
+
+async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> Channel:
+    """Open a channel to a worker, start reading, and check its protocol version with ``hello``.
+
+    Raises OSError if nothing listens there, IpcError if the worker refuses or speaks another version.
+    """
+    kind, where = parse_address(address)
+    if kind == "unix":
+        reader, writer = await asyncio.open_unix_connection(where)
+    else:
+        reader, writer = await asyncio.open_connection(*where)
+    channel_kwargs.setdefault("name", address)
+    channel = Channel(reader, writer, **channel_kwargs)
+    channel._run_task = asyncio.get_running_loop().create_task(channel.run())
+    try:
+        result = await channel.request("hello", Hello(version=PROTOCOL_VERSION, node_id=node_id))
+        assert isinstance(result, HelloResult)
+        if result.version != PROTOCOL_VERSION:
+            raise IpcError(f"protocol version mismatch: worker speaks {result.version}, node speaks {PROTOCOL_VERSION}")
+    except BaseException:
+        await channel.close()
+        raise
+    channel.peer = result
+    return channel
+
+
+async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel], None] | None = None,
+                worker_id: str | None = None, calls: Callable[[], int] | None = None,
+                **channel_kwargs: Any) -> asyncio.AbstractServer:
+    """Listen for signalling nodes; answer ``hello`` here, everything after it with ``handler``."""
+    me = worker_id or f"pid-{os.getpid()}"
+    numbers = itertools.count(1)
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        greeted = False
+
+        async def gate(method: str, body: BaseModel) -> BaseModel:
+            nonlocal greeted
+            if isinstance(body, Hello):
+                if body.version != PROTOCOL_VERSION:
+                    raise IpcError(f"protocol version mismatch: worker speaks {PROTOCOL_VERSION}, "
+                                   f"node speaks {body.version}")
+                greeted = True
+                log.info("ipc %s: hello from node %r", channel.name, body.node_id)
+                load = calls() if calls is not None else 0
+                return HelloResult(version=PROTOCOL_VERSION, worker_id=me, pid=os.getpid(), calls=load)
+            if not greeted:
+                raise IpcError(f"'{method}' refused: send 'hello' first")
+            return await handler(method, body)
+
+        kwargs = {"name": f"{address}#{next(numbers)}", **channel_kwargs}
+        channel = Channel(reader, writer, handler=gate, **kwargs)
+        if on_channel is not None:
+            try:
+                on_channel(channel)
+            except Exception:
+                log.exception("ipc %s: on_channel failed; closing", channel.name)
+                await channel.close()
+                return
+        await channel.run()
+
+    kind, where = parse_address(address)
+    if kind == "tcp":
+        return await asyncio.start_server(on_client, *where)
+    _remove_stale_socket(where)
+    server = await asyncio.start_unix_server(on_client, where)
+    os.chmod(where, 0o600)
+    return server
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Unlink a socket file left by a dead worker; refuse to touch a live one or a non-socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket; not removing it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+            return
+    raise OSError(f"{path} is in use by a running process")
