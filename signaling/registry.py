@@ -1,0 +1,75 @@
+"""Who is registered under which username: the interface and the in-memory registry.
+
+The state machine (``signaling/videocall.py``) decides *whether* a name may be taken;
+the registry makes the claim atomic across everything that shares it (one process now,
+several signalling nodes on Redis later). A claim is one step, never read-then-write,
+so two handles racing for a name cannot both win.
+
+An owner is an opaque string naming the node and the handle (``"<node>/<handle>"``),
+so a shared registry can tell which node holds a name.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Registry(Protocol):
+    """What the signalling node needs from a username registry. All methods are async
+    so that a networked implementation fits behind the same interface."""
+
+    async def claim(self, name: str, owner: str) -> bool:
+        """Take ``name`` for ``owner`` if nobody holds it; True when taken (or already ours)."""
+        ...
+
+    async def release(self, name: str, owner: str) -> None:
+        """Give ``name`` back, only if ``owner`` holds it."""
+        ...
+
+    async def lookup(self, name: str) -> str | None:
+        """The owner of ``name``, or None."""
+        ...
+
+    async def names(self) -> list[str]:
+        """Every registered name."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class MemoryRegistry:
+    """The registry of a single signalling node: a dict, atomic because asyncio is
+    single-threaded and no method awaits between reading and writing."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+
+    async def claim(self, name: str, owner: str) -> bool:
+        current = self._owners.setdefault(name, owner)
+        return current == owner
+
+    async def release(self, name: str, owner: str) -> None:
+        if self._owners.get(name) == owner:
+            del self._owners[name]
+
+    async def lookup(self, name: str) -> str | None:
+        return self._owners.get(name)
+
+    async def names(self) -> list[str]:
+        return sorted(self._owners)
+
+    async def close(self) -> None:
+        self._owners.clear()
+
+
+def owner_id(node_id: str, handle: int) -> str:
+    return f"{node_id}/{handle}"
+
+
+def parse_owner(owner: str) -> tuple[str, int] | None:
+    """``"<node>/<handle>"`` -> (node, handle); None for anything else."""
+    node, sep, handle = owner.rpartition("/")
+    if not sep or not handle.isdigit():
+        return None
+    return node, int(handle)

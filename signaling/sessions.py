@@ -1,0 +1,158 @@
+"""Janus sessions and handles: ids, which connection owns what, and expiry.
+
+Pure bookkeeping: the clock is an argument (``now``) and connections are opaque keys,
+so expiry and ownership are tested without sockets or sleeps.
+
+Ownership is stricter than Janus on purpose: a connection may only act on a session it
+created or claimed (``claim`` moves it); any other reference to it is answered as if the
+session did not exist (458). Janus lets any connection act on any session id it knows.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Hashable
+
+#: Ids stay below 2**53 so JavaScript clients (janus.js) hold them exactly, as Janus does.
+MAX_ID = 2**53 - 1
+
+
+class SessionError(Exception):
+    """A refusal with its Janus core code (458, 459, 468, 490...)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class Session:
+    session_id: int
+    owner: Hashable
+    last_seen: float
+    handles: set[int] = field(default_factory=set)
+
+
+class Sessions:
+    """Every session and handle of one signalling node."""
+
+    def __init__(
+        self,
+        *,
+        max_sessions_per_connection: int = 16,
+        max_handles_per_session: int = 16,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessions: dict[int, Session] = {}
+        self.handle_session: dict[int, int] = {}
+        self.max_sessions_per_connection = max_sessions_per_connection
+        self.max_handles_per_session = max_handles_per_session
+        self._by_owner: dict[Hashable, set[int]] = {}
+        self._rng = rng or random.SystemRandom()
+
+    def _new_id(self) -> int:
+        while True:
+            candidate = self._rng.randint(1, MAX_ID)
+            if candidate not in self.sessions and candidate not in self.handle_session:
+                return candidate
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def create(self, owner: Hashable, now: float, requested_id: int | None = None) -> Session:
+        owned = self._by_owner.setdefault(owner, set())
+        if len(owned) >= self.max_sessions_per_connection:
+            raise SessionError(
+                490, f"Too many sessions on this connection (at most {self.max_sessions_per_connection})"
+            )
+        if requested_id is not None:
+            if not 1 <= requested_id <= MAX_ID:
+                raise SessionError(467, "Invalid element type (id should be a positive integer)")
+            if requested_id in self.sessions or requested_id in self.handle_session:
+                raise SessionError(468, "Session ID already in use")
+            session_id = requested_id
+        else:
+            session_id = self._new_id()
+        session = Session(session_id, owner, now)
+        self.sessions[session_id] = session
+        owned.add(session_id)
+        return session
+
+    def get(self, session_id: int, owner: Hashable, now: float | None = None) -> Session:
+        """The session, if ``owner`` holds it; refreshes its timer when ``now`` is given."""
+        session = self.sessions.get(session_id)
+        if session is None or session.owner != owner:
+            raise SessionError(458, f"No such session {session_id}")
+        if now is not None:
+            session.last_seen = now
+        return session
+
+    def claim(self, session_id: int, owner: Hashable, now: float) -> Session:
+        """Move a session to ``owner`` (reconnect), as Janus's ``claim`` does."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SessionError(458, f"No such session {session_id}")
+        if session.owner != owner:
+            owned = self._by_owner.setdefault(owner, set())
+            if len(owned) >= self.max_sessions_per_connection:
+                raise SessionError(
+                    490, f"Too many sessions on this connection (at most {self.max_sessions_per_connection})"
+                )
+            self._by_owner.get(session.owner, set()).discard(session_id)
+            owned.add(session_id)
+            session.owner = owner
+        session.last_seen = now
+        return session
+
+    def destroy(self, session_id: int) -> list[int]:
+        """Forget a session; returns the handles it held (to be detached by the caller)."""
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return []
+        owned = self._by_owner.get(session.owner)
+        if owned is not None:
+            owned.discard(session_id)
+            if not owned:
+                del self._by_owner[session.owner]
+        for handle in session.handles:
+            self.handle_session.pop(handle, None)
+        return sorted(session.handles)
+
+    def owned_by(self, owner: Hashable) -> list[int]:
+        return sorted(self._by_owner.get(owner, ()))
+
+    def expired(self, now: float, timeout: float) -> list[int]:
+        """Sessions without a request for ``timeout`` seconds (0 disables expiry)."""
+        if timeout <= 0:
+            return []
+        return [sid for sid, s in self.sessions.items() if now - s.last_seen >= timeout]
+
+    def owner_of(self, session_id: int) -> Hashable | None:
+        session = self.sessions.get(session_id)
+        return session.owner if session is not None else None
+
+    # --- handles ------------------------------------------------------------------------
+
+    def attach(self, session: Session) -> int:
+        if len(session.handles) >= self.max_handles_per_session:
+            raise SessionError(
+                461, f"Too many handles in this session (at most {self.max_handles_per_session})"
+            )
+        handle = self._new_id()
+        session.handles.add(handle)
+        self.handle_session[handle] = session.session_id
+        return handle
+
+    def handle(self, session: Session, handle_id: int) -> int:
+        if handle_id not in session.handles:
+            raise SessionError(459, f"No such handle {handle_id} in session {session.session_id}")
+        return handle_id
+
+    def detach(self, handle_id: int) -> None:
+        session_id = self.handle_session.pop(handle_id, None)
+        if session_id is not None and session_id in self.sessions:
+            self.sessions[session_id].handles.discard(handle_id)
+
+    def session_of(self, handle_id: int) -> int | None:
+        return self.handle_session.get(handle_id)

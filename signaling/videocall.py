@@ -1,0 +1,578 @@
+"""The VideoCall plugin as a pure state machine: requests in, effects out.
+
+This module owns who is registered on which handle (as far as this node knows), who is
+in a call with whom and in which phase, and what each request answers. It opens no
+socket, starts no task and reads no clock: every input is a method call and every output
+is a list of effects (``Event`` to a handle, ``CoreHangup``, ``Webrtcup``, registry and
+relay commands) that the asyncio adapter (``signaling/plugin_runner.py``) carries out.
+
+Work that must wait for I/O (claiming a name in the registry, the relay preparing a call)
+is split in two: the first call returns a command carrying everything needed to go on,
+and the adapter feeds its outcome back (``claimed``, ``looked_up``, ``call_created``...).
+The adapter processes one plugin message per handle at a time, so a handle never has two
+requests in flight; other handles' actions may interleave, which is why each
+continuation re-checks the state it relies on.
+
+Behaviour mirrors ``janus_videocall_handler`` in Janus's ``janus_videocall.c`` (codes,
+texts, check order, which events carry a transaction). Deliberate differences are marked
+"Differs from Janus".
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from signaling import videocall_body as vb
+from signaling.janus_text import quote
+from signaling.videocall_body import PluginError
+
+LegName = Literal["caller", "callee"]
+Jsep = dict[str, Any]
+
+
+# --- effects --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """A plugin event to a handle: ``{"videocall":"event", ...data}`` (+ jsep)."""
+
+    handle: int
+    data: dict[str, Any]
+    transaction: str | None = None
+    jsep: Jsep | None = None
+
+
+@dataclass(frozen=True)
+class CoreHangup:
+    """The core ``hangup`` notification: this handle's PeerConnection is closed."""
+
+    handle: int
+    reason: str = "Close PC"
+
+
+@dataclass(frozen=True)
+class Webrtcup:
+    handle: int
+
+
+@dataclass(frozen=True)
+class Media:
+    handle: int
+    mid: str
+    kind: str
+    receiving: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Claim ``name`` in the registry; answer with ``VideoCall.claimed``."""
+
+    handle: int
+    name: str
+    transaction: str | None
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    handle: int
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Find the handle registered as ``name``; answer with ``VideoCall.looked_up``."""
+
+    handle: int
+    name: str
+    transaction: str | None
+    jsep: Jsep | None
+
+
+@dataclass(frozen=True)
+class RelayCreate:
+    """Ask a worker to prepare a call; answer with ``VideoCall.call_created``."""
+
+    call_id: str
+    caller_offer: str
+
+
+@dataclass(frozen=True)
+class RelayAccept:
+    """Give the worker the callee's answer; answer with ``VideoCall.call_accepted``."""
+
+    call_id: str
+    callee_answer: str
+
+
+@dataclass(frozen=True)
+class RelayTrickle:
+    call_id: str
+    leg: LegName
+    candidates: tuple[dict[str, Any], ...]
+    completed: bool
+
+
+@dataclass(frozen=True)
+class RelayConfigure:
+    call_id: str
+    leg: LegName
+    audio: bool | None = None
+    video: bool | None = None
+    bitrate: int | None = None
+
+
+@dataclass(frozen=True)
+class RelayRenegotiate:
+    """A new offer/answer from ``leg``; answer with ``VideoCall.renegotiated``."""
+
+    call_id: str
+    leg: LegName
+    sdp_type: str
+    sdp: str
+    restart: bool
+    transaction: str | None
+
+
+@dataclass(frozen=True)
+class RelayHangup:
+    call_id: str
+    reason: str
+
+
+Effect = (
+    Event | CoreHangup | Webrtcup | Media | Claim | Release | Lookup | RelayCreate
+    | RelayAccept | RelayTrickle | RelayConfigure | RelayRenegotiate | RelayHangup
+)
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One call between two handles; its media lives on one relay worker."""
+
+    call_id: str
+    caller: int
+    callee: int
+    #: creating (relay preparing) -> ringing (incomingcall sent) -> accepting -> active
+    phase: Literal["creating", "ringing", "accepting", "active"] = "creating"
+    caller_offer: str = ""
+    #: A renegotiation offer forwarded and not yet answered: the leg that offered.
+    renegotiating: LegName | None = None
+    #: Transaction of the request waiting for the relay (call, accept).
+    pending_tx: str | None = None
+
+    def leg_of(self, handle: int) -> LegName:
+        return "caller" if handle == self.caller else "callee"
+
+    def peer_of(self, handle: int) -> int:
+        return self.callee if handle == self.caller else self.caller
+
+    def handle_of(self, leg: LegName) -> int:
+        return self.caller if leg == "caller" else self.callee
+
+
+@dataclass
+class Controls:
+    """What a user asked with ``set``; reset when a call ends, as Janus does."""
+
+    audio: bool = True
+    video: bool = True
+    bitrate: int = 0
+
+    def changed(self) -> bool:
+        return not (self.audio and self.video and self.bitrate == 0)
+
+
+@dataclass
+class HandleState:
+    handle: int
+    username: str | None = None
+    call: Call | None = None
+    controls: Controls = field(default_factory=Controls)
+    #: Candidates trickled before the handle has a call leg (bounded).
+    pending_trickles: list[dict[str, Any]] = field(default_factory=list)
+    pending_completed: bool = False
+
+
+SUCCESS_HANGUP = "Explicit hangup"
+REMOTE_HANGUP = "Remote WebRTC hangup"
+PEER_HANGUP_DEFAULT = "We did the hangup"
+USER_BUSY = "User busy"
+#: Characters of a hangup reason passed on to the peer.
+REASON_LIMIT = 256
+
+
+def _result(data: dict[str, Any]) -> dict[str, Any]:
+    return {"videocall": "event", "result": data}
+
+
+def _error(exc: PluginError) -> dict[str, Any]:
+    return {"videocall": "event", "error_code": exc.code, "error": exc.text}
+
+
+class VideoCall:
+    """All VideoCall state of one signalling node. Pure: see the module docstring."""
+
+    def __init__(self, max_pending_trickles: int = 128, call_ids: Any = None) -> None:
+        self.handles: dict[int, HandleState] = {}
+        self.names: dict[str, int] = {}
+        self.calls: dict[str, Call] = {}
+        self.max_pending_trickles = max_pending_trickles
+        self._call_ids = call_ids if call_ids is not None else (f"call-{n}" for n in itertools.count(1))
+
+    # --- handle lifecycle ---------------------------------------------------------------
+
+    def attach(self, handle: int) -> None:
+        self.handles[handle] = HandleState(handle)
+
+    def detach(self, handle: int) -> list[Effect]:
+        """The handle is gone (detach, destroy, timeout, socket closed): free all it held."""
+        state = self.handles.get(handle)
+        if state is None:
+            return []
+        effects: list[Effect] = []
+        if state.call is not None:
+            effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=None)
+        del self.handles[handle]
+        if state.username is not None:
+            if self.names.get(state.username) == handle:
+                del self.names[state.username]
+            effects.append(Release(state.username, handle))
+        return effects
+
+    def pc_closed(self, handle: int, reason: str = "Janus API") -> list[Effect]:
+        """The client asked the core to close the handle's PeerConnection (``hangup``
+        request): it gets the core ``hangup`` with ``reason``, the peer is told "Remote
+        WebRTC hangup" (``janus_videocall_hangup_media``)."""
+        state = self.handles.get(handle)
+        if state is None or state.call is None:
+            return []
+        return self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=reason)
+
+    # --- plugin messages ----------------------------------------------------------------
+
+    def message(self, handle: int, body: Any, jsep: Jsep | None, transaction: str | None) -> list[Effect]:
+        """A plugin ``message``; returns the effects (the ``ack`` is the adapter's)."""
+        state = self.handles.get(handle)
+        if state is None:
+            return []
+        try:
+            request = vb.request_name(body)
+            handler = _HANDLERS.get(request)
+            if handler is None:
+                raise vb.unknown_request(body["request"])
+            return handler(self, state, body, jsep, transaction)
+        except PluginError as exc:
+            if state.call is None:
+                self._drop_pending(state)  # a refused call leaves the handle ready for the next
+            return [Event(handle, _error(exc), transaction)]
+
+    def _list(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+        return [Event(state.handle, _result({"list": sorted(self.names)}), tx)]
+
+    def _register(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+        name = vb.validate_username(body)
+        if state.username is not None:
+            raise PluginError(vb.ALREADY_REGISTERED, f"Already registered ({state.username})")
+        if name in self.names:
+            raise PluginError(vb.USERNAME_TAKEN, f"Username '{quote(name)}' already taken")
+        return [Claim(state.handle, name, tx)]
+
+    def claimed(self, handle: int, name: str, ok: bool, transaction: str | None) -> list[Effect]:
+        """The registry's answer to ``Claim``."""
+        state = self.handles.get(handle)
+        if state is None or state.username is not None or (ok and name in self.names):
+            # The handle went away (or got a name) meanwhile: give the claim back.
+            return [Release(name, handle)] if ok else []
+        if not ok:
+            return [Event(handle, _error(PluginError(vb.USERNAME_TAKEN, f"Username '{quote(name)}' already taken")), transaction)]
+        state.username = name
+        self.names[name] = handle
+        return [Event(handle, _result({"event": "registered", "username": name}), transaction)]
+
+    def _call(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+        # Janus's order: registered, not in a call, username valid, not yourself, exists,
+        # busy, SDP present. Differs from Janus: a refused call never ends a call in
+        # progress (Janus closes the caller's PeerConnection on 480).
+        if state.username is None:
+            raise PluginError(vb.REGISTER_FIRST, "Register a username first")
+        if state.call is not None:
+            raise PluginError(vb.ALREADY_IN_CALL, "Already in a call")
+        name = vb.validate_username(body)
+        if name == state.username:
+            raise PluginError(vb.USE_ECHO_TEST, "You can't call yourself... use the EchoTest for that")
+        return [Lookup(state.handle, name, tx, jsep)]
+
+    def looked_up(self, handle: int, name: str, callee: int | None, transaction: str | None, jsep: Jsep | None) -> list[Effect]:
+        """The registry's answer to ``Lookup``: the callee's handle on this node, or None."""
+        state = self.handles.get(handle)
+        if state is None or state.username is None:
+            return []
+        if state.call is not None:
+            return [Event(handle, _error(PluginError(vb.ALREADY_IN_CALL, "Already in a call")), transaction)]
+        peer = self.handles.get(callee) if callee is not None else None
+        if peer is None or peer.username != name:
+            self._drop_pending(state)
+            return [Event(handle, _error(PluginError(vb.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)]
+        had_pc = jsep is not None
+        if peer.call is not None:
+            effects: list[Effect] = [
+                Event(handle, _result({"event": "hangup", "username": state.username, "reason": USER_BUSY}), transaction)
+            ]
+            if had_pc:
+                effects.append(CoreHangup(handle))
+            self._drop_pending(state)
+            return effects
+        if jsep is None or jsep.get("sdp") is None:
+            self._drop_pending(state)
+            return [Event(handle, _error(PluginError(vb.MISSING_SDP, "Missing SDP")), transaction)]
+        if jsep.get("type") != "offer":
+            self._drop_pending(state)
+            return [Event(handle, _error(PluginError(vb.INVALID_SDP, "Error parsing offer: not an offer")), transaction)]
+        call = Call(next(self._call_ids), caller=handle, callee=peer.handle, caller_offer=jsep["sdp"])
+        call.pending_tx = transaction
+        state.call = peer.call = call
+        self.calls[call.call_id] = call
+        return [RelayCreate(call.call_id, jsep["sdp"])]
+
+    def call_created(self, call_id: str, callee_offer: str | None, error: str | None) -> list[Effect]:
+        """The worker prepared the call (``callee_offer``) or refused it (``error``)."""
+        call = self.calls.get(call_id)
+        if call is None or call.phase != "creating":
+            # Ended meanwhile (a side detached): make sure the worker forgets it too.
+            return [RelayHangup(call_id, "Call ended during setup")]
+        tx = call.pending_tx
+        caller = self.handles[call.caller]
+        if callee_offer is None:
+            self._forget(call)
+            self._drop_pending(caller)
+            return [Event(call.caller, _error(_relay_error("offer", error)), tx), CoreHangup(call.caller)]
+        call.phase = "ringing"
+        effects: list[Effect] = [
+            Event(call.callee, _result({"event": "incomingcall", "username": caller.username}), None, {"type": "offer", "sdp": callee_offer}),
+            Event(call.caller, _result({"event": "calling"}), tx),
+        ]
+        effects += self._flush_trickles(call, "caller")
+        effects += self._apply_controls(call, "caller")
+        return effects
+
+    def _accept(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+        call = state.call
+        if call is None or call.callee != state.handle or call.phase != "ringing":
+            raise PluginError(vb.NO_CALL, "No incoming call to accept")
+        if jsep is None or jsep.get("sdp") is None:
+            raise PluginError(vb.MISSING_SDP, "Missing SDP")
+        if jsep.get("type") != "answer":
+            raise PluginError(vb.INVALID_SDP, "Error parsing answer: not an answer")
+        call.phase = "accepting"
+        call.pending_tx = tx
+        return [RelayAccept(call.call_id, jsep["sdp"])]
+
+    def call_accepted(self, call_id: str, caller_answer: str | None, error: str | None) -> list[Effect]:
+        call = self.calls.get(call_id)
+        if call is None or call.phase != "accepting":
+            return []
+        tx = call.pending_tx
+        if caller_answer is None:
+            # The callee's answer was refused: the call cannot go on (Janus would have
+            # refused the accept before ringing the caller's answer; we end it cleanly).
+            call.phase = "ringing"
+            return [Event(call.callee, _error(_relay_error("answer", error)), tx)]
+        call.phase = "active"
+        callee = self.handles[call.callee]
+        effects: list[Effect] = [
+            Event(call.callee, _result({"event": "accepted"}), tx),
+            Event(call.caller, _result({"event": "accepted", "username": callee.username}), None, {"type": "answer", "sdp": caller_answer}),
+        ]
+        effects += self._flush_trickles(call, "callee")
+        effects += self._apply_controls(call, "callee")
+        return effects
+
+    def _set(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+        parsed = vb.validate_set(body)
+        controls = state.controls
+        if parsed.audio is not None:
+            controls.audio = parsed.audio
+        if parsed.video is not None:
+            controls.video = parsed.video
+        if parsed.bitrate is not None:
+            controls.bitrate = parsed.bitrate
+        effects: list[Effect] = []
+        call = state.call
+        live = call is not None and call.phase == "active"
+        if live and call is not None and (parsed.audio is not None or parsed.video is not None or parsed.bitrate is not None):
+            effects.append(RelayConfigure(call.call_id, call.leg_of(state.handle), parsed.audio, parsed.video, parsed.bitrate))
+        if jsep is not None and live and call is not None:
+            sdp_type = jsep.get("type")
+            leg = call.leg_of(state.handle)
+            if sdp_type == "answer" and call.renegotiating in (None, leg):
+                raise PluginError(vb.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
+            effects.append(RelayRenegotiate(call.call_id, leg, str(sdp_type), jsep["sdp"], bool(parsed.restart), tx))
+            return effects
+        # Janus answers `set` at once; with a jsep it is answered once the relay has it.
+        effects.append(Event(state.handle, _result({"event": "set"}), tx))
+        return effects
+
+    def renegotiated(self, call_id: str, leg: LegName, sdp_type: str, sdp: str | None, error: str | None, transaction: str | None) -> list[Effect]:
+        """The worker's answer to ``RelayRenegotiate``: the SDP for the other leg."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return []
+        handle = call.handle_of(leg)
+        if sdp is None:
+            return [Event(handle, _error(_relay_error("offer" if sdp_type == "offer" else "answer", error)), transaction)]
+        call.renegotiating = leg if sdp_type == "offer" else None
+        peer = call.peer_of(handle)
+        return [
+            Event(handle, _result({"event": "set"}), transaction),
+            Event(peer, _result({"event": "update"}), None, {"type": sdp_type, "sdp": sdp}),
+        ]
+
+    def _hangup(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+        # A reason that is not a string is ignored, as Janus does; ours is bounded.
+        given = body.get("reason")
+        reason = quote(given, REASON_LIMIT) if isinstance(given, str) else None
+        result: dict[str, Any] = {"event": "hangup"}
+        if state.username is not None:
+            result["username"] = state.username
+        result["reason"] = SUCCESS_HANGUP
+        effects: list[Effect] = [Event(state.handle, _result(result), tx)]
+        call = state.call
+        self._drop_pending(state)
+        if call is not None:
+            effects += self._end_call(call, dropped=state.handle, reason=reason or PEER_HANGUP_DEFAULT, dropped_pc="Close PC")
+        return effects
+
+    # --- trickle and relay notifications --------------------------------------------------
+
+    def trickle(self, handle: int, candidates: list[dict[str, Any]], completed: bool) -> list[Effect]:
+        """Candidates from a client: to its leg if it has one, else kept (bounded)."""
+        state = self.handles.get(handle)
+        if state is None:
+            return []
+        call = state.call
+        if call is not None and self._leg_ready(call, call.leg_of(handle)):
+            return [RelayTrickle(call.call_id, call.leg_of(handle), tuple(candidates), completed)]
+        # Differs from Janus: Janus keeps every early trickle forever; we keep a bounded few.
+        room = self.max_pending_trickles - len(state.pending_trickles)
+        state.pending_trickles.extend(candidates[: max(room, 0)])
+        state.pending_completed = state.pending_completed or completed
+        return []
+
+    def leg_state(self, call_id: str, leg: LegName, connected: bool, reason: str) -> list[Effect]:
+        """A worker reports a leg's transport: connected -> ``webrtcup``; else the call ends."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return []
+        handle = call.handle_of(leg)
+        if connected:
+            return [Webrtcup(handle)]
+        return self._end_call(call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=reason or "Close PC")
+
+    def leg_media(self, call_id: str, leg: LegName, kind: str, mid: str, receiving: bool) -> list[Effect]:
+        call = self.calls.get(call_id)
+        if call is None:
+            return []
+        return [Media(call.handle_of(leg), mid, kind, receiving)]
+
+    def relay_lost(self, call_ids: list[str]) -> list[Effect]:
+        """A worker died or became unreachable: its calls end for both sides."""
+        effects: list[Effect] = []
+        for call_id in call_ids:
+            call = self.calls.get(call_id)
+            if call is not None:
+                effects += self._end_call(call, dropped=None, reason=REMOTE_HANGUP, dropped_pc=None)
+        return effects
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _end_call(self, call: Call, *, dropped: int | None, reason: str, dropped_pc: str | None) -> list[Effect]:
+        """End ``call``; ``dropped`` is the side that caused it (None: the relay failed).
+
+        Janus (``janus_videocall_hangup_media``): the other side gets the plugin ``hangup``
+        event naming the dropper with ``reason``, then its core ``hangup`` ("Close PC");
+        the side that dropped gets only a core ``hangup`` with ``dropped_pc`` (none when
+        its handle is gone). A side that never made a PeerConnection gets no core hangup.
+        Differs from Janus: after an explicit hangup the peer is not sent a second, late
+        "Remote WebRTC hangup" event.
+        """
+        effects: list[Effect] = [RelayHangup(call.call_id, reason)]
+        names = {side: getattr(self.handles.get(side), "username", None) for side in (call.caller, call.callee)}
+        had_pc = {call.caller: True, call.callee: call.phase in ("accepting", "active")}
+        self._forget(call)
+        for side in (call.caller, call.callee):
+            state = self.handles.get(side)
+            if state is None:
+                continue
+            self._drop_pending(state)
+            if side == dropped:
+                if had_pc[side] and dropped_pc is not None:
+                    effects.append(CoreHangup(side, dropped_pc))
+                continue
+            data: dict[str, Any] = {"event": "hangup"}
+            who = names[call.peer_of(side)]
+            if who is not None:
+                data["username"] = who
+            data["reason"] = reason
+            effects.append(Event(side, _result(data)))
+            if had_pc[side]:
+                effects.append(CoreHangup(side))
+        return effects
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.call_id, None)
+        for side in (call.caller, call.callee):
+            state = self.handles.get(side)
+            if state is not None and state.call is call:
+                state.call = None
+                state.controls = Controls()
+
+    def _leg_ready(self, call: Call, leg: LegName) -> bool:
+        # The caller's leg exists once the worker prepared the call; the callee's once
+        # it answered (the worker buffers candidates until a leg has its remote SDP).
+        if leg == "caller":
+            return call.phase != "creating"
+        return call.phase in ("ringing", "accepting", "active")
+
+    def _flush_trickles(self, call: Call, leg: LegName) -> list[Effect]:
+        state = self.handles.get(call.handle_of(leg))
+        if state is None or not (state.pending_trickles or state.pending_completed):
+            return []
+        effect = RelayTrickle(call.call_id, leg, tuple(state.pending_trickles), state.pending_completed)
+        self._drop_pending(state)
+        return [effect]
+
+    def _apply_controls(self, call: Call, leg: LegName) -> list[Effect]:
+        state = self.handles.get(call.handle_of(leg))
+        if state is None or not state.controls.changed():
+            return []
+        c = state.controls
+        return [RelayConfigure(call.call_id, leg, c.audio, c.video, c.bitrate)]
+
+    @staticmethod
+    def _drop_pending(state: HandleState) -> None:
+        state.pending_trickles = []
+        state.pending_completed = False
+
+
+def _relay_error(what: str, error: str | None) -> PluginError:
+    """A worker's refusal of an SDP becomes 483; an unreachable worker 499."""
+    text = error or "unknown error"
+    if text.startswith("relay unavailable"):
+        return PluginError(vb.UNKNOWN_ERROR, f"Media relay unavailable, try again ({text})")
+    return PluginError(vb.INVALID_SDP, f"Error parsing {what}: {text}")
+
+
+_HANDLERS = {
+    "list": VideoCall._list,
+    "register": VideoCall._register,
+    "call": VideoCall._call,
+    "accept": VideoCall._accept,
+    "set": VideoCall._set,
+    "hangup": VideoCall._hangup,
+}
