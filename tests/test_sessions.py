@@ -1,0 +1,112 @@
+"""Sessions and handles: ownership, limits and expiry, with the clock passed in."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from signaling.registry import MemoryRegistry, owner_id, parse_owner
+from signaling.sessions import MAX_ID, SessionError, Sessions
+
+
+def make(**kw: int) -> Sessions:
+    return Sessions(rng=random.Random(1), **kw)
+
+
+def test_ids_are_unique_and_javascript_safe() -> None:
+    s = make(max_sessions_per_connection=1000)
+    ids = {s.create("c", 0.0).session_id for _ in range(500)}
+    assert len(ids) == 500 and all(1 <= i <= MAX_ID for i in ids)
+
+
+def test_only_the_owner_sees_a_session() -> None:
+    s = make()
+    sid = s.create("conn-a", 0.0).session_id
+    assert s.get(sid, "conn-a").session_id == sid
+    with pytest.raises(SessionError) as exc:
+        s.get(sid, "conn-b")
+    assert (exc.value.code, exc.value.reason) == (458, f"No such session {sid}")
+
+
+def test_claim_moves_a_session() -> None:
+    s = make()
+    sid = s.create("a", 0.0).session_id
+    s.claim(sid, "b", 1.0)
+    assert s.get(sid, "b").owner == "b"
+    with pytest.raises(SessionError):
+        s.get(sid, "a")
+    assert s.owned_by("a") == [] and s.owned_by("b") == [sid]
+    with pytest.raises(SessionError) as exc:
+        s.claim(12345, "b", 1.0)
+    assert exc.value.code == 458
+
+
+def test_requested_id_conflict_is_468() -> None:
+    s = make()
+    s.create("a", 0.0, requested_id=42)
+    with pytest.raises(SessionError) as exc:
+        s.create("b", 0.0, requested_id=42)
+    assert (exc.value.code, exc.value.reason) == (468, "Session ID already in use")
+
+
+def test_session_and_handle_limits() -> None:
+    s = make(max_sessions_per_connection=2, max_handles_per_session=2)
+    first = s.create("a", 0.0)
+    s.create("a", 0.0)
+    with pytest.raises(SessionError) as exc:
+        s.create("a", 0.0)
+    assert exc.value.code == 490
+    s.create("b", 0.0)  # another connection is not affected
+    s.attach(first)
+    s.attach(first)
+    with pytest.raises(SessionError):
+        s.attach(first)
+
+
+def test_handles_belong_to_their_session() -> None:
+    s = make()
+    a, b = s.create("c", 0.0), s.create("c", 0.0)
+    h = s.attach(a)
+    assert s.handle(a, h) == h and s.session_of(h) == a.session_id
+    with pytest.raises(SessionError) as exc:
+        s.handle(b, h)
+    assert (exc.value.code, exc.value.reason) == (459, f"No such handle {h} in session {b.session_id}")
+    s.detach(h)
+    assert s.session_of(h) is None and h not in a.handles
+
+
+def test_expiry_is_refreshed_by_requests() -> None:
+    s = make()
+    sid = s.create("c", 0.0).session_id
+    assert s.expired(59.0, 60) == []
+    s.get(sid, "c", now=50.0)
+    assert s.expired(100.0, 60) == []
+    assert s.expired(110.0, 60) == [sid]
+    assert s.expired(1e9, 0) == []  # 0 disables expiry
+
+
+def test_destroy_returns_handles_and_frees_ids() -> None:
+    s = make()
+    session = s.create("c", 0.0)
+    handles = sorted(s.attach(session) for _ in range(3))
+    assert s.destroy(session.session_id) == handles
+    assert s.owned_by("c") == [] and all(s.session_of(h) is None for h in handles)
+    assert s.destroy(session.session_id) == []
+
+
+async def test_memory_registry_claims_atomically() -> None:
+    r = MemoryRegistry()
+    assert await r.claim("alice", "n/1")
+    assert await r.claim("alice", "n/1")  # idempotent for the owner
+    assert not await r.claim("alice", "n/2")
+    await r.release("alice", "n/2")  # not the owner: no effect
+    assert await r.lookup("alice") == "n/1"
+    assert await r.names() == ["alice"]
+    await r.release("alice", "n/1")
+    assert await r.lookup("alice") is None
+
+
+def test_owner_ids_round_trip() -> None:
+    assert parse_owner(owner_id("127.0.0.1:8188", 42)) == ("127.0.0.1:8188", 42)
+    assert parse_owner("garbage") is None and parse_owner("n/x") is None
