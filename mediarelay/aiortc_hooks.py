@@ -1,0 +1,261 @@
+"""The one module that reaches into aiortc's and aioice's private internals.
+
+Everything the relay needs that aiortc does not offer publicly is done here, and only here:
+
+- ICE host sockets (``ice.py`` decides, this module plugs it in): aioice gathers host
+  candidates from ``aioice.ice.get_host_addresses`` (which never offers 127.0.0.1) and binds
+  each on port 0 inside ``Connection.get_component_candidates``. Both are replaced while a
+  policy is installed, so ``ice_enforce_list`` (loopback included) and ``rtp_port_range`` work.
+- RTP entry point: ``RTCRtpReceiver._handle_rtp_packet`` is replaced per receiver, so a
+  packet is counted and dropped before any jitter buffer or decoder; the decoder thread that
+  ``receive()`` starts is stopped at once, so no decoder ever exists in the worker.
+- Codecs of a transceiver (``_codecs``): read to pair legs, written to restrict the caller's
+  answer to the codecs the callee chose (aiortc applies preferences only when an offer is set).
+- The SCTP transport of a PC, created without opening a data channel (for a mirrored
+  ``m=application`` line).
+
+The installed versions are checked when this module is imported: any other aiortc/aioice
+fails loudly with a RuntimeError instead of misbehaving later. ``PRIVATE_API`` lists every
+private name used, and ``probe()`` checks each on real objects (tests run it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any, Protocol
+
+import aioice.ice
+import aiortc.codecs
+import aiortc.rtcpeerconnection
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc.codecs import CODECS
+from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+__all__ = [
+    "TESTED_VERSIONS", "PRIVATE_API", "CODECS", "find_common_codecs", "is_codec_compatible",
+    "check_versions", "probe", "HostSockets", "install_host_sockets",
+    "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport",
+]
+
+log = logging.getLogger(__name__)
+
+#: The only versions these hooks were written and tested against.
+TESTED_VERSIONS = {"aiortc": "1.16.0", "aioice": "0.13.0"}
+
+#: (owner, name, why we touch it): every private or unexported name used by the relay.
+PRIVATE_API: list[tuple[str, str, str]] = [
+    ("aioice.ice", "get_host_addresses", "replaced: host addresses from ice_enforce_list (loopback allowed)"),
+    ("aioice.ice.Connection", "get_component_candidates", "replaced: host sockets bound within rtp_port_range"),
+    ("aioice.ice.Connection", "_protocols", "host sockets we bind are registered there, as aioice does"),
+    ("aioice.ice", "server_reflexive_candidate", "STUN candidates for the sockets we bind"),
+    ("aioice.ice", "StunProtocol", "protocol of the sockets we bind"),
+    ("RTCRtpReceiver", "_handle_rtp_packet", "replaced per receiver: count and drop RTP, never decode"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__stop_decoder", "stop the decoder thread receive() starts"),
+    ("RTCRtpTransceiver", "_codecs", "negotiated codecs: read to pair legs, written to answer the caller"),
+    ("RTCPeerConnection", "_RTCPeerConnection__createSctpTransport", "m=application without a data channel"),
+    ("aiortc.rtcpeerconnection", "find_common_codecs", "aiortc's own codec matching (not exported)"),
+    ("aiortc.rtcpeerconnection", "is_codec_compatible", "aiortc's own codec matching (not exported)"),
+    ("aiortc.codecs", "CODECS", "the codecs aiortc supports, with their parameters"),
+]
+
+
+def check_versions() -> None:
+    """Refuse to run on aiortc/aioice versions these hooks were not written for."""
+    found = {name: version(name) for name in TESTED_VERSIONS}
+    wrong = [f"{name} {found[name]} (need {want})" for name, want in TESTED_VERSIONS.items() if found[name] != want]
+    if wrong:
+        raise RuntimeError(
+            "mediarelay.aiortc_hooks reaches into aiortc/aioice internals and supports only "
+            f"aiortc {TESTED_VERSIONS['aiortc']} / aioice {TESTED_VERSIONS['aioice']}; installed: "
+            + ", ".join(wrong) + ". Install the pinned versions or update the hooks and their test."
+        )
+
+
+check_versions()
+
+
+# --- ICE host sockets ------------------------------------------------------------------------
+
+
+class HostSockets(Protocol):
+    """What ``ice.IcePolicy`` provides: which host addresses to use and how to bind on one."""
+
+    def host_addresses(self, use_ipv4: bool, use_ipv6: bool) -> list[str] | None:
+        """The addresses to gather on, or None for aioice's own choice."""
+
+    def bind(self, address: str) -> socket.socket:
+        """A bound, non-blocking UDP socket on ``address`` (OSError if none can be had)."""
+
+
+_ORIGINAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+_ORIGINAL_GET_COMPONENT_CANDIDATES = aioice.ice.Connection.get_component_candidates
+_installed: HostSockets | None = None
+
+
+def install_host_sockets(provider: HostSockets | None) -> HostSockets | None:
+    """Make every aioice Connection of this process gather and bind as ``provider`` says.
+
+    ``None`` gives aioice back its own gathering. Returns the provider it replaces, so a
+    caller (a test, ``run_worker``) can put it back when done.
+    """
+    global _installed
+    previous, _installed = _installed, provider
+    if provider is None:
+        aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES
+        aioice.ice.Connection.get_component_candidates = _ORIGINAL_GET_COMPONENT_CANDIDATES  # type: ignore[method-assign]
+    else:
+        aioice.ice.get_host_addresses = _get_host_addresses  # type: ignore[assignment]
+        aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+    return previous
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    provider = _installed
+    addresses = provider.host_addresses(use_ipv4, use_ipv6) if provider is not None else None
+    return addresses if addresses is not None else _ORIGINAL_GET_HOST_ADDRESSES(use_ipv4, use_ipv6)
+
+
+async def _get_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+) -> list[Candidate]:
+    """aioice's ``get_component_candidates`` with host sockets bound by the provider.
+
+    Host candidates are built exactly as aioice builds them; STUN (server-reflexive) candidates
+    come from aioice's own ``server_reflexive_candidate`` on our sockets, and TURN is left to
+    aioice's original (called with no host address, it only allocates on the TURN server).
+    """
+    provider = _installed
+    if provider is None:
+        return await _ORIGINAL_GET_COMPONENT_CANDIDATES(self, component, addresses, timeout)
+    loop = asyncio.get_running_loop()
+    candidates: list[Candidate] = []
+    host_protocols: list[aioice.ice.StunProtocol] = []
+    for address in addresses:
+        try:
+            sock = provider.bind(address)
+        except OSError as exc:
+            log.warning("ICE: no UDP socket on %s: %s", address, exc)
+            continue
+        _, protocol = await loop.create_datagram_endpoint(lambda: aioice.ice.StunProtocol(self), sock=sock)
+        host, port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        host_protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    self._protocols += host_protocols
+
+    async def reflexive() -> list[Candidate]:
+        stun = self.stun_server
+        if not stun:
+            return []
+        tasks = [
+            asyncio.ensure_future(aioice.ice.server_reflexive_candidate(protocol, stun))
+            for protocol in host_protocols
+            if ipaddress.ip_address(protocol.local_candidate.host).version == 4
+        ]
+        if not tasks:
+            return []
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        return [task.result() for task in done if task.exception() is None]
+
+    async def relayed() -> list[Candidate]:
+        if not self.turn_server:
+            return []
+        return await _ORIGINAL_GET_COMPONENT_CANDIDATES(self, component, [], timeout)
+
+    more = await asyncio.gather(reflexive(), relayed())
+    return candidates + more[0] + more[1]
+
+
+# --- RTP entry point ----------------------------------------------------------------------
+
+
+def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) -> None:
+    """Send every RTP packet this receiver gets to ``on_rtp(packet, arrival_ms)`` instead of aiortc.
+
+    The DTLS transport calls ``receiver._handle_rtp_packet`` after SRTP and routing; an
+    instance attribute shadows the method, so only the relay's receivers change (the
+    packets never reach a jitter buffer, NACK generator or decoder). ``receive()`` starts a
+    decoder thread; it is stopped as soon as it starts, so the worker holds no idle decoder
+    threads either. The forwarder of the next issue takes packets in ``on_rtp`` or below.
+    """
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        on_rtp(packet, arrival_time_ms)
+
+    original_receive = receiver.receive
+
+    async def receive(parameters: Any) -> None:
+        await original_receive(parameters)
+        receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+# --- codecs and SCTP ----------------------------------------------------------------------
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs aiortc negotiated for this m-line (the remote's payload types), RTX included."""
+    return list(transceiver._codecs)
+
+
+def set_negotiated_codecs(transceiver: RTCRtpTransceiver, codecs: list[RTCRtpCodecParameters]) -> None:
+    """Replace the negotiated codecs: ``createAnswer`` and the sender/receiver use these."""
+    transceiver._codecs = list(codecs)
+
+
+def add_sctp_transport(pc: RTCPeerConnection) -> None:
+    """Give ``pc`` an SCTP transport, so its next offer has an ``m=application`` line.
+
+    ``createDataChannel`` would do it too, but would also open a channel the callee sees.
+    """
+    if pc.sctp is None:
+        pc._RTCPeerConnection__createSctpTransport()  # type: ignore[attr-defined]
+
+
+# --- probe ------------------------------------------------------------------------------------
+
+
+async def probe() -> list[str]:
+    """Check every entry of ``PRIVATE_API`` on real objects; return the missing ones."""
+    from aiortc import RTCConfiguration
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("audio")
+        connection = transceiver.receiver.transport.transport.iceGatherer._connection
+        owners: dict[str, object] = {
+            "aioice.ice": aioice.ice,
+            "aioice.ice.Connection": connection,
+            "RTCRtpReceiver": transceiver.receiver,
+            "RTCRtpTransceiver": transceiver,
+            "RTCPeerConnection": pc,
+            "aiortc.rtcpeerconnection": aiortc.rtcpeerconnection,
+            "aiortc.codecs": aiortc.codecs,
+        }
+        missing = [f"{owner}.{name}" for owner, name, _ in PRIVATE_API if not hasattr(owners[owner], name)]
+        # The gathering replacement sets this the way aioice's own code does.
+        if "local_candidate" not in getattr(aioice.ice.StunProtocol, "__annotations__", {}):
+            missing.append("aioice.ice.StunProtocol.local_candidate")
+        return missing
+    finally:
+        await pc.close()

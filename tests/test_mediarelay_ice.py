@@ -1,0 +1,142 @@
+"""The relay's ICE settings (ice.py) and the private hooks they rest on (aiortc_hooks.py)."""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+
+import aioice.ice
+import pytest
+from aiortc import RTCIceServer
+
+from mediarelay import aiortc_hooks, ice
+from mediarelay.testing import LOOPBACK, client, m_lines, make_offer
+from shared.settings import Settings
+
+
+def _free_port_range(size: int = 20) -> tuple[int, int]:
+    """A range of UDP ports that are free right now on 127.0.0.1 (starting at a random free one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        low = min(probe.getsockname()[1], 65535 - size)
+    return low, low + size - 1
+
+
+# --- aiortc_hooks: versions and private attributes ---------------------------------------------
+
+
+def test_hooks_refuse_other_aiortc_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiortc_hooks, "version", lambda name: {"aiortc": "1.17.0", "aioice": "0.13.0"}[name])
+    with pytest.raises(RuntimeError, match=r"aiortc 1\.17\.0 \(need 1\.16\.0\)"):
+        aiortc_hooks.check_versions()
+
+
+def test_installed_versions_are_the_pinned_ones() -> None:
+    aiortc_hooks.check_versions()
+
+
+async def test_every_private_attribute_the_hooks_use_exists() -> None:
+    assert await aiortc_hooks.probe() == []
+    assert len(aiortc_hooks.PRIVATE_API) >= 10
+
+
+# --- host candidates -------------------------------------------------------------------------
+
+
+async def test_loopback_policy_offers_only_127_0_0_1() -> None:
+    with ice.installed(LOOPBACK):
+        pc = client()
+        pc.addTransceiver("audio")
+        try:
+            sdp = await make_offer(pc)
+        finally:
+            await pc.close()
+    addresses = {address for line in m_lines(sdp) for address, _ in line["candidates"]}
+    assert addresses == {"127.0.0.1"}
+
+
+async def test_leaving_the_policy_gives_aioice_its_own_gathering_back() -> None:
+    original = aioice.ice.get_host_addresses
+    with ice.installed(LOOPBACK):
+        assert aioice.ice.get_host_addresses is not original
+        with ice.installed(ice.IcePolicy(addresses=("127.0.0.1",), port_range=(40000, 40010))):
+            pass
+        assert aiortc_hooks._installed is LOOPBACK  # the outer policy is back
+    assert aioice.ice.get_host_addresses is original
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+async def test_rtp_port_range_binds_every_ice_socket_within_it() -> None:
+    low, high = _free_port_range()
+    with ice.installed(ice.IcePolicy(addresses=("127.0.0.1",), port_range=(low, high))):
+        pcs = [client() for _ in range(3)]
+        try:
+            for pc in pcs:
+                pc.addTransceiver("audio")
+                pc.createDataChannel("x")  # a second transport: two sockets per pc
+            ports = [port for pc in pcs for line in m_lines(await make_offer(pc)) for _, port in line["candidates"]]
+        finally:
+            for pc in pcs:
+                await pc.close()
+    assert ports and all(low <= port <= high for port in ports)
+
+
+def test_bind_udp_reports_a_full_port_range() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"no free UDP port in rtp_port_range {port}-{port}"):
+            ice.bind_udp("127.0.0.1", (port, port))
+
+
+def test_enforce_list_takes_addresses_and_interface_prefixes() -> None:
+    adapters = [
+        SimpleNamespace(name="lo", nice_name="lo", ips=[SimpleNamespace(ip="127.0.0.1"), SimpleNamespace(ip=("::1", 0, 0))]),
+        SimpleNamespace(name="eth0", nice_name="eth0", ips=[SimpleNamespace(ip="192.0.2.2"),
+                                                             SimpleNamespace(ip=("fe80::1", 0, 2))]),
+    ]
+    assert ice.resolve_enforce_list(["eth", "10.0.0.1", "lo"], adapters) == ["192.0.2.2", "10.0.0.1", "127.0.0.1", "::1"]
+    with pytest.raises(ValueError, match="'wlan9' is neither an IP address nor an interface"):
+        ice.resolve_enforce_list(["wlan9"], adapters)
+
+
+# --- what the relay advertises and whom it contacts ------------------------------------------
+
+
+def test_nat_1_1_mapping_replaces_host_addresses_in_the_sdp() -> None:
+    sdp = "\r\n".join([
+        "m=audio 5000 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 10.0.0.5",
+        "a=candidate:1 1 udp 2130706431 10.0.0.5 5000 typ host",
+        "a=candidate:2 1 udp 2130706431 fd00::5 5002 typ host",
+        "a=candidate:3 1 udp 1694498815 198.51.100.1 6000 typ srflx raddr 10.0.0.5 rport 5000", "",
+    ])
+    out = ice.IcePolicy(public_address="203.0.113.7").advertise(sdp)
+    assert "c=IN IP4 203.0.113.7" in out
+    assert "a=candidate:1 1 udp 2130706431 203.0.113.7 5000 typ host" in out
+    assert "fd00::5 5002 typ host" in out  # another family: left alone
+    assert "198.51.100.1 6000 typ srflx" in out
+    assert ice.IcePolicy().advertise(sdp) == sdp
+
+
+def test_ice_servers_are_an_explicit_empty_list_by_default() -> None:
+    assert ice.rtc_configuration(Settings()).iceServers == []
+    assert ice.policy_from_settings(Settings()).rtc_configuration().iceServers == []
+
+
+def test_ice_servers_parse_stun_and_turn_urls() -> None:
+    servers = ice.ice_servers(["stun:stun.example.org:3478", "turn:alice:s3cret@turn.example.org?transport=tcp"])
+    assert servers == [
+        RTCIceServer(urls="stun:stun.example.org:3478"),
+        RTCIceServer(urls="turn:turn.example.org?transport=tcp", username="alice", credential="s3cret"),
+    ]
+    for bad in ["http://x", "turn:turn.example.org", "stun:u:p@host"]:
+        with pytest.raises(ValueError, match="ice_servers entry"):
+            ice.ice_servers([bad])
+
+
+def test_policy_from_settings_uses_the_janus_names() -> None:
+    settings = Settings(ice_enforce_list="127.0.0.1", rtp_port_range="20000-20100", nat_1_1_mapping="203.0.113.7")
+    assert ice.policy_from_settings(settings) == ice.IcePolicy(
+        addresses=("127.0.0.1",), port_range=(20000, 20100), public_address="203.0.113.7")
+    with pytest.raises(ValueError, match="nat_1_1_mapping must be an IP address"):
+        ice.policy_from_settings(Settings(nat_1_1_mapping="example.org"))
