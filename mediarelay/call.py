@@ -1,0 +1,172 @@
+"""A call at the relay: the caller's leg and the callee's leg, and the SDP between them.
+
+The relay is the answerer towards the caller and the offerer towards the callee, as in
+Janus's VideoCall: the callee gets the caller's media (kinds, order, directions) with the
+relay's ICE/DTLS, and the callee's answer decides the codecs of the whole call.
+
+    call, callee_offer = await Call.create(call_id, caller_offer, policy=..., notify=...)
+    caller_answer = await call.accept(callee_answer)
+    await call.add_candidates("caller", [{"candidate": ..., "sdpMid": "0"}], completed=False)
+    await call.close("Explicit hangup")
+
+Every SDP and candidate is checked before it touches a PeerConnection; a refusal is an
+``SdpError`` (ValueError) with a sentence for the client, and a refused request changes
+nothing. ``pairs`` (caller m-line <-> callee m-line) is what the forwarder of the next issue
+links; this module does not forward media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiortc import RTCIceCandidate, RTCRtpTransceiver
+
+from mediarelay import aiortc_hooks, sdp
+from mediarelay.ice import IcePolicy
+from mediarelay.leg import CLOSE_PC, Leg, LegName, Notify
+from mediarelay.sdp import SdpError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MediaPair:
+    """One mirrored m-line: the caller leg's transceiver and the callee leg's for the same media."""
+
+    kind: str
+    caller: RTCRtpTransceiver
+    callee: RTCRtpTransceiver
+
+
+class Call:
+    """Two legs of one call inside a worker. Build it with ``await Call.create(...)``."""
+
+    def __init__(self, call_id: str, caller: Leg, callee: Leg, pairs: list[MediaPair]) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.callee = callee
+        self.pairs = pairs
+        self.accepted = False
+        self._closing: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Call {self.call_id} caller={self.caller.state} callee={self.callee.state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None
+
+    def leg(self, name: object) -> Leg:
+        if name == "caller":
+            return self.caller
+        if name == "callee":
+            return self.callee
+        raise ValueError("leg must be 'caller' or 'callee'")
+
+    @classmethod
+    async def create(cls, call_id: str, caller_offer: str, *, policy: IcePolicy,
+                     notify: Notify) -> tuple[Call, str]:
+        """Set the caller's offer on the caller leg and offer the same media to the callee.
+
+        Returns the call and the relay's offer for the callee. SdpError if the offer is refused.
+        """
+        lines = sdp.plan_offer(sdp.parse(caller_offer, "offer"))
+        data = [line for line in lines if line.kind == "application"]
+        caller = Leg(call_id, "caller", policy, notify)
+        callee = Leg(call_id, "callee", policy, notify, data_first=bool(data) and lines[0].kind == "application")
+        try:
+            await caller.set_remote(caller_offer, "offer")
+            for line in lines:
+                if line.kind in sdp.MEDIA_KINDS:
+                    transceiver = callee.pc.addTransceiver(line.kind, direction=line.direction)
+                    transceiver.setCodecPreferences(list(line.codecs))
+            if data and lines[0].kind != "application":
+                aiortc_hooks.add_sctp_transport(callee.pc)  # after the media, as the caller has it
+            callee_offer = await callee.set_local("offer")
+        except BaseException:
+            await asyncio.gather(caller.close(report=False), callee.close(report=False))
+            raise
+        media = [t for t in caller.pc.getTransceivers()]
+        mirrored = [t for t in callee.pc.getTransceivers()]
+        pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored)]
+        log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines))
+        return cls(call_id, caller, callee, pairs), callee_offer
+
+    async def accept(self, callee_answer: str) -> str:
+        """Apply the callee's answer, then answer the caller with the codecs the callee chose.
+
+        Returns the relay's answer for the caller. SdpError if the answer is refused (the
+        call is then unchanged, and the callee may answer again).
+        """
+        if self.closed:
+            raise ValueError("the call is over")
+        if self.accepted:
+            raise ValueError("the call was already accepted")
+        answer = sdp.parse(callee_answer, "answer")
+        offered = self.callee.pc.localDescription
+        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in _media(offered.sdp)]:
+            raise SdpError("the answer's m-lines do not match the offer (same kinds and mids, same order)")
+        # Decide everything before changing anything: a refused answer leaves the call as it was.
+        by_mid = {m.rtp.muxId: m for m in answer.media}
+        chosen = []
+        for pair in self.pairs:
+            mid = pair.callee.mid
+            codecs = sdp.answer_codecs(aiortc_hooks.negotiated_codecs(pair.caller), by_mid[mid].rtp.codecs)
+            if not codecs:
+                raise SdpError(f"the answer's {pair.kind} m-line (mid {mid}) has no codec the caller offered")
+            chosen.append(codecs)
+        await self.callee.set_remote(callee_answer, "answer")
+        for pair, codecs in zip(self.pairs, chosen):
+            aiortc_hooks.set_negotiated_codecs(pair.caller, codecs)
+            # The relay sends the caller what it receives from the callee, and the reverse.
+            pair.caller.direction = sdp.reverse_direction(pair.callee.currentDirection or "inactive")
+        caller_answer = await self.caller.set_local("answer")
+        self.accepted = True
+        log.info("call %s: accepted (%s)", self.call_id, ", ".join(
+            f"{pair.kind} {codecs[0].mimeType} {pair.caller.direction}" for pair, codecs in zip(self.pairs, chosen)))
+        return caller_answer
+
+    async def add_candidates(self, leg: LegName, candidates: Sequence[Mapping[str, object]],
+                             completed: bool = False) -> None:
+        """Trickled candidates for a leg, as janus.js sends them; all are checked first."""
+        target = self.leg(leg)
+        if len(candidates) > 64:
+            raise SdpError("too many candidates in one trickle (at most 64)")
+        parsed: list[RTCIceCandidate | None] = []
+        for item in candidates:
+            if not isinstance(item, Mapping):
+                raise SdpError("a candidate must be an object with candidate, sdpMid and sdpMLineIndex")
+            parsed.append(sdp.parse_candidate(item.get("candidate"), item.get("sdpMid"), item.get("sdpMLineIndex")))
+        if completed:
+            parsed.append(None)
+        await target.add_candidates(parsed)
+
+    def configure(self, leg: LegName, audio: bool | None = None, video: bool | None = None,
+                  bitrate: int | None = None) -> None:
+        """Store what ``set`` asked for the media this leg sends (no effect until forwarding)."""
+        settings = self.leg(leg).settings
+        if audio is not None:
+            settings.audio = audio
+        if video is not None:
+            settings.video = video
+        if bitrate is not None:
+            if bitrate < 0:
+                raise ValueError("bitrate must not be negative")
+            settings.bitrate = bitrate
+
+    async def close(self, reason: str = CLOSE_PC) -> None:
+        """Close both legs (each reports ``closed`` with ``reason`` unless it already ended); idempotent."""
+        if self._closing is None:
+            log.info("call %s: closing (%s)", self.call_id, reason)
+            self._closing = asyncio.ensure_future(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        await asyncio.gather(self.caller.close(reason), self.callee.close(reason))
+
+
+def _media(text: str) -> list[sdp.MediaDescription]:
+    return sdp.SessionDescription.parse(text).media

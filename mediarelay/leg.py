@@ -1,0 +1,230 @@
+"""One side of a call at the relay: an aiortc RTCPeerConnection facing one client.
+
+A ``Leg`` owns its PeerConnection and everything that happens to it: remote SDP and
+trickled candidates (buffered, bounded, until the remote description exists), the
+transport state reported as ``leg.state``, and incoming RTP counted per m-line (reported as
+``leg.media``) and dropped, never decoded. It does not know the other leg: pairing the two
+and the SDP decisions belong to ``call.py`` and ``sdp.py``.
+
+Reasons follow Janus (``janus_ice_webrtc_hangup``): "ICE failed", "DTLS alert" (the peer
+closed or broke DTLS), "Close PC" (the relay closed it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+from aiortc import RTCBundlePolicy, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+from pydantic import BaseModel
+
+from mediarelay import aiortc_hooks
+from mediarelay.ice import IcePolicy
+from mediarelay.inbound import InboundStream
+from mediarelay.sdp import MEDIA_KINDS, SdpError
+from shared.messages import LegMedia, LegState
+
+log = logging.getLogger(__name__)
+
+LegName = Literal["caller", "callee"]
+#: ``notify(method, model)``: how a leg reports ``leg.state`` / ``leg.media``; must not block.
+Notify = Callable[[str, BaseModel], None]
+
+ICE_FAILED = "ICE failed"
+DTLS_ALERT = "DTLS alert"
+CLOSE_PC = "Close PC"
+
+#: Candidates kept for a leg that has no remote description yet.
+MAX_PENDING_CANDIDATES = 128
+#: How often the leg looks for m-lines that went quiet (a fraction of the 1 s timeout).
+MEDIA_POLL_INTERVAL = 0.25
+
+
+@dataclass
+class LegSettings:
+    """What ``set`` asked for this leg's outgoing media; applied by the forwarder (next issue)."""
+
+    audio: bool = True
+    video: bool = True
+    bitrate: int = 0
+
+
+class Leg:
+    """An aiortc PeerConnection for one client of a call, and what the relay reports about it."""
+
+    def __init__(self, call_id: str, name: LegName, policy: IcePolicy, notify: Notify, *,
+                 data_first: bool = False) -> None:
+        self.call_id = call_id
+        self.name: LegName = name
+        self.policy = policy
+        # One transport per leg: Janus 1.x bundles everything too. A data channel m-line first
+        # needs aiortc's "always negotiate" mode, the only way it puts one before the media;
+        # there, max-bundle would put the SCTP transport on the first transceiver's and the
+        # answer's BUNDLE would then stop that shared transport (aiortc 1.16), so the leg
+        # gathers per kind ("balanced") and keeps the data channel's transport, the first.
+        self.pc = RTCPeerConnection(policy.rtc_configuration(
+            bundlePolicy=RTCBundlePolicy.BALANCED if data_first else RTCBundlePolicy.MAX_BUNDLE,
+            alwaysNegotiateDataChannels=data_first))
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        self.settings = LegSettings()
+        self.streams: list[InboundStream] = []
+        self.state: Literal["new", "connected", "failed", "closed"] = "new"
+        self._notify = notify
+        self._pending: list[RTCIceCandidate | None] = []
+        self._tapped: set[int] = set()
+        self._closing: str | None = None
+        self._quiet = False
+        self._close_task: asyncio.Future[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Leg {self.call_id}/{self.name} {self.state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._close_task is not None or self.state == "closed"
+
+    # --- SDP ----------------------------------------------------------------------------------
+
+    async def set_remote(self, sdp: str, sdp_type: Literal["offer", "answer"]) -> None:
+        """Apply the client's SDP (already checked by ``sdp.parse``), then its buffered candidates."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
+        except Exception as exc:  # aiortc raises ValueError and its own DOM errors
+            log.info("call %s: %s leg refused the %s: %r", self.call_id, self.name, sdp_type, exc)
+            raise SdpError(f"the {sdp_type} was refused: {_sentence(exc)}") from None
+        self._tap_receivers()
+        pending, self._pending = self._pending, []
+        await self._apply_candidates(pending)
+
+    async def set_local(self, sdp_type: Literal["offer", "answer"]) -> str:
+        """Create and set the relay's offer or answer; returns it as the client must see it."""
+        description = await (self.pc.createOffer() if sdp_type == "offer" else self.pc.createAnswer())
+        await self.pc.setLocalDescription(description)
+        self._tap_receivers()
+        return self.local_sdp()
+
+    def local_sdp(self) -> str:
+        return self.policy.advertise(self.pc.localDescription.sdp)
+
+    def _tap_receivers(self) -> None:
+        """Count-and-drop every receiver once it has a mid (no decoder ever starts)."""
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if transceiver.mid is None or id(receiver) in self._tapped:
+                continue
+            self._tapped.add(id(receiver))
+            stream = InboundStream(kind=transceiver.kind, mid=transceiver.mid)
+            self.streams.append(stream)
+            aiortc_hooks.tap_rtp(receiver, partial(self._on_rtp, stream))
+
+    # --- candidates ---------------------------------------------------------------------------
+
+    async def add_candidates(self, candidates: list[RTCIceCandidate | None]) -> None:
+        """Apply trickled candidates (None = end of candidates), or keep them for later."""
+        if self.closed:
+            return
+        if self.pc.remoteDescription is None:
+            if len(self._pending) + len(candidates) > MAX_PENDING_CANDIDATES:
+                raise SdpError(
+                    f"too many candidates before the {self.name}'s SDP (at most {MAX_PENDING_CANDIDATES})")
+            self._pending.extend(candidates)
+            return
+        await self._apply_candidates(candidates)
+
+    async def _apply_candidates(self, candidates: list[RTCIceCandidate | None]) -> None:
+        for candidate in candidates:
+            try:
+                await self.pc.addIceCandidate(candidate)
+            except Exception as exc:  # aioice refuses some (e.g. after end-of-candidates)
+                log.info("call %s: %s leg refused a candidate: %r", self.call_id, self.name, exc)
+                raise SdpError(f"a candidate was refused: {_sentence(exc)}") from None
+
+    # --- state --------------------------------------------------------------------------------
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self._report("connected")
+        elif state == "failed":
+            self._report("failed", ICE_FAILED if self.pc.iceConnectionState == "failed" else DTLS_ALERT)
+        elif state == "closed":
+            # Closed without us asking: the client ended DTLS (close_notify), as Janus's "DTLS alert".
+            self._report("closed", self._closing or DTLS_ALERT)
+
+    def _report(self, state: Literal["connected", "failed", "closed"], reason: str = "") -> None:
+        """Move to ``state`` and say so; a leg reports at most one end (failed or closed)."""
+        if self.state == state or self.state in ("failed", "closed"):
+            return
+        self.state = state
+        log.info("call %s: %s leg %s%s", self.call_id, self.name, state, f" ({reason})" if reason else "")
+        if state == "connected":
+            self._watch_task = asyncio.ensure_future(self._watch_media())
+        elif self._watch_task is not None:
+            self._watch_task.cancel()
+        self._emit("leg.state", LegState(call_id=self.call_id, leg=self.name, state=state, reason=reason))
+
+    async def close(self, reason: str = CLOSE_PC, *, report: bool = True) -> None:
+        """Close the PeerConnection (its sockets too); idempotent, concurrent calls wait for one close.
+
+        ``report=False`` closes silently: a leg of a call that was never created.
+        """
+        if self._close_task is None:
+            self._closing = reason
+            self._quiet = not report
+            self._pending.clear()
+            self._close_task = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        try:
+            await self.pc.close()
+        except Exception:
+            log.exception("call %s: closing the %s leg failed", self.call_id, self.name)
+        self._report("closed", self._closing or CLOSE_PC)
+
+    # --- media --------------------------------------------------------------------------------
+
+    def _on_rtp(self, stream: InboundStream, packet: RtpPacket, arrival_ms: int) -> None:
+        """Every RTP packet from this leg's client: counted, then dropped (or given to a sink)."""
+        if stream.on_packet(len(packet.payload), asyncio.get_running_loop().time()):
+            self._media(stream)
+        if stream.sink is not None:
+            stream.sink(packet)
+
+    async def _watch_media(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(MEDIA_POLL_INTERVAL)
+            now = loop.time()
+            for stream in self.streams:
+                if stream.poll(now):
+                    self._media(stream)
+
+    def _media(self, stream: InboundStream) -> None:
+        if stream.kind not in MEDIA_KINDS:
+            return
+        log.info("call %s: %s leg %s mid %s receiving=%s", self.call_id, self.name, stream.kind,
+                 stream.mid, stream.receiving)
+        self._emit("leg.media", LegMedia(call_id=self.call_id, leg=self.name, kind=stream.kind,  # type: ignore[arg-type]
+                                         mid=stream.mid, receiving=stream.receiving))
+
+    def _emit(self, method: str, model: BaseModel) -> None:
+        if self._quiet:
+            return
+        try:
+            self._notify(method, model)
+        except Exception:  # a broken listener must not break aiortc's event handling
+            log.exception("call %s: %s leg: notifying %s failed", self.call_id, self.name, method)
+
+
+def _sentence(exc: Exception) -> str:
+    """aiortc's message when it is one (ValueError and DOM errors), else a generic one."""
+    text = str(exc) if isinstance(exc, ValueError) or type(exc).__module__.startswith("aiortc") else ""
+    text = text.strip().rstrip(".")
+    return text[:200] if text and "\n" not in text else "it does not fit the negotiation"
