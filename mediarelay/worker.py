@@ -1,0 +1,221 @@
+"""The relay worker process: an IPC server hosting many calls in one event loop.
+
+It owns the ``Call`` objects of this process and nothing else: each request of the
+signalling side (``shared/messages.py``) becomes one method call on a ``Call``, and what
+the legs report goes back as notifications. A call belongs to the channel that created
+it: its notifications go there, and when that channel closes its calls are hung up
+(a worker never keeps media flowing for a signalling node that is gone).
+
+Untrusted input stays a request error: a ValueError from ``Call`` (bad SDP, bad candidate)
+is answered with its sentence, an unknown call with IpcError, and the worker goes on.
+
+    python -m mediarelay.worker --listen unix:/tmp/relay.sock [--config videocall.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from mediarelay import ice
+from mediarelay.call import Call
+from mediarelay.ice import IcePolicy
+from mediarelay.leg import CLOSE_PC
+from shared import ipc
+from shared.ipc import Channel, IpcError
+from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Empty,
+                             LegConfigure, LegState, LegTrickle, WorkerStatsResult)
+from shared.settings import Settings, load
+
+log = logging.getLogger(__name__)
+
+#: The channel whose request is being handled. ``serve`` calls ``on_channel`` inside the
+#: connection's task, and each request runs in a task started from it, which inherits this.
+_current_channel: ContextVar[Channel | None] = ContextVar("mediarelay_channel", default=None)
+
+
+@dataclass
+class _Hosted:
+    call: Call
+    owner: Channel | None
+
+
+class Worker:
+    """The calls of this process, and the dispatch of IPC requests to them."""
+
+    def __init__(self, policy: IcePolicy) -> None:
+        self.policy = policy
+        self.calls: dict[str, _Hosted] = {}
+        self.channels: set[Channel] = set()
+        self._creating: dict[str, bool] = {}  # call id -> hung up while being created
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def call_count(self) -> int:
+        return len(self.calls)
+
+    # --- channels -----------------------------------------------------------------------------
+
+    def attach(self, channel: Channel) -> None:
+        """``on_channel``: remember the channel, and hang up its calls when its connection ends."""
+        self.channels.add(channel)
+        _current_channel.set(channel)
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _: self.detach(channel))
+        log.info("signalling channel %s connected", channel.name)
+
+    def detach(self, channel: Channel) -> None:
+        self.channels.discard(channel)
+        orphans = [call_id for call_id, hosted in self.calls.items() if hosted.owner is channel]
+        log.info("signalling channel %s closed; hanging up %d call(s)", channel.name, len(orphans))
+        for call_id in orphans:
+            self._spawn(self.hangup(call_id, CLOSE_PC))
+
+    def _send(self, owner: Channel | None, call_id: str, method: str, model: BaseModel) -> None:
+        """A leg's notification: to the call's channel, or to every channel if it has none."""
+        targets = [owner] if owner is not None and not owner.closed else [c for c in self.channels if not c.closed]
+        for channel in targets:
+            try:
+                channel.notify(method, model)
+            except Exception:
+                log.exception("call %s: could not send %s on %s", call_id, method, channel.name)
+        if isinstance(model, LegState) and model.state != "connected":
+            hosted = self.calls.get(call_id)
+            if hosted is not None and {hosted.call.caller.state, hosted.call.callee.state} <= {"failed", "closed"}:
+                self._spawn(self.hangup(call_id, model.reason or CLOSE_PC))  # nothing left to keep
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def handle(self, method: str, body: BaseModel) -> BaseModel:
+        """The IPC handler: one request, one result (or ValueError / IpcError with a reason)."""
+        if isinstance(body, CallCreate):
+            return await self.create(body, _current_channel.get())
+        if isinstance(body, CallAccept):
+            return CallAcceptResult(caller_answer=await self._call(body.call_id).accept(body.callee_answer))
+        if isinstance(body, LegTrickle):
+            candidates = [c.model_dump(exclude_none=True) for c in body.candidates]
+            await self._call(body.call_id).add_candidates(body.leg, candidates, body.completed)
+            return Empty()
+        if isinstance(body, LegConfigure):
+            self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate)
+            return Empty()
+        if isinstance(body, CallHangup):
+            await self.hangup(body.call_id, body.reason or CLOSE_PC)
+            return Empty()
+        if method == "worker.stats":
+            return WorkerStatsResult(calls=len(self.calls), legs=2 * len(self.calls), pid=os.getpid())
+        if method == "leg.renegotiate":
+            raise IpcError("leg.renegotiate is not supported yet")
+        raise IpcError(f"'{method}' is not handled by the relay worker")
+
+    async def create(self, body: CallCreate, owner: Channel | None) -> CallCreateResult:
+        call_id = body.call_id
+        if call_id in self.calls or call_id in self._creating:
+            raise IpcError(f"call '{call_id}' already exists")
+        self._creating[call_id] = False
+        try:
+            call, callee_offer = await Call.create(
+                call_id, body.caller_offer, policy=self.policy,
+                notify=lambda method, model: self._send(owner, call_id, method, model))
+        finally:
+            hung_up = self._creating.pop(call_id)
+        if hung_up or (owner is not None and owner.closed):
+            await call.close(CLOSE_PC)
+            raise IpcError(f"call '{call_id}' was hung up while being created")
+        self.calls[call_id] = _Hosted(call, owner)
+        return CallCreateResult(callee_offer=callee_offer)
+
+    async def hangup(self, call_id: str, reason: str) -> None:
+        """Close a call's legs and forget it; unknown ids are fine (hangup is idempotent)."""
+        if call_id in self._creating:
+            self._creating[call_id] = True
+        hosted = self.calls.pop(call_id, None)
+        if hosted is not None:
+            await hosted.call.close(reason)
+
+    async def close(self, reason: str = CLOSE_PC) -> None:
+        """Hang up every call (worker shutdown)."""
+        await asyncio.gather(*(self.hangup(call_id, reason) for call_id in list(self.calls)))
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _call(self, call_id: str) -> Call:
+        hosted = self.calls.get(call_id)
+        if hosted is None:
+            raise IpcError(f"no call '{call_id}' on this worker")
+        return hosted.call
+
+
+async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") -> None:
+    """Serve calls on ``listen`` (``unix:/path`` or ``tcp:host:port``) until cancelled.
+
+    The ICE settings apply to the whole process while it runs; on the way out every call is
+    hung up and a Unix socket file is removed.
+    """
+    policy = ice.policy_from_settings(settings)
+    worker = Worker(policy)
+    kind, where = ipc.parse_address(listen)
+    with ice.installed(policy):
+        server = await ipc.serve(listen, worker.handle, on_channel=worker.attach, worker_id=worker_id or None,
+                                 calls=worker.call_count, timeout=settings.ipc_timeout)
+        log.info("relay worker %s listening on %s (pid %d; ICE addresses %s, ports %s, public %s)",
+                 worker_id or "-", listen, os.getpid(), ",".join(policy.addresses) or "all",
+                 settings.rtp_port_range or "any", policy.public_address or "-")
+        try:
+            await server.serve_forever()
+        finally:
+            server.close()
+            await worker.close()
+            if kind == "unix":
+                with contextlib.suppress(OSError):
+                    os.unlink(str(where))
+            log.info("relay worker %s stopped", worker_id or "-")
+
+
+async def _until_signalled(settings: Settings, listen: str, worker_id: str) -> None:
+    task = asyncio.ensure_future(run_worker(settings, listen, worker_id=worker_id))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mediarelay.worker", description="Run one relay worker.")
+    parser.add_argument("--listen", required=True, help="unix:/path/to.sock or tcp:host:port")
+    parser.add_argument("--worker-id", default="", help="name reported to signalling (default: pid-<pid>)")
+    parser.add_argument("--config", help="settings file (TOML or JSON)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    args = parser.parse_args(argv)
+    try:
+        settings = load(args.config, log_level=args.log_level)
+        ipc.parse_address(args.listen)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency on Linux
+        asyncio.run(_until_signalled(settings, args.listen, args.worker_id))
+    else:
+        uvloop.run(_until_signalled(settings, args.listen, args.worker_id))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
