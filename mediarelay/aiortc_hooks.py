@@ -112,7 +112,7 @@ def install_host_sockets(provider: HostSockets | None) -> HostSockets | None:
         aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES
         aioice.ice.Connection.get_component_candidates = _ORIGINAL_GET_COMPONENT_CANDIDATES  # type: ignore[method-assign]
     else:
-        aioice.ice.get_host_addresses = _get_host_addresses  # type: ignore[assignment]
+        aioice.ice.get_host_addresses = _get_host_addresses
         aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
     return previous
 
@@ -173,7 +173,7 @@ async def _get_component_candidates(
         done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
-        return [task.result() for task in done if task.exception() is None]
+        return [task.result()[0] for task in done if task.exception() is None]
 
     async def relayed() -> list[Candidate]:
         if not self.turn_server:

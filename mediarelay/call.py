@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiortc import RTCIceCandidate, RTCRtpTransceiver
+from aiortc.sdp import SessionDescription
 
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.ice import IcePolicy
@@ -106,14 +107,14 @@ class Call:
         if self.accepted:
             raise ValueError("the call was already accepted")
         answer = sdp.parse(callee_answer, "answer")
-        offered = self.callee.pc.localDescription
-        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in _media(offered.sdp)]:
+        offered = SessionDescription.parse(self.callee.pc.localDescription.sdp)
+        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offered.media]:
             raise SdpError("the answer's m-lines do not match the offer (same kinds and mids, same order)")
         # Decide everything before changing anything: a refused answer leaves the call as it was.
         by_mid = {m.rtp.muxId: m for m in answer.media}
         chosen = []
         for pair in self.pairs:
-            mid = pair.callee.mid
+            mid = str(pair.callee.mid)
             codecs = sdp.answer_codecs(aiortc_hooks.negotiated_codecs(pair.caller), by_mid[mid].rtp.codecs)
             if not codecs:
                 raise SdpError(f"the answer's {pair.kind} m-line (mid {mid}) has no codec the caller offered")
@@ -166,7 +167,3 @@ class Call:
 
     async def _close(self, reason: str) -> None:
         await asyncio.gather(self.caller.close(reason), self.callee.close(reason))
-
-
-def _media(text: str) -> list[sdp.MediaDescription]:
-    return sdp.SessionDescription.parse(text).media

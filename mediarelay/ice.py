@@ -114,7 +114,7 @@ def ice_servers(urls: Sequence[str]) -> list[RTCIceServer]:
 def resolve_enforce_list(entries: Sequence[str], adapters: Sequence[Any] | None = None) -> list[str]:
     """Addresses for ``ice_enforce_list``: IP literals as given, interface names (or prefixes,
     as Janus matches them) as their IPv4 and global IPv6 addresses."""
-    adapters = ifaddr.get_adapters() if adapters is None else adapters
+    known = list(ifaddr.get_adapters()) if adapters is None else adapters
     found: list[str] = []
     for entry in (e.strip() for e in entries):
         if not entry:
@@ -124,7 +124,7 @@ def resolve_enforce_list(entries: Sequence[str], adapters: Sequence[Any] | None 
             continue
         except ValueError:
             pass
-        matched = [a for a in adapters if a.name.startswith(entry) or a.nice_name.startswith(entry)]
+        matched = [a for a in known if a.name.startswith(entry) or a.nice_name.startswith(entry)]
         addresses = [_adapter_address(ip.ip) for adapter in matched for ip in adapter.ips]
         usable = [a for a in addresses if a]
         if not usable:

@@ -75,6 +75,7 @@ class Leg:
         self.streams: list[InboundStream] = []
         self.state: Literal["new", "connected", "failed", "closed"] = "new"
         self._notify = notify
+        self._loop = asyncio.get_running_loop()  # a leg is made inside the worker's loop
         self._pending: list[RTCIceCandidate | None] = []
         self._tapped: set[int] = set()
         self._closing: str | None = None
@@ -192,16 +193,15 @@ class Leg:
 
     def _on_rtp(self, stream: InboundStream, packet: RtpPacket, arrival_ms: int) -> None:
         """Every RTP packet from this leg's client: counted, then dropped (or given to a sink)."""
-        if stream.on_packet(len(packet.payload), asyncio.get_running_loop().time()):
+        if stream.on_packet(len(packet.payload), self._loop.time()):
             self._media(stream)
         if stream.sink is not None:
             stream.sink(packet)
 
     async def _watch_media(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MEDIA_POLL_INTERVAL)
-            now = loop.time()
+            now = self._loop.time()
             for stream in self.streams:
                 if stream.poll(now):
                     self._media(stream)

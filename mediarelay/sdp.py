@@ -74,6 +74,13 @@ def parse(text: object, what: Literal["offer", "answer"]) -> SessionDescription:
         raise SdpError(f"the {what} has {len(media)} m-lines, more than the {MAX_MLINES} allowed")
     for index, m in enumerate(media):
         _check_media_line(m, index, what)
+    mids = [m.rtp.muxId for m in media]
+    if len(set(mids)) != len(mids):
+        raise SdpError(f"the {what} uses the same a=mid twice")
+    # Janus 1.x requires BUNDLE too; aiortc would lose its transport on a group naming an unknown mid.
+    bundle = next((g for g in description.group if g.semantic == "BUNDLE"), None)
+    if bundle is None or sorted(str(item) for item in bundle.items) != sorted(mids):
+        raise SdpError(f"the {what} must BUNDLE all its m-lines, and only those")
     return description
 
 
@@ -100,12 +107,6 @@ def _check_media_line(m: MediaDescription, index: int, what: str) -> None:
 
 def plan_offer(offer: SessionDescription) -> list[MediaLine]:
     """The callee leg's m-lines: the caller's, mirrored, with codecs the relay can relay."""
-    mids = [m.rtp.muxId for m in offer.media]
-    bundle = next((g for g in offer.group if g.semantic == "BUNDLE"), None)
-    if bundle is None or set(mids) - {str(item) for item in bundle.items}:
-        raise SdpError("the offer must BUNDLE all its m-lines")
-    if len(set(mids)) != len(mids):
-        raise SdpError("the offer uses the same a=mid twice")
     if sum(1 for m in offer.media if m.kind == "application") > 1:
         raise SdpError("the offer has more than one data channel m-line")
     lines = []
@@ -206,7 +207,7 @@ def parse_candidate(candidate: object, sdp_mid: object, sdp_mline_index: object)
     parsed = RTCIceCandidate(
         component=int(component), foundation=foundation, ip=address, port=int(port),
         priority=int(priority), protocol=transport.lower(), type=kind,
-        sdpMid=sdp_mid, sdpMLineIndex=sdp_mline_index,  # type: ignore[arg-type]
+        sdpMid=sdp_mid, sdpMLineIndex=sdp_mline_index,
     )
     for name, value in zip(bits[8::2], bits[9::2]):
         if name == "raddr" and _is_address(value):

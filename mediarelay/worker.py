@@ -20,9 +20,10 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -81,8 +82,12 @@ class Worker:
             self._spawn(self.hangup(call_id, CLOSE_PC))
 
     def _send(self, owner: Channel | None, call_id: str, method: str, model: BaseModel) -> None:
-        """A leg's notification: to the call's channel, or to every channel if it has none."""
-        targets = [owner] if owner is not None and not owner.closed else [c for c in self.channels if not c.closed]
+        """A leg's notification: to the call's channel (dropped once it is closed), or to every
+        channel for a call created outside a channel."""
+        if owner is not None:
+            targets = [] if owner.closed else [owner]
+        else:
+            targets = [c for c in self.channels if not c.closed]
         for channel in targets:
             try:
                 channel.notify(method, model)
@@ -93,8 +98,8 @@ class Worker:
             if hosted is not None and {hosted.call.caller.state, hosted.call.callee.state} <= {"failed", "closed"}:
                 self._spawn(self.hangup(call_id, model.reason or CLOSE_PC))  # nothing left to keep
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

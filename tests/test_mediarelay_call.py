@@ -153,7 +153,7 @@ async def test_a_bad_answer_is_refused_and_a_good_one_still_works(clients: Clien
     clients.callee.addTransceiver("audio").setCodecPreferences(codecs("audio", "opus"))
     answer = await make_answer(clients.callee, callee_offer)
     with pytest.raises(SdpError, match="answer's m-lines do not match the offer"):
-        await call.accept(answer.replace("a=mid:0", "a=mid:7"))
+        await call.accept(answer.replace("a=mid:0", "a=mid:7").replace("BUNDLE 0", "BUNDLE 7"))
     with pytest.raises(SdpError, match="no codec the caller offered"):
         await call.accept(answer.replace("opus/48000/2", "AMR/8000"))
     with pytest.raises(SdpError, match="not SDP"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from types import SimpleNamespace
+from typing import Any
 
 import aioice.ice
 import pytest
-from aiortc import RTCIceServer
+from aioice import stun
+from aiortc import RTCIceServer, RTCPeerConnection
 
 from mediarelay import aiortc_hooks, ice
 from mediarelay.testing import LOOPBACK, client, m_lines, make_offer
@@ -79,6 +82,39 @@ async def test_rtp_port_range_binds_every_ice_socket_within_it() -> None:
             for pc in pcs:
                 await pc.close()
     assert ports and all(low <= port <= high for port in ports)
+
+
+class _FakeStun(asyncio.DatagramProtocol):
+    """Answers STUN binding requests as if the client were behind a NAT at 198.51.100.20."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        request = stun.parse_message(data)
+        response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE,
+                                transaction_id=request.transaction_id)
+        response.attributes["XOR-MAPPED-ADDRESS"] = ("198.51.100.20", addr[1])
+        self.transport.sendto(bytes(response), addr)
+
+
+async def test_stun_candidates_come_from_the_sockets_bound_in_range() -> None:
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(_FakeStun, local_addr=("127.0.0.1", 0))
+    low, high = _free_port_range()
+    stun_port = transport.get_extra_info("sockname")[1]
+    policy = ice.IcePolicy(addresses=("127.0.0.1",), port_range=(low, high),
+                           ice_servers=(RTCIceServer(urls=f"stun:127.0.0.1:{stun_port}"),))
+    with ice.installed(policy):
+        pc = RTCPeerConnection(policy.rtc_configuration())
+        pc.addTransceiver("audio")
+        try:
+            [line] = m_lines(await make_offer(pc))
+        finally:
+            await pc.close()
+            transport.close()
+    [(host, port), (public, public_port)] = line["candidates"]
+    assert host == "127.0.0.1" and low <= port <= high
+    assert (public, public_port) == ("198.51.100.20", port)
 
 
 def test_bind_udp_reports_a_full_port_range() -> None:

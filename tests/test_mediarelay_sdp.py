@@ -97,7 +97,16 @@ def test_unusable_offers_are_refused_with_a_reason(text: object, reason: str) ->
 
 @pytest.mark.parametrize("text, reason", [
     (offer(session=SESSION.replace("a=group:BUNDLE 0 1 2\n", "")), "must BUNDLE all its m-lines"),
+    (offer(session=SESSION.replace("BUNDLE 0 1 2", "BUNDLE 0 1")), "must BUNDLE all its m-lines"),
+    (offer(session=SESSION.replace("BUNDLE 0 1 2", "BUNDLE 9 0 1 2")), "and only those"),
     (offer(AUDIO, AUDIO), "the same a=mid twice"),
+])
+def test_offers_that_do_not_bundle_exactly_their_m_lines_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(SdpError, match=reason):
+        sdp.parse(text, "offer")
+
+
+@pytest.mark.parametrize("text, reason", [
     (offer(AUDIO, DATA, DATA.replace("a=mid:2", "a=mid:1")), "more than one data channel"),
 ])
 def test_offers_the_relay_cannot_mirror_are_refused(text: str, reason: str) -> None:
