@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from signaling import videocall_body as vb
-from signaling.janus_text import quote
+from signaling.janus_api import quote
 from signaling.videocall_body import PluginError
 
 LegName = Literal["caller", "callee"]

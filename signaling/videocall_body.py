@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from signaling.janus_text import quote
+from signaling.janus_api import quote
 
 # VideoCall plugin error codes (janus_videocall.c, JANUS_VIDEOCALL_ERROR_*).
 NO_MESSAGE = 470

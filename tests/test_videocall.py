@@ -157,7 +157,7 @@ def test_register_validation(h: Harness, body: dict[str, Any], code: int, text: 
         ({}, 475, "Missing mandatory element (request)"),
         ({"request": 5}, 474, "Invalid element type (request should be a string)"),
         ({"request": "foo"}, 472, "Unknown request (foo)"),
-        ({"request": "é" * 500}, 472, "Unknown request (" + "é" * 64 + "…)"),
+        ({"request": "é" * 500}, 472, "Unknown request (" + "é" * 64 + "...)"),
     ],
 )
 def test_request_errors(h: Harness, body: Any, code: int, text: str) -> None:

@@ -1,0 +1,167 @@
+"""The signalling node's side of the relay workers: connections, placement, call routing.
+
+A call is placed on the least loaded connected worker when it is created and stays
+there; every later request for it goes to the same worker. Worker notifications
+(``leg.state``, ``leg.media``) are handed to the node as they come. When a worker's
+channel closes (it died, or the network failed), the calls it held are reported lost so
+both users get a clean ``hangup``, and the pool keeps reconnecting in the background:
+signalling goes on serving with the workers it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import BaseModel
+
+from shared import ipc
+from shared import messages as m
+
+log = logging.getLogger("videocall.relay_client")
+
+#: Prefix of every error text that means "no worker could do it" (not the client's fault).
+UNAVAILABLE = "relay unavailable"
+
+
+class RelayUnavailable(ipc.IpcError):
+    """No connected worker, or the call's worker is gone."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{UNAVAILABLE}: {detail}")
+
+
+@dataclass
+class Worker:
+    address: str
+    channel: ipc.Channel | None = None
+    calls: set[str] = field(default_factory=set)
+
+
+NotificationHandler = Callable[[str, BaseModel], None]
+LostHandler = Callable[[list[str]], None]
+
+
+class RelayPool:
+    """Channels to every configured worker, and which call lives on which."""
+
+    def __init__(
+        self,
+        addresses: list[str],
+        *,
+        node_id: str,
+        timeout: float,
+        on_notification: NotificationHandler,
+        on_calls_lost: LostHandler,
+        reconnect_delay: float = 0.5,
+    ) -> None:
+        self.workers = [Worker(address) for address in addresses]
+        self.node_id = node_id
+        self.timeout = timeout
+        self.on_notification = on_notification
+        self.on_calls_lost = on_calls_lost
+        self.reconnect_delay = reconnect_delay
+        self._call_worker: dict[str, Worker] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    async def start(self, wait: float = 0.0) -> None:
+        """Start connecting to every worker; wait up to ``wait`` s for at least one."""
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(self._keep_connected(worker)))
+        deadline = asyncio.get_running_loop().time() + wait
+        while wait and self.workers and not self.connected() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
+    def connected(self) -> list[Worker]:
+        return [w for w in self.workers if w.channel is not None and not w.channel.closed]
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for worker in self.workers:
+            if worker.channel is not None:
+                await worker.channel.close()
+
+    async def _keep_connected(self, worker: Worker) -> None:
+        delay = self.reconnect_delay
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            closed: asyncio.Future[None] = loop.create_future()
+            try:
+                channel = await ipc.connect(
+                    worker.address,
+                    node_id=self.node_id,
+                    on_notification=self.on_notification,
+                    on_close=lambda: closed.done() or closed.set_result(None),
+                    timeout=self.timeout,
+                    name=worker.address,
+                )
+            except (OSError, ipc.IpcError) as exc:
+                log.debug("worker %s not reachable: %s", worker.address, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = self.reconnect_delay
+            worker.channel = channel
+            log.info("connected to relay worker %s", worker.address)
+            await closed
+            worker.channel = None
+            lost = sorted(worker.calls)
+            worker.calls.clear()
+            for call_id in lost:
+                self._call_worker.pop(call_id, None)
+            if not self._closing:
+                log.warning("lost relay worker %s with %d call(s)", worker.address, len(lost))
+                if lost:
+                    self.on_calls_lost(lost)
+                await asyncio.sleep(self.reconnect_delay)
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def create_call(self, call_id: str, caller_offer: str) -> str:
+        """Place a new call on the least loaded worker; returns the callee's offer."""
+        candidates = self.connected()
+        if not candidates:
+            raise RelayUnavailable("no relay worker is connected")
+        worker = min(candidates, key=lambda w: len(w.calls))
+        worker.calls.add(call_id)
+        self._call_worker[call_id] = worker
+        try:
+            result = await self._request(worker, "call.create", m.CallCreate(call_id=call_id, caller_offer=caller_offer))
+        except ipc.IpcError:
+            self._forget(call_id)
+            raise
+        assert isinstance(result, m.CallCreateResult)
+        return result.callee_offer
+
+    async def request(self, call_id: str, method: str, body: BaseModel) -> BaseModel:
+        """Any other request about an existing call, sent to the worker holding it."""
+        worker = self._call_worker.get(call_id)
+        if worker is None:
+            raise RelayUnavailable(f"call {call_id} is not on any connected worker")
+        return await self._request(worker, method, body)
+
+    async def hangup(self, call_id: str, reason: str) -> None:
+        worker = self._call_worker.get(call_id)
+        self._forget(call_id)
+        if worker is None or worker.channel is None:
+            return
+        try:
+            await self._request(worker, "call.hangup", m.CallHangup(call_id=call_id, reason=reason[:256]))
+        except ipc.IpcError as exc:
+            log.warning("hangup of %s on %s failed: %s", call_id, worker.address, exc.reason)
+
+    async def _request(self, worker: Worker, method: str, body: BaseModel) -> BaseModel:
+        channel = worker.channel
+        if channel is None or channel.closed:
+            raise RelayUnavailable(f"worker {worker.address} is not connected")
+        return await channel.request(method, body)
+
+    def _forget(self, call_id: str) -> None:
+        worker = self._call_worker.pop(call_id, None)
+        if worker is not None:
+            worker.calls.discard(call_id)

@@ -1,0 +1,241 @@
+"""The WebSocket adapter: Janus API frames in, replies and notifications out.
+
+One task per connection reads frames, asks ``janus_api`` to parse them, applies the
+session-level verbs on ``Sessions`` and hands plugin work to the ``Node``. Each
+connection has a bounded outgoing queue drained by its own writer task, so a client that
+stops reading is disconnected instead of stalling anyone else. Session expiry is a timer
+here (the sessions table itself is pure). Plain HTTP GETs get a small page; WebSocket
+upgrades on any path speak the API, as Janus's transport does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any, Hashable, Sequence
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.http11 import Request, Response
+
+from shared.settings import Settings
+from signaling import janus_api as api
+from signaling.node import Node
+from signaling.registry import Registry
+from signaling.sessions import SessionError
+
+log = logging.getLogger("videocall.server")
+
+#: Frames larger than this are not even read (websockets closes with 1009); frames
+#: between ``max_message_size`` and this get a Janus error and the connection goes on.
+HARD_FRAME_LIMIT_FACTOR = 4
+#: Messages queued for a client that does not read before it is disconnected.
+MAX_OUTGOING = 1024
+
+
+class Connection:
+    """One WebSocket client: its outgoing queue and the sessions it holds."""
+
+    def __init__(self, ws: ServerConnection, key: int) -> None:
+        self.ws = ws
+        self.key = key
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(MAX_OUTGOING)
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(api.dumps(message))
+        except asyncio.QueueFull:
+            log.warning("connection %s is not reading its messages; closing it", self.key)
+            asyncio.get_running_loop().create_task(self.ws.close(1008, "too many unread messages"))
+
+    async def writer(self) -> None:
+        while True:
+            text = await self.queue.get()
+            if text is None:
+                return
+            await self.ws.send(text)
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+    """Answer ``janus-protocol`` when asked (janus.js does); accept clients that ask for none."""
+    return "janus-protocol" if "janus-protocol" in offered else None
+
+
+class SignalingServer:
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.connections: dict[Hashable, Connection] = {}
+        self.node = Node(settings, self._send, registry)
+        self._keys = itertools.count(1)
+        self._server: Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _send(self, owner: Hashable, message: dict[str, Any]) -> None:
+        connection = self.connections.get(owner)
+        if connection is not None:
+            connection.send(message)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> Server:
+        await self.node.start()
+        self._server = await websockets.serve(
+            self._serve_connection,
+            self.settings.host,
+            self.settings.port,
+            subprotocols=["janus-protocol"],  # type: ignore[list-item]
+            select_subprotocol=_select_subprotocol,
+            max_size=self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR,
+            process_request=self._http,
+            ping_interval=30,
+        )
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
+        return self._server
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await self.node.close()
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        return connection.respond(200, "videocall: Janus VideoCall API over WebSocket (subprotocol janus-protocol)\n")
+
+    # --- one connection -----------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        key = next(self._keys)
+        connection = Connection(ws, key)
+        self.connections[key] = connection
+        writer = asyncio.get_running_loop().create_task(connection.writer())
+        log.info("connection %s opened from %s", key, ws.remote_address)
+        try:
+            async for frame in ws:
+                await self._on_frame(connection, frame)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            del self.connections[key]
+            writer.cancel()
+            for session_id in self.node.sessions.owned_by(key):
+                await self._destroy_session(session_id)
+            log.info("connection %s closed", key)
+
+    async def _on_frame(self, connection: Connection, frame: str | bytes) -> None:
+        try:
+            if len(frame) > self.settings.max_message_size:
+                raise api.JanusError(
+                    api.ErrorCode.TRANSPORT_SPECIFIC,
+                    f"Message too large ({len(frame)} bytes, the limit is {self.settings.max_message_size})",
+                )
+            envelope = api.parse_envelope(frame, max_depth=self.settings.max_json_depth)
+            reply = await self._dispatch(connection, envelope)
+        except api.JanusError as exc:
+            reply = exc.reply()
+        except Exception:
+            log.exception("internal error handling a frame on connection %s", connection.key)
+            reply = api.JanusError(api.ErrorCode.UNKNOWN, "Internal error").reply()
+        if reply is not None:
+            connection.send(reply)
+
+    async def _dispatch(self, connection: Connection, env: api.Envelope) -> dict[str, Any] | None:
+        tx, now = env.transaction, asyncio.get_running_loop().time()
+        sessions = self.node.sessions
+
+        def error(code: int, reason: str) -> api.JanusError:
+            return api.JanusError(code, reason, transaction=tx, session_id=env.session_id)
+
+        try:
+            if env.session_id is None:
+                request = api.parse_request(env)
+                if isinstance(request, api.InfoRequest):
+                    return api.server_info(tx, session_timeout=int(self.settings.session_timeout))
+                if isinstance(request, api.PingRequest):
+                    return api.pong(tx)
+                assert isinstance(request, api.CreateRequest)
+                session = sessions.create(connection.key, now, request.id)
+                log.info("session %s created on connection %s", session.session_id, connection.key)
+                return api.success(tx, data={"id": session.session_id})
+
+            if env.verb == "claim":
+                sessions.claim(env.session_id, connection.key, now)
+                return api.success(tx, session_id=env.session_id)
+            session = sessions.get(env.session_id, connection.key, now)
+            handle = sessions.handle(session, env.handle_id) if env.handle_id is not None else None
+            request = api.parse_request(env)  # 453/457 and field errors come after 458/459
+            sid = session.session_id
+            if isinstance(request, api.KeepaliveRequest):
+                return api.ack(tx, sid)
+            if isinstance(request, api.AttachRequest):
+                new_handle = sessions.attach(session)
+                self.node.attach(new_handle)
+                return api.success(tx, session_id=sid, data={"id": new_handle})
+            if isinstance(request, api.DestroyRequest):
+                connection.send(api.success(tx, session_id=sid))
+                await self._destroy_session(sid)
+                return None
+            assert handle is not None  # parse_request refused handle verbs without one
+            if isinstance(request, api.MessageRequest):
+                connection.send(api.ack(tx, sid))
+                jsep = request.jsep.model_dump(exclude_none=True) if request.jsep is not None else None
+                self.node.plugin_message(handle, request.body, jsep, tx)
+                return None
+            if isinstance(request, api.TrickleRequest):
+                connection.send(api.ack(tx, sid))
+                self.node.trickle(handle, request.candidates, request.completed)
+                return None
+            if isinstance(request, api.HangupRequest):
+                connection.send(api.success(tx, session_id=sid))
+                await self.node.pc_closed(handle)
+                return None
+            if isinstance(request, api.DetachRequest):
+                connection.send(api.success(tx, session_id=sid))
+                await self.node.detach(handle)
+                connection.send(api.detached(sid, handle))
+                return None
+            raise error(api.ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
+        except SessionError as exc:
+            raise error(exc.code, exc.reason) from None
+
+    async def _destroy_session(self, session_id: int) -> None:
+        for handle in self.node.sessions.destroy(session_id):
+            await self.node.detach(handle)
+        log.info("session %s destroyed", session_id)
+
+    async def _sweep_sessions(self) -> None:
+        """Expire sessions idle for ``session_timeout`` s: ``timeout`` to the client, then
+        everything they held is released (Janus's ``janus_check_sessions``)."""
+        timeout = self.settings.session_timeout
+        period = max(0.1, min(1.0, timeout / 4)) if timeout > 0 else 1.0
+        while True:
+            await asyncio.sleep(period)
+            now = asyncio.get_running_loop().time()
+            for session_id in self.node.sessions.expired(now, timeout):
+                owner = self.node.sessions.owner_of(session_id)
+                log.info("session %s timed out", session_id)
+                if owner is not None:
+                    self._send(owner, api.timeout(session_id))
+                await self._destroy_session(session_id)
+
+
+async def run(settings: Settings, registry: Registry | None = None, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled."""
+    server = SignalingServer(settings, registry)
+    await server.start()
+    log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))", settings.host, server.port, len(settings.worker_addresses))
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Future()
+    finally:
+        await server.close()

@@ -1,0 +1,5 @@
+import sys
+
+from videocall.cli import main
+
+sys.exit(main())

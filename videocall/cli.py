@@ -1,0 +1,239 @@
+"""The ``videocall`` command: ``serve``, ``signaling`` and ``relay``.
+
+``serve`` is the embedded default a newcomer runs: one signalling process plus relay
+worker subprocesses it starts, watches and restarts, an in-memory registry. ``signaling``
+and ``relay`` run the two halves on their own, for several nodes or remote workers.
+
+The signalling side never imports aiortc: ``mediarelay`` is imported only by ``relay``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from shared.settings import Settings, load
+
+log = logging.getLogger("videocall")
+
+EPILOG = """\
+Settings come from (lowest first): defaults, --config FILE (TOML or JSON, keys as the
+setting names below), VIDEOCALL_<NAME> environment variables (e.g.
+VIDEOCALL_ICE_ENFORCE_LIST=127.0.0.1), then these flags.
+
+examples:
+  videocall serve                              # ws://127.0.0.1:8188/, one worker per core
+  videocall serve --host 0.0.0.0 --workers 2 --rtp-port-range 20000-40000
+  videocall relay --listen tcp:0.0.0.0:7001    # a worker for a remote signalling node
+  videocall signaling --worker tcp:10.0.0.5:7001 --worker tcp:10.0.0.6:7001
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    ice = parser.add_argument_group("ICE (Janus's names)")
+    ice.add_argument("--ice-enforce-list", metavar="ADDRS", help="addresses/interfaces offered as host candidates, comma-separated (e.g. 127.0.0.1)")
+    ice.add_argument("--nat-1-1-mapping", metavar="ADDR", help="public address advertised instead of the host address")
+    ice.add_argument("--rtp-port-range", metavar="LOW-HIGH", help="UDP ports for media, e.g. 20000-40000")
+    ice.add_argument("--ice-servers", metavar="URLS", help="STUN/TURN URLs, comma-separated (default: none)")
+
+
+def _signaling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="WebSocket/HTTP port (default 8188, as Janus)")
+    parser.add_argument("--session-timeout", type=float, metavar="S", help="seconds before an idle session expires (default 60)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videocall",
+        description="A 1:1 WebRTC calling server speaking the Janus VideoCall plugin API; "
+        "media is relayed through worker processes without transcoding.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="signalling + relay workers in one process tree (the default set-up)",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _signaling_flags(serve)
+    serve.add_argument("--workers", type=int, metavar="N", help="relay worker processes (default: one per core)")
+    _common(serve)
+
+    signaling = sub.add_parser("signaling", help="signalling only, using relay workers started elsewhere",
+                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _signaling_flags(signaling)
+    signaling.add_argument("--worker", action="append", dest="worker_addresses", metavar="ADDR",
+                           help="a relay worker: unix:/path.sock or tcp:host:port (repeatable)")
+    _common(signaling)
+
+    relay = sub.add_parser("relay", help="one relay worker process",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    relay.add_argument("--listen", required=True, metavar="ADDR", help="unix:/path.sock or tcp:host:port")
+    relay.add_argument("--worker-id", default="", help="name used in logs and stats")
+    _common(relay)
+    return parser
+
+
+_SETTING_FLAGS = (
+    "host", "port", "session_timeout", "workers", "worker_addresses", "log_level",
+    "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers",
+)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+    return load(args.config, **flags)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The effective settings as ``VIDEOCALL_*`` variables, for child processes."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, list):
+            value = ",".join(value)
+        env[f"VIDEOCALL_{name.upper()}"] = str(value)
+    return env
+
+
+# --- serve: the process tree ---------------------------------------------------------------
+
+
+class WorkerSupervisor:
+    """Starts ``videocall relay`` subprocesses and restarts any that die."""
+
+    def __init__(self, settings: Settings, count: int, ipc_dir: Path) -> None:
+        self.settings = settings
+        self.addresses = [f"unix:{ipc_dir / f'worker-{i}.sock'}" for i in range(count)]
+        self.processes: list[asyncio.subprocess.Process | None] = [None] * count
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    async def start(self) -> None:
+        for index in range(len(self.addresses)):
+            self._tasks.append(asyncio.create_task(self._keep_running(index)))
+
+    async def _keep_running(self, index: int) -> None:
+        env = {**os.environ, **settings_env(self.settings)}
+        delay = 0.5
+        while not self._stopping:
+            address = self.addresses[index]
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "videocall", "relay", "--listen", address, "--worker-id", f"worker-{index}",
+                env=env,
+            )
+            self.processes[index] = process
+            log.info("relay worker %d started (pid %d) on %s", index, process.pid, address)
+            started = asyncio.get_running_loop().time()
+            code = await process.wait()
+            if self._stopping:
+                return
+            log.error("relay worker %d (pid %d) exited with %s; restarting", index, process.pid, code)
+            delay = 0.5 if asyncio.get_running_loop().time() - started > 10 else min(delay * 2, 10.0)
+            await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for process in self.processes:
+            if process is not None and process.returncode is None:
+                process.terminate()
+        for process in self.processes:
+            if process is not None:
+                try:
+                    await asyncio.wait_for(process.wait(), 5)
+                except asyncio.TimeoutError:
+                    process.kill()
+        for task in self._tasks:
+            task.cancel()
+
+
+async def _serve(settings: Settings) -> None:
+    from signaling.server import run as run_signaling
+
+    count = settings.workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="videocall-ipc-") as tmp:
+        ipc_dir = Path(settings.ipc_dir or tmp)
+        ipc_dir.mkdir(parents=True, exist_ok=True)
+        supervisor = WorkerSupervisor(settings, count, ipc_dir)
+        settings = settings.model_copy(update={"worker_addresses": supervisor.addresses})
+        await supervisor.start()
+        try:
+            await _until_signalled(run_signaling(settings))
+        finally:
+            await supervisor.stop()
+
+
+async def _until_signalled(coro: Any) -> None:
+    """Run ``coro`` until it ends or SIGINT/SIGTERM arrives, then cancel it cleanly."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("stopping")
+
+
+async def _signaling(settings: Settings) -> None:
+    from signaling.server import run as run_signaling
+
+    if not settings.worker_addresses:
+        log.warning("no relay worker configured (--worker): calls will be refused")
+    await _until_signalled(run_signaling(settings))
+
+
+def _relay(settings: Settings, listen: str, worker_id: str) -> None:
+    from mediarelay.worker import run_worker
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(_until_signalled(run_worker(settings, listen, worker_id=worker_id)))
+    else:
+        uvloop.run(_until_signalled(run_worker(settings, listen, worker_id=worker_id)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except (ValidationError, ValueError, OSError) as exc:
+        parser.error(f"invalid settings: {exc}")
+    _setup_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            asyncio.run(_serve(settings))
+        elif args.command == "signaling":
+            asyncio.run(_signaling(settings))
+        else:
+            _relay(settings, args.listen, args.worker_id)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
