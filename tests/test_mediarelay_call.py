@@ -206,6 +206,19 @@ async def test_a_client_closing_its_pc_is_a_dtls_alert(clients: Clients, notes: 
     assert notes.states("callee") == [("callee", "connected", "")]  # signalling decides the rest
 
 
+async def test_a_leg_whose_ice_fails_reports_ice_failed(clients: Clients, notes: Notifications) -> None:
+    clients.caller.addTransceiver("audio")
+    call, callee_offer = await Call.create("call-1", await make_offer(clients.caller), policy=LOOPBACK, notify=notes)
+    clients.calls.append(call)
+    answer, _ = split_candidates(await make_answer(clients.callee, callee_offer))
+    await clients.callee.close()  # the callee's client is gone before its checks reach the relay
+    await call.accept(answer)
+    await call.add_candidates("callee", [], completed=True)  # and it has no candidate: nothing to check
+    await notes.wait(lambda n: ("callee", "failed", "ICE failed") in n.states())
+    await call.close()
+    assert notes.states() == [("callee", "failed", "ICE failed"), ("caller", "closed", "Close PC")]
+
+
 async def test_rtp_port_range_and_nat_1_1_mapping_apply_to_both_legs(clients: Clients, notes: Notifications) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

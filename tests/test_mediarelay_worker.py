@@ -70,6 +70,31 @@ async def test_a_call_through_the_worker_connects_and_hangs_up(worker_address: s
         await callee.close()
 
 
+async def test_a_call_whose_clients_both_left_is_dropped_by_the_worker(worker_address: str) -> None:
+    notes = Notifications()
+    channel = await ipc.connect(worker_address, node_id="test", on_notification=notes)
+    caller, callee = client(), client()
+    try:
+        caller.addTransceiver("audio")
+        created = await channel.request("call.create", CallCreate(call_id="c4", caller_offer=await make_offer(caller)))
+        answer = await make_answer(callee, created.callee_offer)  # type: ignore[attr-defined]
+        accepted = await channel.request("call.accept", CallAccept(call_id="c4", callee_answer=answer))
+        await apply_answer(caller, accepted.caller_answer)  # type: ignore[attr-defined]
+        await notes.wait(lambda n: len(n.states()) == 2)
+        await caller.close()
+        await callee.close()
+        await notes.wait(lambda n: {("caller", "closed", "DTLS alert"), ("callee", "closed", "DTLS alert")}
+                         <= set(n.states()))
+        for _ in range(100):
+            if (await channel.request("worker.stats", WorkerStats())).calls == 0:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the worker kept a call with no client left")
+    finally:
+        await channel.close()
+
+
 async def test_bad_requests_get_a_reason_and_the_worker_goes_on(worker_address: str) -> None:
     channel = await ipc.connect(worker_address, node_id="test")
     caller = client()
