@@ -109,6 +109,7 @@ class JanusConnection:
         self.url = url
         #: Every message received, in order (non-JSON frames as {"_raw": text}).
         self.received: list[Message] = []
+        self.received_at: list[float] = []  # loop time of each arrival, for diagnostics
         self._inbox: list[Message] = []  # received, not yet taken by a wait
         self._changed = asyncio.Condition()
         self.closed = False
@@ -141,6 +142,7 @@ class JanusConnection:
                 if not isinstance(message, dict):
                     message = {"_raw": frame}
                 self.received.append(message)
+                self.received_at.append(asyncio.get_running_loop().time())
                 async with self._changed:
                     self._inbox.append(message)
                     self._changed.notify_all()

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ if str(REPO) not in sys.path:  # `tests` is imported as a namespace package from
     sys.path.insert(0, str(REPO))
 
 pytest.register_assert_rewrite("tests.e2e.e2e_support")  # its asserts explain themselves
-from tests.e2e.e2e_support import Clients  # noqa: E402
+from tests.e2e.e2e_support import Clients, Server  # noqa: E402
 from tests.janus_client import offer_host_address  # noqa: E402
 
 JANUS_DIR = Path(os.environ.get("VIDEOCALL_JANUS_SCRIPTS", "/work/shared/janus"))
@@ -51,21 +50,6 @@ SHORT_SESSION_TIMEOUT = 2  # seconds, for the session-timeout tests
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "janus: runs against the real Janus (VIDEOCALL_TEST_JANUS=1)")
     config.addinivalue_line("markers", "videocall: runs against our `videocall serve`")
-
-
-@dataclass(frozen=True)
-class Server:
-    """A server under test, as the tests see it."""
-
-    kind: str  # "janus" or "videocall"
-    url: str
-    ice_host: str  # the address the clients must offer as their host candidate
-    session_timeout: float
-    log: Path | None = None
-
-    @property
-    def is_janus(self) -> bool:
-        return self.kind == "janus"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -8,7 +8,9 @@ transactions filled in from what the client knows and SDP bodies matched by ``JS
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tests.janus_client import (
     VIDEOCALL,
@@ -20,11 +22,23 @@ from tests.janus_client import (
     plugin_result,
 )
 
-if TYPE_CHECKING:
-    from tests.e2e.conftest import Server
-
 #: Seconds for a call to connect (ICE + DTLS) and for media to start.
 MEDIA_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server under test, as the tests see it."""
+
+    kind: str  # "janus" or "videocall"
+    url: str
+    ice_host: str  # the address the clients must offer as their host candidate
+    session_timeout: float
+    log: Path | None = None
+
+    @property
+    def is_janus(self) -> bool:
+        return self.kind == "janus"
 
 
 class JSEP:
