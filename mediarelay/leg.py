@@ -77,6 +77,7 @@ class Leg:
         self._notify = notify
         self._loop = asyncio.get_running_loop()  # a leg is made inside the worker's loop
         self._pending: list[RTCIceCandidate | None] = []
+        self._candidates_lock = asyncio.Lock()
         self._tapped: set[int] = set()
         self._closing: str | None = None
         self._quiet = False
@@ -101,7 +102,7 @@ class Leg:
             raise SdpError(f"the {sdp_type} was refused: {_sentence(exc)}") from None
         self._tap_receivers()
         pending, self._pending = self._pending, []
-        await self._apply_candidates(pending)
+        await self._apply_candidates(pending, strict=False)  # each was checked when it came
 
     async def set_local(self, sdp_type: Literal["offer", "answer"]) -> str:
         """Create and set the relay's offer or answer; returns it as the client must see it."""
@@ -138,13 +139,16 @@ class Leg:
             return
         await self._apply_candidates(candidates)
 
-    async def _apply_candidates(self, candidates: list[RTCIceCandidate | None]) -> None:
-        for candidate in candidates:
-            try:
-                await self.pc.addIceCandidate(candidate)
-            except Exception as exc:  # aioice refuses some (e.g. after end-of-candidates)
-                log.info("call %s: %s leg refused a candidate: %r", self.call_id, self.name, exc)
-                raise SdpError(f"a candidate was refused: {_sentence(exc)}") from None
+    async def _apply_candidates(self, candidates: list[RTCIceCandidate | None], *, strict: bool = True) -> None:
+        # One batch at a time, so an end-of-candidates never overtakes candidates sent before it.
+        async with self._candidates_lock:
+            for candidate in candidates:
+                try:
+                    await self.pc.addIceCandidate(candidate)
+                except Exception as exc:  # aiortc/aioice refuse a few the parser lets through
+                    log.info("call %s: %s leg refused a candidate: %r", self.call_id, self.name, exc)
+                    if strict:
+                        raise SdpError(f"a candidate was refused: {_sentence(exc)}") from None
 
     # --- state --------------------------------------------------------------------------------
 
