@@ -163,7 +163,10 @@ class SignalingServer:
                 if isinstance(request, api.PingRequest):
                     return api.pong(tx)
                 assert isinstance(request, api.CreateRequest)
-                session = sessions.create(connection.key, now, request.id)
+                try:
+                    session = sessions.create(connection.key, now, request.id)
+                except SessionError as exc:  # Janus echoes the id asked for (468)
+                    raise api.JanusError(exc.code, exc.reason, transaction=tx, session_id=request.id) from None
                 log.info("session %s created on connection %s", session.session_id, connection.key)
                 return api.success(tx, data={"id": session.session_id})
 

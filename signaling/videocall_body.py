@@ -59,7 +59,7 @@ class RequestBody(_Body):
 
 class UsernameBody(_Body):
     username: str
-    janus_types = {"username": "a non-empty string"}
+    janus_types = {"username": "a string"}
 
 
 class SetBody(_Body):
