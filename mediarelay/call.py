@@ -51,6 +51,7 @@ class Call:
         self.callee = callee
         self.pairs = pairs
         self.accepted = False
+        self._accepting = False
         self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -104,8 +105,19 @@ class Call:
         """
         if self.closed:
             raise ValueError("the call is over")
-        if self.accepted:
+        if self.accepted or self._accepting:
             raise ValueError("the call was already accepted")
+        self._accepting = True
+        try:
+            return await self._accept(callee_answer)
+        except Exception:
+            if self.closed:  # hung up meanwhile: whatever aiortc said, that is the reason
+                raise ValueError("the call was hung up while being accepted") from None
+            raise
+        finally:
+            self._accepting = False
+
+    async def _accept(self, callee_answer: str) -> str:
         answer = sdp.parse(callee_answer, "answer")
         offered = SessionDescription.parse(self.callee.pc.localDescription.sdp)
         if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offered.media]:

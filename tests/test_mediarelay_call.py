@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -268,3 +269,17 @@ async def test_configure_stores_the_settings_of_a_leg(clients: Clients, notes: N
     settings = call.caller.settings
     assert (settings.audio, settings.video, settings.bitrate) == (False, False, 128000)
     assert (call.callee.settings.audio, call.callee.settings.bitrate) == (True, 0)
+
+
+async def test_a_hangup_during_accept_refuses_the_accept(clients: Clients, notes: Notifications) -> None:
+    clients.caller.addTransceiver("audio")
+    call, callee_offer = await Call.create("call-1", await make_offer(clients.caller), policy=LOOPBACK, notify=notes)
+    clients.calls.append(call)
+    answer = await make_answer(clients.callee, callee_offer)
+    accepting = asyncio.ensure_future(call.accept(answer))
+    await asyncio.sleep(0)  # the accept is under way
+    with pytest.raises(ValueError, match="already accepted"):
+        await call.accept(answer)
+    await call.close("Explicit hangup")
+    with pytest.raises(ValueError, match="hung up while being accepted|the call is over"):
+        await accepting
