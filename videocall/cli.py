@@ -217,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)
-    except (ValidationError, ValueError, OSError) as exc:
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        parser.error(f"invalid settings: {problems}")
+    except (ValueError, OSError) as exc:
         parser.error(f"invalid settings: {exc}")
     _setup_logging(settings.log_level)
     try:
