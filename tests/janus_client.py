@@ -476,6 +476,20 @@ class Peer:
         if datachannel:
             self._watch_channel(self.pc.createDataChannel(datachannel))
 
+    def open_channel(self, label: str) -> Any:
+        """Open a data channel (after negotiation too, once SCTP is part of the session)."""
+        channel = self.pc.createDataChannel(label)
+        self._watch_channel(channel)
+        return channel
+
+    def send_data(self, message: str | bytes) -> None:
+        """Send on the first open data channel (ours or one the remote side opened)."""
+        for channel in self.channels:
+            if channel.readyState == "open":
+                channel.send(message)
+                return
+        raise AssertionError(f"{self.name}: no open data channel ({len(self.channels)} known)")
+
     async def offer(self, *, audio: bool = True, video: bool = True,
                     datachannel: str | None = None) -> Message:
         """Add media and return a complete offer (all candidates in the SDP, as aiortc does)."""
@@ -515,9 +529,13 @@ class Peer:
         target = self.frames[kind] + count
         await self._until(lambda: self.frames[kind] >= target, f"{count} {kind} frames", timeout)
 
+    async def wait_channel_open(self, timeout: float = 5) -> None:
+        await self._until(lambda: any(c.readyState == "open" for c in self.channels),
+                          "open data channel", timeout)
+
     async def wait_data(self, count: int = 1, timeout: float = 5) -> None:
-        target = len(self.data) + count
-        await self._until(lambda: len(self.data) >= target, f"{count} data messages", timeout)
+        """Wait until ``count`` data channel messages in all have been received."""
+        await self._until(lambda: len(self.data) >= count, f"{count} data messages", timeout)
 
     async def close(self) -> None:
         for task in self._tasks:

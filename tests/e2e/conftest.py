@@ -119,6 +119,17 @@ class ServerProcess:
                 continue
 
 
+#: Running server processes by URL, so a test can say so when its server died.
+RUNNING: dict[str, ServerProcess] = {}
+
+
+def alive(server: Server) -> Server:
+    process = RUNNING.get(server.url)
+    if process is not None and process.proc is not None and process.proc.poll() is not None:
+        process._fail(f"died during the test session (status {process.proc.returncode})")
+    return server
+
+
 # --- our server ------------------------------------------------------------------------------
 
 def videocall_command() -> list[str]:
@@ -141,8 +152,10 @@ def start_videocall(tmp: Path, name: str, session_timeout: float | None) -> Iter
     process = ServerProcess(name, [*videocall_command(), "serve", "--port", str(port), "--workers", "1"],
                             host="127.0.0.1", port=port, logdir=tmp, env=env, cwd=REPO)
     process.start()
+    url = f"ws://127.0.0.1:{port}/"
+    RUNNING[url] = process
     try:
-        yield f"ws://127.0.0.1:{port}/"
+        yield url
     finally:
         process.stop()
 
@@ -179,9 +192,11 @@ def start_janus(tmp: Path, name: str, *, netns: bool, session_timeout: int = 60)
     env = {"JANUS_SESSION_TIMEOUT": str(session_timeout), "TMPDIR": str(tmp)}
     process = ServerProcess(name, cmd, host=host, port=port, logdir=tmp, env=env)
     process.start()
+    url = f"ws://{host}:{port}/"
+    RUNNING[url] = process
     try:
-        yield Server("janus", f"ws://{host}:{port}/", NETNS_HOST_SIDE if netns else "127.0.0.1",
-                     session_timeout, process.stderr)
+        yield Server("janus", url, NETNS_HOST_SIDE if netns else "127.0.0.1", session_timeout,
+                     process.stderr)
     finally:
         process.stop()
 
@@ -235,25 +250,25 @@ def server_kind(request: pytest.FixtureRequest) -> str:
 def server(server_kind: str, request: pytest.FixtureRequest) -> Server:
     """The server for signalling-only tests."""
     if server_kind == "janus":
-        return request.getfixturevalue("janus_server")
-    return Server("videocall", request.getfixturevalue("videocall_url"), "127.0.0.1", 60)
+        return alive(request.getfixturevalue("janus_server"))
+    return alive(Server("videocall", request.getfixturevalue("videocall_url"), "127.0.0.1", 60))
 
 
 @pytest.fixture
 def media_server(server_kind: str, request: pytest.FixtureRequest) -> Server:
     """The server for tests that set up calls with media."""
     if server_kind == "janus":
-        return request.getfixturevalue("janus_media_server")
-    return Server("videocall", request.getfixturevalue("videocall_url"), "127.0.0.1", 60)
+        return alive(request.getfixturevalue("janus_media_server"))
+    return alive(Server("videocall", request.getfixturevalue("videocall_url"), "127.0.0.1", 60))
 
 
 @pytest.fixture
 def timeout_server(server_kind: str, request: pytest.FixtureRequest) -> Server:
     """A server whose sessions expire after SHORT_SESSION_TIMEOUT seconds (calls possible)."""
     if server_kind == "janus":
-        return request.getfixturevalue("janus_timeout_server")
-    return Server("videocall", request.getfixturevalue("videocall_timeout_url"), "127.0.0.1",
-                  SHORT_SESSION_TIMEOUT)
+        return alive(request.getfixturevalue("janus_timeout_server"))
+    return alive(Server("videocall", request.getfixturevalue("videocall_timeout_url"), "127.0.0.1",
+                        SHORT_SESSION_TIMEOUT))
 
 
 @pytest.fixture

@@ -197,9 +197,9 @@ async def expect_plugin_error(user: User, body: Any, code: int, text: str, jsep:
     assert event == expected_error(user, transaction, code, text)
 
 
-async def place_call(caller: User, callee: User) -> Message:
+async def place_call(caller: User, callee: User, *, datachannel: str | None = None) -> Message:
     """``call`` with a fresh offer; return the callee's ``incomingcall`` (with the offer)."""
-    offer = await caller.new_peer().offer()
+    offer = await caller.new_peer().offer(datachannel=datachannel)
     await expect_result(caller, {"request": "call", "username": callee.name}, {"event": "calling"},
                         jsep=offer)
     incoming = await callee.handle.plugin_event("incomingcall", timeout=MEDIA_TIMEOUT)
@@ -221,9 +221,13 @@ async def answer_call(caller: User, callee: User, incoming: Message) -> None:
     await callee.handle.trickle(completed=True)
 
 
-async def connect_call(caller: User, callee: User, *, media: bool = True) -> None:
-    """Call, accept, and wait until both sides are up (and, with ``media``, receive video)."""
-    incoming = await place_call(caller, callee)
+async def connect_call(caller: User, callee: User, *, media: bool = True,
+                       datachannel: str | None = None) -> None:
+    """Call, accept, and wait until both sides are up (and, with ``media``, receive video).
+
+    With ``datachannel`` the caller's offer opens a data channel of that label.
+    """
+    incoming = await place_call(caller, callee, datachannel=datachannel)
     await answer_call(caller, callee, incoming)
     for user in (caller, callee):
         webrtcup = await user.handle.notification("webrtcup", timeout=MEDIA_TIMEOUT)

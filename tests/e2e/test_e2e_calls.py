@@ -7,6 +7,9 @@ the test asserts our behaviour and skips that part for Janus, saying why.
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
 from tests.e2e.e2e_support import (
@@ -34,7 +37,8 @@ QUIET = 1.0
 def janus_bug(server: Server, what: str) -> None:
     """Stop here on real Janus: what follows asserts our fix of a documented Janus bug."""
     if server.is_janus:
-        pytest.skip(f"Janus 1.1.2 bug we fix on purpose: {what}")
+        test = sys._getframe(1).f_code.co_name
+        pytest.skip(f"{test}: Janus 1.1.2 bug we fix on purpose: {what}")
 
 
 async def expect_core_hangup(user: User, reason: str = "Close PC") -> None:
@@ -235,3 +239,34 @@ async def test_refused_call_leaves_the_handle_ready_for_the_next_offer(calls: Cl
                             "'Close PC' up to ~0.7 s later); an offer sent before that gets core error "
                             "490 'Error setting ICE locally' or is ended by the late close")
     await connect_call(alice, bob)
+
+
+async def test_data_channel_messages_are_relayed_both_ways(calls: Clients) -> None:
+    alice = await calls.user("alice")
+    bob = await calls.user("bob")
+    await connect_call(alice, bob, media=False, datachannel="chat")
+    assert alice.peer is not None and bob.peer is not None
+    await alice.peer.wait_channel_open()
+    bob.peer.open_channel("chat")
+    await bob.peer.wait_channel_open()
+    await asyncio.sleep(0.2)  # let both SCTP legs settle before the first message
+    alice.peer.send_data("hello from alice")
+    bob.peer.send_data("hello from bob")
+    await bob.peer.wait_data(1)
+    await alice.peer.wait_data(1)
+    assert bob.peer.data == ["hello from alice"]
+    assert alice.peer.data == ["hello from bob"]
+
+
+async def test_data_channel_of_the_caller_alone_reaches_the_callee(calls: Clients) -> None:
+    alice = await calls.user("alice")
+    bob = await calls.user("bob")
+    await connect_call(alice, bob, media=False, datachannel="chat")
+    assert alice.peer is not None and bob.peer is not None
+    await alice.peer.wait_channel_open()
+    janus_bug(calls.server, "data is relayed only once the other side has opened a data channel "
+                            "of its own: with a channel on one side only nothing arrives")
+    alice.peer.send_data("hello from alice")
+    await bob.peer.wait_data(1)
+    assert bob.peer.data == ["hello from alice"]
+    assert [channel.label for channel in bob.peer.channels] == ["chat"]
