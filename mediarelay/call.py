@@ -26,6 +26,7 @@ from aiortc import RTCIceCandidate, RTCRtpTransceiver
 from aiortc.sdp import SessionDescription
 
 from mediarelay import aiortc_hooks, sdp
+from mediarelay.datachannels import DataChannelRelay
 from mediarelay.ice import IcePolicy
 from mediarelay.leg import CLOSE_PC, Leg, LegName, Notify
 from mediarelay.sdp import SdpError
@@ -50,6 +51,8 @@ class Call:
         self.caller = caller
         self.callee = callee
         self.pairs = pairs
+        #: Data channel messages relayed between the legs by label (``datachannels.py``).
+        self.data = DataChannelRelay(call_id, {"caller": caller.pc, "callee": callee.pc})
         self.accepted = False
         self._accepting = False
         self._closing: asyncio.Future[None] | None = None
