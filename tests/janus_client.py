@@ -414,7 +414,11 @@ def offer_host_address(address: str) -> Iterator[None]:
     janus-client's PeerConnections) and undone on exit.
     """
     original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: [address]
+
+    def only(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
+        return [address]
+
+    aioice.ice.get_host_addresses = only
     try:
         yield
     finally:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.janus_client import (
     VIDEOCALL,
+    Handle,
     JanusConnection,
     Message,
     Peer,
     Session,
-    Handle,
     plugin_result,
 )
 
@@ -99,7 +99,7 @@ class Clients:
         self.connections: list[JanusConnection] = []
         self.peers: list[Peer] = []
 
-    async def __aenter__(self) -> Clients:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -17,6 +17,7 @@ from tests.e2e.e2e_support import (
     Clients,
     Server,
     User,
+    answer_call,
     connect_call,
     expect_plugin_error,
     expect_result,
@@ -24,7 +25,6 @@ from tests.e2e.e2e_support import (
     expected_notification,
     expected_result,
     place_call,
-    answer_call,
 )
 from tests.janus_client import matching
 

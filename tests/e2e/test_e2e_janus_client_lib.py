@@ -32,7 +32,7 @@ from tests.janus_client import offer_host_address
 
 janus_client = pytest.importorskip("janus_client")
 logging.getLogger().setLevel(logging.WARNING)
-from janus_client import JanusSession, JanusVideoCallPlugin, VideoCallEventType  # noqa: E402
+from janus_client import JanusSession, JanusVideoCallPlugin, VideoCallEventType
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,7 +48,7 @@ class FrameCounter:
         self.frames: Counter[str] = Counter()
         self.tasks: list[asyncio.Task[None]] = []
 
-    def addTrack(self, track: Any) -> None:  # noqa: N802 (the library's name)
+    def addTrack(self, track: Any) -> None:
         self.tracks.append(track)
 
     async def start(self) -> None:  # called on every `media` notification: start each track once

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.e2e_support import Clients, connect_call, expected_core_error, expected_notification, expected_result
+from tests.e2e.e2e_support import (
+    Clients,
+    connect_call,
+    expected_core_error,
+    expected_notification,
+    expected_result,
+)
 from tests.janus_client import new_transaction
 
 pytestmark = pytest.mark.timeout(60)
