@@ -268,9 +268,12 @@ class VideoCall:
                 raise vb.unknown_request(body["request"])
             return handler(self, state, body, jsep, transaction)
         except PluginError as exc:
+            effects: list[Effect] = [Event(handle, _error(exc), transaction)]
             if state.call is None:
                 self._drop_pending(state)  # a refused call leaves the handle ready for the next
-            return [Event(handle, _error(exc), transaction)]
+                if jsep is not None and exc.code in _CALL_REFUSALS_CLOSING_PC and isinstance(body, dict) and str(body.get("request")).lower() == "call":
+                    effects.append(CoreHangup(handle))
+            return effects
 
     def _list(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
         return [Event(state.handle, _result({"list": sorted(self.names)}), tx)]
@@ -318,7 +321,8 @@ class VideoCall:
         peer = self.handles.get(callee) if callee is not None else None
         if peer is None or peer.username != name:
             self._drop_pending(state)
-            return [Event(handle, _error(PluginError(vb.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)]
+            refusal = Event(handle, _error(PluginError(vb.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)
+            return [refusal, CoreHangup(handle)] if jsep is not None else [refusal]
         had_pc = jsep is not None
         if peer.call is not None:
             effects: list[Effect] = [
@@ -566,6 +570,12 @@ def _relay_error(what: str, error: str | None) -> PluginError:
     if text.startswith("relay unavailable"):
         return PluginError(vb.UNKNOWN_ERROR, f"Media relay unavailable, try again ({text})")
     return PluginError(vb.INVALID_SDP, f"Error parsing {what}: {text}")
+
+
+#: Refusals of ``call`` after which Janus closes the caller's PeerConnection (``close_pc``),
+#: so a client that sent an offer gets a core ``hangup`` and starts the next call afresh.
+#: Differs from Janus: not on 480, which would kill the call in progress.
+_CALL_REFUSALS_CLOSING_PC = frozenset({vb.REGISTER_FIRST, vb.INVALID_ELEMENT, vb.MISSING_ELEMENT, vb.USE_ECHO_TEST})
 
 
 _HANDLERS = {

@@ -174,7 +174,9 @@ def test_message_for_unknown_handle_does_nothing(h: Harness) -> None:
 
 def test_call_before_register(h: Harness) -> None:
     h.users((ALICE, ""), (BOB, "bob"))
-    assert_error(h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER), 473, "Register a username first")
+    effects = h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    assert_error(effects, 473, "Register a username first")
+    assert of_type(effects, vc.CoreHangup) == [vc.CoreHangup(ALICE)]
 
 
 @pytest.mark.parametrize(
@@ -190,7 +192,11 @@ def test_call_before_register(h: Harness) -> None:
 )
 def test_call_errors(h: Harness, body: dict[str, Any], jsep: Any, code: int, text: str) -> None:
     h.users((ALICE, "alice"), (BOB, "bob"))
-    assert_error(h.msg(ALICE, body, jsep), code, text)
+    effects = h.msg(ALICE, body, jsep)
+    assert_error(effects, code, text)
+    # Janus closes the caller's PeerConnection when it refuses a call that carried an offer
+    closes = code in (473, 474, 475, 478, 479) and jsep is not None
+    assert of_type(effects, vc.CoreHangup) == ([vc.CoreHangup(ALICE, "Close PC")] if closes else [])
     assert h.vc.handles[ALICE].call is None and h.vc.handles[BOB].call is None
     assert h.relay_log == []
 
@@ -248,7 +254,9 @@ def test_callee_ringing_is_busy_too(h: Harness) -> None:
 def test_call_while_in_call_is_480_and_keeps_the_call(h: Harness) -> None:
     call = h.connect()
     h.users((CAROL, "carol"))
-    assert_error(h.msg(ALICE, {"request": "call", "username": "carol"}, OFFER), 480, "Already in a call")
+    effects = h.msg(ALICE, {"request": "call", "username": "carol"}, OFFER)
+    assert_error(effects, 480, "Already in a call")
+    assert of_type(effects, vc.CoreHangup) == []  # the call in progress keeps its PeerConnection
     assert h.vc.handles[ALICE].call is call and call.phase == "active"
     # the callee of a ringing call cannot call either
     h2 = Harness()
