@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from shared import ipc
 from shared import messages as m
 from shared.settings import Settings
-from signaling import janus_api as api
+from signaling import janus_replies as replies
 from signaling import videocall as vc
 from signaling.registry import MemoryRegistry, Registry, owner_id, parse_owner
 from signaling.relay_client import RelayPool
@@ -131,14 +131,14 @@ class Node:
             case vc.Event(handle, data, transaction, jsep):
                 self.send_to_handle(
                     handle,
-                    api.plugin_event(self._session_of(handle), handle, data, transaction=transaction, jsep=jsep),
+                    replies.plugin_event(self._session_of(handle), handle, data, transaction=transaction, jsep=jsep),
                 )
             case vc.CoreHangup(handle, reason):
-                self.send_to_handle(handle, api.hangup(self._session_of(handle), handle, reason))
+                self.send_to_handle(handle, replies.hangup(self._session_of(handle), handle, reason))
             case vc.Webrtcup(handle):
-                self.send_to_handle(handle, api.webrtcup(self._session_of(handle), handle))
+                self.send_to_handle(handle, replies.webrtcup(self._session_of(handle), handle))
             case vc.Media(handle, mid, kind, receiving):
-                self.send_to_handle(handle, api.media(self._session_of(handle), handle, mid, kind, receiving))
+                self.send_to_handle(handle, replies.media(self._session_of(handle), handle, mid, kind, receiving))
             case vc.Claim(handle, name, transaction):
                 ok = await self.registry.claim(name, owner_id(self.settings.node_id, handle))
                 return self.plugin.claimed(handle, name, ok, transaction)

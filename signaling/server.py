@@ -21,6 +21,7 @@ from websockets.http11 import Request, Response
 
 from shared.settings import Settings
 from signaling import janus_api as api
+from signaling import janus_replies as replies
 from signaling.node import Node
 from signaling.registry import Registry
 from signaling.sessions import SessionError
@@ -44,7 +45,7 @@ class Connection:
 
     def send(self, message: dict[str, Any]) -> None:
         try:
-            self.queue.put_nowait(api.dumps(message))
+            self.queue.put_nowait(replies.dumps(message))
         except asyncio.QueueFull:
             log.warning("connection %s is not reading its messages; closing it", self.key)
             asyncio.get_running_loop().create_task(self.ws.close(1008, "too many unread messages"))
@@ -159,52 +160,52 @@ class SignalingServer:
             if env.session_id is None:
                 request = api.parse_request(env)
                 if isinstance(request, api.InfoRequest):
-                    return api.server_info(tx, session_timeout=int(self.settings.session_timeout))
+                    return replies.server_info(tx, session_timeout=int(self.settings.session_timeout))
                 if isinstance(request, api.PingRequest):
-                    return api.pong(tx)
+                    return replies.pong(tx)
                 assert isinstance(request, api.CreateRequest)
                 try:
                     session = sessions.create(connection.key, now, request.id)
                 except SessionError as exc:  # Janus echoes the id asked for (468)
                     raise api.JanusError(exc.code, exc.reason, transaction=tx, session_id=request.id) from None
                 log.info("session %s created on connection %s", session.session_id, connection.key)
-                return api.success(tx, data={"id": session.session_id})
+                return replies.success(tx, data={"id": session.session_id})
 
             if env.verb == "claim":
                 sessions.claim(env.session_id, connection.key, now)
-                return api.success(tx, session_id=env.session_id)
+                return replies.success(tx, session_id=env.session_id)
             session = sessions.get(env.session_id, connection.key, now)
             handle = sessions.handle(session, env.handle_id) if env.handle_id is not None else None
             request = api.parse_request(env)  # 453/457 and field errors come after 458/459
             sid = session.session_id
             if isinstance(request, api.KeepaliveRequest):
-                return api.ack(tx, sid)
+                return replies.ack(tx, sid)
             if isinstance(request, api.AttachRequest):
                 new_handle = sessions.attach(session)
                 self.node.attach(new_handle)
-                return api.success(tx, session_id=sid, data={"id": new_handle})
+                return replies.success(tx, session_id=sid, data={"id": new_handle})
             if isinstance(request, api.DestroyRequest):
-                connection.send(api.success(tx, session_id=sid))
+                connection.send(replies.success(tx, session_id=sid))
                 await self._destroy_session(sid)
                 return None
             assert handle is not None  # parse_request refused handle verbs without one
             if isinstance(request, api.MessageRequest):
-                connection.send(api.ack(tx, sid))
+                connection.send(replies.ack(tx, sid))
                 jsep = request.jsep.model_dump(exclude_none=True) if request.jsep is not None else None
                 self.node.plugin_message(handle, request.body, jsep, tx)
                 return None
             if isinstance(request, api.TrickleRequest):
-                connection.send(api.ack(tx, sid))
+                connection.send(replies.ack(tx, sid))
                 self.node.trickle(handle, request.candidates, request.completed)
                 return None
             if isinstance(request, api.HangupRequest):
-                connection.send(api.success(tx, session_id=sid))
+                connection.send(replies.success(tx, session_id=sid))
                 await self.node.pc_closed(handle)
                 return None
             if isinstance(request, api.DetachRequest):
-                connection.send(api.success(tx, session_id=sid))
+                connection.send(replies.success(tx, session_id=sid))
                 await self.node.detach(handle)
-                connection.send(api.detached(sid, handle))
+                connection.send(replies.detached(sid, handle))
                 return None
             raise error(api.ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
         except SessionError as exc:
@@ -227,7 +228,7 @@ class SignalingServer:
                 owner = self.node.sessions.owner_of(session_id)
                 log.info("session %s timed out", session_id)
                 if owner is not None:
-                    self._send(owner, api.timeout(session_id))
+                    self._send(owner, replies.timeout(session_id))
                 await self._destroy_session(session_id)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from signaling import janus_api as api
+from signaling import janus_replies as replies
 from signaling.janus_api import ErrorCode, JanusError, parse_envelope, parse_request
 from signaling.strict_json import JsonError, loads
 
@@ -322,7 +323,7 @@ def test_only_info_ping_create_without_session(verb: str) -> None:
     [("attach", H), ("destroy", H), ("message", None), ("trickle", None), ("detach", None), ("hangup", None)],
 )
 def test_verb_at_the_wrong_level_is_457(verb: str, handle: int | None) -> None:
-    text = frame(janus=verb, session_id=S, handle_id=handle, plugin=api.PLUGIN_VIDEOCALL, body={}, candidate=None)
+    text = frame(janus=verb, session_id=S, handle_id=handle, plugin=replies.PLUGIN_VIDEOCALL, body={}, candidate=None)
     assert refusal(text) == {
         "janus": "error", "session_id": S, "transaction": "t1",
         "error": {"code": 457, "reason": f"Unhandled request '{verb}' at this path"},
@@ -361,7 +362,7 @@ def test_info_ping_create() -> None:
 
 def test_attach() -> None:
     req = request(janus="attach", session_id=S, plugin="janus.plugin.videocall", opaque_id="conf-alice", token=7)
-    assert req == api.AttachRequest(transaction="t1", session_id=S, plugin=api.PLUGIN_VIDEOCALL, opaque_id="conf-alice")
+    assert req == api.AttachRequest(transaction="t1", session_id=S, plugin=replies.PLUGIN_VIDEOCALL, opaque_id="conf-alice")
 
 
 def test_message_with_offer() -> None:
@@ -434,9 +435,9 @@ def test_bare_verbs(verb: str, handle: int | None, kind: Any) -> None:
     [
         ({}, 456, "Missing mandatory element (plugin)"),
         ({"plugin": 5}, 467, "Invalid element type (plugin should be a string)"),
-        ({"plugin": api.PLUGIN_VIDEOCALL, "opaque_id": 5}, 467, "Invalid element type (opaque_id should be a string)"),
+        ({"plugin": replies.PLUGIN_VIDEOCALL, "opaque_id": 5}, 467, "Invalid element type (opaque_id should be a string)"),
         (
-            {"plugin": api.PLUGIN_VIDEOCALL, "loop_index": -1},
+            {"plugin": replies.PLUGIN_VIDEOCALL, "loop_index": -1},
             467,
             "Invalid element type (loop_index should be a positive integer)",
         ),
@@ -598,55 +599,55 @@ def trace_message(predicate: Any) -> dict[str, Any]:
 @needs_trace
 def test_builders_match_the_trace_byte_for_byte() -> None:
     a, b = 2492766517973988, 6036962362153311
-    assert api.success("f3c6dc48763d", data={"id": a}) == trace_message(
+    assert replies.success("f3c6dc48763d", data={"id": a}) == trace_message(
         lambda m: m.get("transaction") == "f3c6dc48763d" and m["janus"] == "success"
     )
-    assert api.success("f0d33336ec2f", a, {"id": H}) == trace_message(
+    assert replies.success("f0d33336ec2f", a, {"id": H}) == trace_message(
         lambda m: m.get("transaction") == "f0d33336ec2f" and m["janus"] == "success"
     )
-    assert api.success("bbb44f2702e6", b) == trace_message(
+    assert replies.success("bbb44f2702e6", b) == trace_message(
         lambda m: m.get("transaction") == "bbb44f2702e6" and m["janus"] == "success"
     )
-    assert api.ack("55d234031670", a) == trace_message(
+    assert replies.ack("55d234031670", a) == trace_message(
         lambda m: m.get("transaction") == "55d234031670" and m["janus"] == "ack"
     )
-    assert api.pong("88483ed5a190") == trace_message(lambda m: m["janus"] == "pong")
+    assert replies.pong("88483ed5a190") == trace_message(lambda m: m["janus"] == "pong")
     data = {"videocall": "event", "result": {"list": []}}
-    assert api.plugin_event(a, H, data, "55d234031670") == trace_message(
+    assert replies.plugin_event(a, H, data, "55d234031670") == trace_message(
         lambda m: m.get("transaction") == "55d234031670" and m["janus"] == "event"
     )
     update = trace_message(lambda m: m["janus"] == "event" and "jsep" in m and "transaction" not in m)
     assert (
-        api.plugin_event(update["session_id"], update["sender"], update["plugindata"]["data"], jsep=update["jsep"])
+        replies.plugin_event(update["session_id"], update["sender"], update["plugindata"]["data"], jsep=update["jsep"])
         == update
     )
-    assert api.webrtcup(a, H) == trace_message(lambda m: m["janus"] == "webrtcup")
-    assert api.media(a, H, "1", "video", True) == trace_message(lambda m: m["janus"] == "media")
-    assert api.hangup(b, 5305596457758461, "Close PC") == trace_message(
+    assert replies.webrtcup(a, H) == trace_message(lambda m: m["janus"] == "webrtcup")
+    assert replies.media(a, H, "1", "video", True) == trace_message(lambda m: m["janus"] == "media")
+    assert replies.hangup(b, 5305596457758461, "Close PC") == trace_message(
         lambda m: m["janus"] == "hangup" and m["session_id"] == b
     )
-    assert api.detached(b, 5305596457758461) == trace_message(lambda m: m["janus"] == "detached")
+    assert replies.detached(b, 5305596457758461) == trace_message(lambda m: m["janus"] == "detached")
 
 
 def test_other_notifications() -> None:
-    assert api.timeout(7) == {"janus": "timeout", "session_id": 7}
-    assert api.trickle(7, 8, {"completed": True}) == {
+    assert replies.timeout(7) == {"janus": "timeout", "session_id": 7}
+    assert replies.trickle(7, 8, {"completed": True}) == {
         "janus": "trickle",
         "session_id": 7,
         "sender": 8,
         "candidate": {"completed": True},
     }
-    assert api.media(7, 8, "0", "audio", False, seconds=1) == {
+    assert replies.media(7, 8, "0", "audio", False, seconds=1) == {
         "janus": "media", "session_id": 7, "sender": 8, "mid": "0", "type": "audio", "receiving": False, "seconds": 1,
     }  # fmt: skip
-    assert api.slowlink(7, 8, "1", "video", True, 12) == {
+    assert replies.slowlink(7, 8, "1", "video", True, 12) == {
         "janus": "slowlink", "session_id": 7, "sender": 8, "mid": "1", "media": "video", "uplink": True, "lost": 12,
     }  # fmt: skip
 
 
 @needs_trace
 def test_server_info_has_janus_shape_and_only_videocall() -> None:
-    info = api.server_info("7c3d42403090", session_timeout=60.0)
+    info = replies.server_info("7c3d42403090", session_timeout=60.0)
     real = trace_message(lambda m: m["janus"] == "server_info")
     assert list(info)[:2] == ["janus", "transaction"] and info["transaction"] == "7c3d42403090"
     assert set(info) <= set(real)  # nothing Janus would not send
@@ -660,13 +661,13 @@ def test_server_info_has_janus_shape_and_only_videocall() -> None:
         "transports",
     ):
         assert key in info
-    assert info["session-timeout"] == 60 and info["version"] == 100 and info["version_string"] == api.SERVER_VERSION
+    assert info["session-timeout"] == 60 and info["version"] == 100 and info["version_string"] == replies.SERVER_VERSION
     assert list(info["plugins"]) == ["janus.plugin.videocall"]
     assert set(info["plugins"]["janus.plugin.videocall"]) == set(real["plugins"]["janus.plugin.videocall"])
 
 
 def test_dumps_is_compact_utf8_json() -> None:
-    assert api.dumps(api.pong("é")) == '{"janus":"pong","transaction":"é"}'
+    assert replies.dumps(replies.pong("é")) == '{"janus":"pong","transaction":"é"}'
 
 
 # --- quote ------------------------------------------------------------------------------------------
@@ -770,7 +771,7 @@ def test_any_frame_yields_a_request_or_one_janus_error() -> None:
     rng = random.Random(20240611)
     seeds = [sent for sent, _ in trace_exchanges()] if TRACE.exists() else []
     seeds += [message(jsep={"type": "offer", "sdp": SDP}), trickle(candidates=[CANDIDATE, {"completed": True}])]
-    seeds += [frame(janus="attach", session_id=S, plugin=api.PLUGIN_VIDEOCALL), frame(janus="create", id=5)]
+    seeds += [frame(janus="attach", session_id=S, plugin=replies.PLUGIN_VIDEOCALL), frame(janus="create", id=5)]
     outcomes = {"request": 0, "error": 0}
     for i in range(4000):
         if i % 3 == 0:
@@ -791,7 +792,7 @@ def test_any_frame_yields_a_request_or_one_janus_error() -> None:
             parsed = parse_request(parse_envelope(candidate))
         except JanusError as exc:
             assert exc.reply()["error"]["code"] in set(ErrorCode)
-            api.dumps(exc.reply()).encode("utf-8")  # every reason is sendable
+            replies.dumps(exc.reply()).encode("utf-8")  # every reason is sendable
             outcomes["error"] += 1
         else:
             assert isinstance(parsed, api.Request)
