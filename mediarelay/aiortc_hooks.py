@@ -13,6 +13,10 @@ Everything the relay needs that aiortc does not offer publicly is done here, and
   answer to the codecs the callee chose (aiortc applies preferences only when an offer is set).
 - The SCTP transport of a PC, created without opening a data channel (for a mirrored
   ``m=application`` line).
+- ICE restart (``IceRestart``): aiortc 1.16 has none (``RTCIceTransport.start`` runs once, and
+  ``createOffer``/``createAnswer`` always reuse the first ufrag/pwd). A fresh aioice Connection
+  is gathered and put behind the PC's ICE transports, and once its checks succeed it carries the
+  same DTLS association (keys, SRTP, SCTP untouched), as RFC 8445 restarts do in browsers.
 
 The installed versions are checked when this module is imported: any other aiortc/aioice
 fails loudly with a RuntimeError instead of misbehaving later. ``PRIVATE_API`` lists every
@@ -33,7 +37,7 @@ import aioice.ice
 import aiortc.codecs
 import aiortc.rtcpeerconnection
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -42,7 +46,7 @@ from aiortc.rtp import RtpPacket
 __all__ = [
     "TESTED_VERSIONS", "PRIVATE_API", "CODECS", "find_common_codecs", "is_codec_compatible",
     "check_versions", "probe", "HostSockets", "install_host_sockets",
-    "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport",
+    "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport", "IceRestart",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,18 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("aiortc.rtcpeerconnection", "find_common_codecs", "aiortc's own codec matching (not exported)"),
     ("aiortc.rtcpeerconnection", "is_codec_compatible", "aiortc's own codec matching (not exported)"),
     ("aiortc.codecs", "CODECS", "the codecs aiortc supports, with their parameters"),
+    ("RTCIceGatherer", "_connection", "ICE restart: the fresh Connection's ufrag/pwd/candidates go in SDP"),
+    ("RTCIceGatherer", "_remote_candidates_end", "ICE restart: the client's new candidates are taken again"),
+    ("RTCIceTransport", "_connection", "ICE restart: trickled candidates go to the fresh Connection"),
+    ("RTCIceTransport", "_recv", "ICE restart: DTLS reads from the fresh Connection once it is up"),
+    ("RTCIceTransport", "_send", "ICE restart: DTLS writes to the fresh Connection once it is up"),
+    ("RTCIceTransport", "_monitor", "ICE restart: the fresh Connection's close fails the transport"),
+    ("RTCIceTransport", "_RTCIceTransport__monitor_task", "ICE restart: the old Connection's monitor is stopped"),
+    ("RTCIceTransport", "_RTCIceTransport__setState", "ICE restart: a restart that fails is an ICE failure"),
+    ("aioice.ice.Connection", "_queue", "ICE restart: both Connections feed the queue DTLS is reading"),
+    ("aioice.ice.Connection", "_transport_policy", "ICE restart: the fresh Connection gathers as the old one"),
+    ("aioice.ice.Connection", "_components", "ICE restart: the fresh Connection gathers as the old one"),
+    ("aioice.ice.Connection", "_remote_candidates_end", "ICE restart: restored when a restart is undone"),
 ]
 
 
@@ -232,6 +248,116 @@ def add_sctp_transport(pc: RTCPeerConnection) -> None:
         pc._RTCPeerConnection__createSctpTransport()  # type: ignore[attr-defined]
 
 
+# --- ICE restart ----------------------------------------------------------------------------
+
+
+#: How long the checks of a restarted ICE agent may take before the leg counts as ICE failed.
+ICE_RESTART_TIMEOUT = 30.0
+
+
+class IceRestart:
+    """An ICE restart of one PeerConnection, done under aiortc (which has none).
+
+        restart = await IceRestart.prepare(pc)  # fresh agent gathered; SDP now carries its ufrag/pwd
+        ...                                     # offer or answer as usual, candidates trickle to it
+        restart.start(remote_ice_parameters)    # checks start; on success the agent takes over
+        await restart.close()                   # both agents closed (the PC's close does not know the old one)
+
+    Every ICE transport of the PC (one with BUNDLE) gets a fresh aioice ``Connection`` with new
+    credentials and sockets. Until its checks succeed the old one still carries the traffic;
+    both put what they receive into the queue the DTLS transport is reading, so nothing is
+    lost in the switch, and the DTLS association, its SRTP keys and the SCTP association over it
+    go on unchanged. If the checks fail (or take longer than ``ICE_RESTART_TIMEOUT``), the ICE
+    transport is set to failed, which aiortc reports as the PC failing: the leg's "ICE failed".
+    """
+
+    def __init__(self, swaps: list[tuple[Any, Any, Any]]) -> None:
+        self._swaps = swaps  # (RTCIceTransport, old Connection, new Connection)
+        self._task: asyncio.Task[None] | None = None
+        #: Called once the new agent carries the traffic (the forwarder re-reads its pair then).
+        self.on_switched: Callable[[], None] | None = None
+        self.done = False
+
+    @classmethod
+    async def prepare(cls, pc: RTCPeerConnection) -> IceRestart:
+        transports = []
+        for transceiver in pc.getTransceivers():
+            transports.append(transceiver.receiver.transport.transport)
+        if pc.sctp is not None:
+            transports.append(pc.sctp.transport.transport)
+        unique = [t for i, t in enumerate(transports) if t not in transports[:i] and t.state != "closed"]
+        swaps = []
+        for transport in unique:
+            old = transport._connection
+            new = aioice.ice.Connection(
+                ice_controlling=old.ice_controlling, components=len(old._components),
+                stun_server=old.stun_server, turn_server=old.turn_server, turn_username=old.turn_username,
+                turn_password=old.turn_password, turn_ssl=old.turn_ssl, turn_transport=old.turn_transport,
+                transport_policy=old._transport_policy)
+            new._queue = old._queue  # what DTLS reads: fed by both agents during the switch
+            swaps.append((transport, old, new))
+        await asyncio.gather(*(new.gather_candidates() for _, _, new in swaps))
+        for transport, _, new in swaps:
+            transport._connection = new
+            transport.iceGatherer._connection = new
+            transport.iceGatherer._remote_candidates_end = False
+        return cls(swaps)
+
+    def start(self, remote: RTCIceParameters) -> None:
+        """Start the checks against the peer's new credentials (from its offer or answer)."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._connect(remote))
+
+    async def _connect(self, remote: RTCIceParameters) -> None:
+        async def connect(new: aioice.ice.Connection) -> None:
+            new.remote_is_lite = bool(remote.iceLite)
+            new.remote_username = remote.usernameFragment
+            new.remote_password = remote.password
+            await new.connect()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(connect(new) for _, _, new in self._swaps)), ICE_RESTART_TIMEOUT)
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            log.info("ICE restart failed: %r", exc)
+            for transport, _, _ in self._swaps:
+                if transport.state != "closed":
+                    transport._RTCIceTransport__setState("failed")
+            return
+        for transport, old, new in self._swaps:
+            if transport.state == "closed":
+                continue
+            transport._recv = new.recv
+            transport._send = new.send
+            monitor = transport._RTCIceTransport__monitor_task
+            if monitor is not None:
+                monitor.cancel()
+            transport._RTCIceTransport__monitor_task = asyncio.ensure_future(transport._monitor())
+            old._queue = asyncio.Queue()  # closing it must not wake the DTLS reader
+            await old.close()
+        self.done = True
+        if self.on_switched is not None:
+            self.on_switched()
+
+    async def abort(self) -> None:
+        """Undo ``prepare`` before ``start`` (the offer was refused): the old agent stays in charge."""
+        for transport, old, new in self._swaps:
+            transport._connection = old
+            transport.iceGatherer._connection = old
+            transport.iceGatherer._remote_candidates_end = old._remote_candidates_end
+            new._queue = asyncio.Queue()
+            await new.close()
+
+    async def close(self) -> None:
+        """Stop the checks and close the agent the PC does not know (call after closing the PC)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for transport, old, new in self._swaps:
+            other = old if transport._connection is new else new
+            other._queue = asyncio.Queue()
+            await other.close()
+
+
 # --- probe ------------------------------------------------------------------------------------
 
 
@@ -249,6 +375,8 @@ async def probe() -> list[str]:
             "RTCRtpReceiver": transceiver.receiver,
             "RTCRtpTransceiver": transceiver,
             "RTCPeerConnection": pc,
+            "RTCIceGatherer": transceiver.receiver.transport.transport.iceGatherer,
+            "RTCIceTransport": transceiver.receiver.transport.transport,
             "aiortc.rtcpeerconnection": aiortc.rtcpeerconnection,
             "aiortc.codecs": aiortc.codecs,
         }

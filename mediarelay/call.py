@@ -12,14 +12,17 @@ relay's ICE/DTLS, and the callee's answer decides the codecs of the whole call.
 Every SDP and candidate is checked before it touches a PeerConnection; a refusal is an
 ``SdpError`` (ValueError) with a sentence for the client, and a refused request changes
 nothing. ``pairs`` (caller m-line <-> callee m-line) is what the forwarder of the next issue
-links; this module does not forward media.
+links; this module does not forward media. A renegotiation (``renegotiate``, see
+``renegotiation.py``) may add pairs; ``listeners`` are told ``"renegotiated"`` after each one
+(pairs added, directions or codecs changed) and ``"ice-restarted"`` when a leg's restarted ICE
+agent takes over (its selected candidate pair changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiortc import RTCIceCandidate, RTCRtpTransceiver
@@ -29,6 +32,7 @@ from mediarelay import aiortc_hooks, sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.ice import IcePolicy
 from mediarelay.leg import CLOSE_PC, Leg, LegName, Notify
+from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,9 @@ class Call:
         self.pairs = pairs
         #: Data channel messages relayed between the legs by label (``datachannels.py``).
         self.data = DataChannelRelay(call_id, {"caller": caller.pc, "callee": callee.pc})
+        #: Called with "renegotiated" or "ice-restarted" (the forwarder re-links then); must not block.
+        self.listeners: list[Callable[[str], None]] = []
+        self.renegotiation = Renegotiation(self)
         self.accepted = False
         self._accepting = False
         self._closing: asyncio.Future[None] | None = None
@@ -145,6 +152,29 @@ class Call:
             f"{pair.kind} {codecs[0].mimeType} {pair.caller.direction}" for pair, codecs in zip(self.pairs, chosen)))
         return caller_answer
 
+    async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False) -> str:
+        """A client's new offer (-> the relay's offer for the other client) or its answer to the
+        relay's mirrored offer (-> the relay's answer for the client that offered)."""
+        if self._accepting:
+            raise ValueError("the call is being accepted")
+        self.leg(leg)
+        if sdp_type == "offer":
+            return await self.renegotiation.offer(leg, sdp_text, restart)
+        if sdp_type == "answer":
+            return await self.renegotiation.answer(leg, sdp_text)
+        raise SdpError("a renegotiation SDP must be an offer or an answer")
+
+    def add_pairs(self, pairs: Sequence[tuple[RTCRtpTransceiver, RTCRtpTransceiver]]) -> None:
+        """Pairs (caller's transceiver, callee's) of m-lines a renegotiation added."""
+        self.pairs.extend(MediaPair(caller.kind, caller, callee) for caller, callee in pairs)
+
+    def changed(self, what: str) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(what)
+            except Exception:  # a broken listener must not break the call
+                log.exception("call %s: a listener failed on %s", self.call_id, what)
+
     async def add_candidates(self, leg: LegName, candidates: Sequence[Mapping[str, object]],
                              completed: bool = False) -> None:
         """Trickled candidates for a leg, as janus.js sends them; all are checked first."""
@@ -182,3 +212,4 @@ class Call:
 
     async def _close(self, reason: str) -> None:
         await asyncio.gather(self.caller.close(reason), self.callee.close(reason))
+        await self.renegotiation.close()

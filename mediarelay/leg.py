@@ -104,9 +104,14 @@ class Leg:
         pending, self._pending = self._pending, []
         await self._apply_candidates(pending, strict=False)  # each was checked when it came
 
-    async def set_local(self, sdp_type: Literal["offer", "answer"]) -> str:
-        """Create and set the relay's offer or answer; returns it as the client must see it."""
+    async def set_local(self, sdp_type: Literal["offer", "answer"], edit: Callable[[str], str] | None = None) -> str:
+        """Create and set the relay's offer or answer; returns it as the client must see it.
+
+        ``edit`` may change aiortc's SDP before it is set (a re-offer keeps negotiated codecs).
+        """
         description = await (self.pc.createOffer() if sdp_type == "offer" else self.pc.createAnswer())
+        if edit is not None:
+            description = RTCSessionDescription(sdp=edit(description.sdp), type=description.type)
         await self.pc.setLocalDescription(description)
         self._tap_receivers()
         return self.local_sdp()

@@ -34,7 +34,8 @@ from mediarelay.leg import CLOSE_PC
 from shared import ipc
 from shared.ipc import Channel, IpcError
 from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Empty,
-                             LegConfigure, LegState, LegTrickle, WorkerStatsResult)
+                             LegConfigure, LegRenegotiate, LegRenegotiateResult, LegState, LegTrickle,
+                             WorkerStatsResult)
 from shared.settings import Settings, load
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,10 @@ class Worker:
             return Empty()
         if method == "worker.stats":
             return WorkerStatsResult(calls=len(self.calls), legs=2 * len(self.calls), pid=os.getpid())
-        if method == "leg.renegotiate":
-            raise IpcError("leg.renegotiate is not supported yet")
+        if isinstance(body, LegRenegotiate):
+            sdp = await self._call(body.call_id).renegotiate(body.leg, body.sdp_type, body.sdp, body.restart)
+            # An offer goes on to the other client as an offer, an answer back to the offerer.
+            return LegRenegotiateResult(sdp_type=body.sdp_type, sdp=sdp)
         raise IpcError(f"'{method}' is not handled by the relay worker")
 
     async def create(self, body: CallCreate, owner: Channel | None) -> CallCreateResult:

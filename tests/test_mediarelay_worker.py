@@ -110,7 +110,7 @@ async def test_bad_requests_get_a_reason_and_the_worker_goes_on(worker_address: 
         with pytest.raises(IpcError, match="a candidate's address"):
             await channel.request("leg.trickle", LegTrickle(call_id="c2", leg="caller", candidates=[
                 IceCandidate(candidate="candidate:1 1 udp 1 nowhere 9 typ host", sdpMid="0")]))
-        with pytest.raises(IpcError, match="not supported yet"):
+        with pytest.raises(IpcError, match="not accepted yet"):
             await channel.request("leg.renegotiate", LegRenegotiate(call_id="c2", leg="caller", sdp_type="offer",
                                                                      sdp="v=0"))
         assert (await channel.request("worker.stats", WorkerStats())).calls == 1  # type: ignore[attr-defined]
