@@ -1,0 +1,358 @@
+"""What the browser tests share: the server and page-server processes, and ``Peer``, one
+user's Chromium page running the official janus.js through the harness in ``page/``.
+
+Nothing here is a fixture (those are in ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PAGE_DIR = HERE / "page"
+ARTIFACTS = HERE / "artifacts"
+NODE_MODULES = REPO / "node_modules"
+CHROMIUM = os.environ.get("VIDEOCALL_CHROMIUM", "/usr/bin/chromium")
+#: What the page loads from node_modules (the only files served from there): janus.js as the
+#: package's ES module build, and webrtc-adapter's browser bundle (sets window.adapter).
+NPM_FILES = {
+    "/node_modules/janus-gateway/npm/dist/janus.es.js": NODE_MODULES / "janus-gateway/npm/dist/janus.es.js",
+    "/node_modules/webrtc-adapter/out/adapter.js": NODE_MODULES / "webrtc-adapter/out/adapter.js",
+}
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
+STARTUP_TIMEOUT = 20.0
+#: How long remote media gets to show up / stop / resume.
+MEDIA_TIMEOUT = 10.0
+HOW_TO_INSTALL = ("apt-get install -y chromium && pip install -e '.[test]' && npm ci "
+                  "(.ci/run installs all three)")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def unavailable(what: str) -> None:
+    """Skip on a developer's machine, fail in CI: CI must never skip the browser tests."""
+    message = f"browser tests need {what}: {HOW_TO_INSTALL}"
+    if in_ci():
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the server under test --------------------------------------------------------------------
+
+def videocall_command() -> list[str]:
+    override = os.environ.get("VIDEOCALL_SERVE_CMD")
+    if override:
+        return shlex.split(override)
+    exe = shutil.which("videocall")
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from videocall.cli import main; sys.exit(main())"]
+
+
+class VideocallServer:
+    """``videocall serve --port <free> --workers 1`` in its own process group, logs to files."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.cmd = [*videocall_command(), "serve", "--port", str(self.port), "--workers", "1"]
+        self.stdout, self.stderr = logdir / "videocall.stdout.log", logdir / "videocall.stderr.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_HOST": "127.0.0.1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        try:
+            with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
+                self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, env=env, cwd=REPO,
+                                             start_new_session=True)
+        except OSError as exc:
+            pytest.fail(f"cannot run {shlex.join(self.cmd)}: {exc}", pytrace=False)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                self.fail(f"exited with status {self.proc.returncode} before accepting connections")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                self.fail(f"did not accept connections within {STARTUP_TIMEOUT:g} s")
+            time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.fail(f"died during the tests (status {self.proc.returncode})")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.stderr.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no output)"
+
+    def fail(self, what: str) -> None:
+        pytest.fail(f"videocall serve {what}.\ncommand: {shlex.join(self.cmd)}\n"
+                    f"--- stderr ({self.stderr}) ---\n{self.log_tail()}", pytrace=False)
+
+    def stop(self) -> None:
+        """SIGTERM to the process group we started, SIGKILL if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(5)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+# --- the static pages ---------------------------------------------------------------------------
+
+class _PageHandler(http.server.SimpleHTTPRequestHandler):
+    """tests/browser/page/ at /, plus the two npm files the page loads; nothing else."""
+
+    extensions_map: ClassVar[dict[str, str]] = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".html": "text/html"}
+
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        if path in NPM_FILES:
+            return str(NPM_FILES[path])
+        if path.startswith("/node_modules/"):
+            return str(PAGE_DIR / "no-such-file")
+        return super().translate_path(path)
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class PageServer:
+    """A stdlib HTTP server on 127.0.0.1 in a daemon thread."""
+
+    def __init__(self) -> None:
+        handler = functools.partial(_PageHandler, directory=str(PAGE_DIR))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="browser-test-pages", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# --- one user's page ----------------------------------------------------------------------------
+
+class Peer:
+    """One user's page: the harness on ``window.vc``, and the Janus frames its WebSocket
+    carried (``frames``: ``(monotonic time, "sent" | "received", parsed JSON)``)."""
+
+    def __init__(self, name: str, context: Any, page: Any, server: VideocallServer) -> None:
+        self.name, self.context, self.page, self.server = name, context, page, server
+        self.frames: list[tuple[float, str, dict[str, Any]]] = []
+        self.console: list[str] = []
+        self.connected_at = 0.0
+        page.on("websocket", self._on_websocket)
+        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: self.console.append(f"pageerror: {exc}"))
+
+    def _on_websocket(self, ws: Any) -> None:
+        def keep(direction: str, payload: str | bytes) -> None:
+            try:
+                message = json.loads(payload)
+            except ValueError:
+                message = {"unparsed": str(payload)}
+            self.frames.append((time.monotonic(), direction, message))
+        ws.on("framesent", lambda payload: keep("sent", payload))
+        ws.on("framereceived", lambda payload: keep("received", payload))
+
+    def open(self, page_url: str) -> Peer:
+        """Load the harness, create a Janus session and attach janus.plugin.videocall."""
+        self.page.goto(page_url)
+        self.page.wait_for_function("() => window.vcLoaded === true", timeout=10_000)
+        from playwright.sync_api import Error as PlaywrightError
+        try:
+            self.js("(url) => vc.connect(url)", self.server.url)
+        except PlaywrightError as exc:
+            self.server.check_alive()
+            pytest.fail(f"{self.name}: janus.js could not connect/attach: {exc}\n"
+                        f"console: {self.console}", pytrace=False)
+        self.connected_at = time.monotonic()
+        return self
+
+    def close(self) -> None:
+        from playwright.sync_api import Error as PlaywrightError
+        with contextlib.suppress(PlaywrightError):  # already gone with the browser
+            self.context.close()
+
+    def js(self, expression: str, arg: Any = None) -> Any:
+        return self.page.evaluate(expression, arg)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while Playwright goes on delivering events (``time.sleep`` would hold them:
+        the sync API dispatches page and WebSocket events only inside its own calls)."""
+        self.page.wait_for_timeout(seconds * 1000)
+
+    def log(self, what: str | None = None) -> list[dict[str, Any]]:
+        return self.js("(w) => vc.events(w)", what)
+
+    def plugin_events(self) -> list[str]:
+        return self.js("() => vc.pluginEvents()")
+
+    def plugin_results(self, event: str) -> list[dict[str, Any]]:
+        return [e["msg"]["result"] for e in self.log("message")
+                if (e["msg"].get("result") or {}).get("event") == event]
+
+    def safe_log(self) -> Any:
+        from playwright.sync_api import Error as PlaywrightError
+        try:
+            return self.log()
+        except PlaywrightError as exc:  # the page may be gone
+            return f"(unavailable: {exc})"
+
+    def wait(self, expression: str, arg: Any = None, timeout: float = 15.0, what: str = "") -> None:
+        """Wait for a JS predicate; on timeout, fail with this page's harness log."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        try:
+            self.page.wait_for_function(expression, arg=arg, timeout=timeout * 1000, polling=100)
+        except PlaywrightTimeout:
+            self.server.check_alive()
+            pytest.fail(f"{self.name}: timed out after {timeout:g} s waiting for {what or expression}\n"
+                        f"harness log: {self.safe_log()}\nconsole: {self.console[-20:]}\n"
+                        f"server log:\n{self.server.log_tail(20)}", pytrace=False)
+
+    def wait_event(self, event: str, timeout: float = 15.0, count: int = 1) -> None:
+        self.wait("([e, n]) => vc.pluginEvents().filter((x) => x === e).length >= n", [event, count],
+                  timeout, f"plugin event {event!r} (x{count})")
+
+    def wait_webrtc(self, on: bool, timeout: float = 15.0) -> None:
+        self.wait("(on) => vc.events('webrtcState').some((e) => e.on === on)", on, timeout,
+                  f"webrtcState({str(on).lower()})")
+
+    def stats(self) -> dict[str, Any]:
+        return self.js("() => vc.stats()")
+
+    def video(self, element: str = "remote") -> dict[str, Any]:
+        return self.js("(id) => vc.video(id)", element)
+
+
+_counter = 0
+
+
+def unique(name: str) -> str:
+    """A username unique to this run (all tests share one server)."""
+    global _counter
+    _counter += 1
+    return f"{name}{_counter}"
+
+
+# --- call helpers -------------------------------------------------------------------------------
+
+def register(peer: Peer, name: str) -> None:
+    peer.js("(n) => vc.register(n)", name)
+    peer.wait_event("registered")
+
+
+def start_call(alice: Peer, bob: Peer) -> tuple[str, str]:
+    """alice calls bob (offer with fake audio+video), bob accepts (answer): both in call."""
+    a, b = unique("alice"), unique("bob")
+    register(alice, a)
+    register(bob, b)
+    alice.js("(n) => vc.call(n)", b)
+    bob.wait_event("incomingcall")
+    assert bob.js("() => vc.peer") == a
+    bob.js("() => vc.accept()")
+    alice.wait_event("accepted")
+    bob.wait_event("accepted")
+    return a, b
+
+
+def wait_webrtcup(*peers: Peer) -> None:
+    for peer in peers:
+        peer.wait_webrtc(True)
+
+
+def inbound(peer: Peer, kind: str) -> dict[str, Any]:
+    return peer.stats()["inbound"].get(kind) or {"bytesReceived": 0, "framesDecoded": 0}
+
+
+def wait_inbound(peer: Peer, kind: str, flowing: bool, timeout: float = MEDIA_TIMEOUT,
+                 window: float = 1.0) -> None:
+    """Wait until inbound-rtp ``bytesReceived`` of ``kind`` rises over a ``window``-second
+    window (``flowing``) or stays flat over one (not ``flowing``)."""
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = inbound(peer, kind)["bytesReceived"]
+        peer.sleep(window)
+        after = inbound(peer, kind)["bytesReceived"]
+        seen.append((before, after))
+        if (after > before) == flowing:
+            return
+    pytest.fail(f"{peer.name}: inbound {kind} {'never rose' if flowing else 'never stopped'} "
+                f"within {timeout:g} s; bytesReceived per {window:g} s window: {seen}; "
+                f"stats: {peer.stats()}; plugin events: {peer.plugin_events()}", pytrace=False)
+
+
+def wait_video_playing(peer: Peer, timeout: float = MEDIA_TIMEOUT) -> None:
+    """The remote <video> element's currentTime advances and it knows the frame size."""
+    first = peer.video()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        peer.sleep(0.5)
+        now = peer.video()
+        if now["currentTime"] > first["currentTime"] and now["width"] > 0:
+            return
+    pytest.fail(f"{peer.name}: remote video not playing after {timeout:g} s: {peer.video()}; "
+                f"stats: {peer.stats()}", pytrace=False)
+
+
+def screenshot(peers: list[Peer], name: str) -> Path:
+    """One PNG of the pages side by side (each page shows its local and remote video)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    paths = []
+    for peer in peers:
+        path = ARTIFACTS / f"{name}-{peer.name}.png"
+        peer.page.screenshot(path=str(path))
+        paths.append(path)
+    return paths[0]
