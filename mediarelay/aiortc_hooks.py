@@ -37,7 +37,7 @@ import aioice.ice
 import aiortc.codecs
 import aiortc.rtcpeerconnection
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCDtlsTransport, RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -47,6 +47,7 @@ __all__ = [
     "TESTED_VERSIONS", "PRIVATE_API", "CODECS", "find_common_codecs", "is_codec_compatible",
     "check_versions", "probe", "HostSockets", "install_host_sockets",
     "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport", "IceRestart",
+    "ice_agent_closed",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("aioice.ice.Connection", "_transport_policy", "ICE restart: the fresh Connection gathers as the old one"),
     ("aioice.ice.Connection", "_components", "ICE restart: the fresh Connection gathers as the old one"),
     ("aioice.ice.Connection", "_remote_candidates_end", "ICE restart: restored when a restart is undone"),
+    ("aioice.ice.Connection", "_closed", "an agent that closed itself (consent expired) is an ICE failure"),
 ]
 
 
@@ -251,6 +253,13 @@ def add_sctp_transport(pc: RTCPeerConnection) -> None:
 # --- ICE restart ----------------------------------------------------------------------------
 
 
+def ice_agent_closed(dtls: RTCDtlsTransport) -> bool:
+    """Whether the aioice agent under ``dtls`` is closed: when DTLS ends and this is already
+    true, the agent closed itself (consent freshness expired, RFC 7675), not the client's DTLS."""
+    return bool(dtls.transport._connection._closed)
+
+
+
 #: How long the checks of a restarted ICE agent may take before the leg counts as ICE failed.
 ICE_RESTART_TIMEOUT = 30.0
 
@@ -261,28 +270,28 @@ class IceRestart:
         restart = await IceRestart.prepare(pc)  # fresh agent gathered; SDP now carries its ufrag/pwd
         ...                                     # offer or answer as usual, candidates trickle to it
         restart.start(remote_ice_parameters)    # checks start; on success the agent takes over
-        await restart.close()                   # both agents closed (the PC's close does not know the old one)
+        await restart.close()                   # before closing the PC: stops a restart under way
 
     Every ICE transport of the PC (one with BUNDLE) gets a fresh aioice ``Connection`` with new
     credentials and sockets. Until its checks succeed the old one still carries the traffic;
     both put what they receive into the queue the DTLS transport is reading, so nothing is
     lost in the switch, and the DTLS association, its SRTP keys and the SCTP association over it
-    go on unchanged. If the checks fail (or take longer than ``ICE_RESTART_TIMEOUT``), the ICE
-    transport is set to failed, which aiortc reports as the PC failing: the leg's "ICE failed".
+    go on unchanged. If the checks fail (or take longer than ``ICE_RESTART_TIMEOUT``), the old
+    agent is put back and the ICE transport is set to failed, which aiortc reports as the PC
+    failing: the leg's "ICE failed".
     """
 
     def __init__(self, swaps: list[tuple[Any, Any, Any]]) -> None:
         self._swaps = swaps  # (RTCIceTransport, old Connection, new Connection)
         self._task: asyncio.Task[None] | None = None
+        self._undone = False
         #: Called once the new agent carries the traffic (the forwarder re-reads its pair then).
         self.on_switched: Callable[[], None] | None = None
         self.done = False
 
     @classmethod
     async def prepare(cls, pc: RTCPeerConnection) -> IceRestart:
-        transports = []
-        for transceiver in pc.getTransceivers():
-            transports.append(transceiver.receiver.transport.transport)
+        transports = [t.receiver.transport.transport for t in pc.getTransceivers()]
         if pc.sctp is not None:
             transports.append(pc.sctp.transport.transport)
         unique = [t for i, t in enumerate(transports) if t not in transports[:i] and t.state != "closed"]
@@ -298,14 +307,14 @@ class IceRestart:
             swaps.append((transport, old, new))
         await asyncio.gather(*(new.gather_candidates() for _, _, new in swaps))
         for transport, _, new in swaps:
-            transport._connection = new
-            transport.iceGatherer._connection = new
+            transport._connection = new  # trickled candidates go to the new agent
+            transport.iceGatherer._connection = new  # SDP carries its credentials and candidates
             transport.iceGatherer._remote_candidates_end = False
         return cls(swaps)
 
     def start(self, remote: RTCIceParameters) -> None:
         """Start the checks against the peer's new credentials (from its offer or answer)."""
-        if self._task is None:
+        if self._task is None and not self._undone:
             self._task = asyncio.ensure_future(self._connect(remote))
 
     async def _connect(self, remote: RTCIceParameters) -> None:
@@ -319,6 +328,7 @@ class IceRestart:
             await asyncio.wait_for(asyncio.gather(*(connect(new) for _, _, new in self._swaps)), ICE_RESTART_TIMEOUT)
         except (ConnectionError, asyncio.TimeoutError) as exc:
             log.info("ICE restart failed: %r", exc)
+            await self.abort()
             for transport, _, _ in self._swaps:
                 if transport.state != "closed":
                     transport._RTCIceTransport__setState("failed")
@@ -339,7 +349,10 @@ class IceRestart:
             self.on_switched()
 
     async def abort(self) -> None:
-        """Undo ``prepare`` before ``start`` (the offer was refused): the old agent stays in charge."""
+        """Undo ``prepare``: the old agent is back behind the transport, the new one closed."""
+        if self._undone or self.done:
+            return
+        self._undone = True
         for transport, old, new in self._swaps:
             transport._connection = old
             transport.iceGatherer._connection = old
@@ -348,14 +361,14 @@ class IceRestart:
             await new.close()
 
     async def close(self) -> None:
-        """Stop the checks and close the agent the PC does not know (call after closing the PC)."""
+        """Stop a restart under way (before the PC closes, which then closes the old agent)."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for transport, old, new in self._swaps:
-            other = old if transport._connection is new else new
-            other._queue = asyncio.Queue()
-            await other.close()
+        await self.abort()
+        for transport, old, _ in self._swaps:
+            if transport.state == "closed" and not self.done:
+                await old.close()  # the PC is closing and waits for the old agent's end
 
 
 # --- probe ------------------------------------------------------------------------------------

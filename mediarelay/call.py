@@ -211,5 +211,5 @@ class Call:
         await asyncio.shield(self._closing)
 
     async def _close(self, reason: str) -> None:
+        await self.renegotiation.close()  # first: a PC closing under a restart waits for its old agent
         await asyncio.gather(self.caller.close(reason), self.callee.close(reason))
-        await self.renegotiation.close()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
-from aiortc import RTCBundlePolicy, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCDtlsTransport, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 from pydantic import BaseModel
 
@@ -79,6 +79,8 @@ class Leg:
         self._pending: list[RTCIceCandidate | None] = []
         self._candidates_lock = asyncio.Lock()
         self._tapped: set[int] = set()
+        self._watched: set[int] = set()
+        self._ice_lost = False
         self._closing: str | None = None
         self._quiet = False
         self._close_task: asyncio.Future[None] | None = None
@@ -101,6 +103,7 @@ class Leg:
             log.info("call %s: %s leg refused the %s: %r", self.call_id, self.name, sdp_type, exc)
             raise SdpError(f"the {sdp_type} was refused: {_sentence(exc)}") from None
         self._tap_receivers()
+        self._watch_transports()
         pending, self._pending = self._pending, []
         await self._apply_candidates(pending, strict=False)  # each was checked when it came
 
@@ -114,6 +117,7 @@ class Leg:
             description = RTCSessionDescription(sdp=edit(description.sdp), type=description.type)
         await self.pc.setLocalDescription(description)
         self._tap_receivers()
+        self._watch_transports()
         return self.local_sdp()
 
     def local_sdp(self) -> str:
@@ -163,9 +167,26 @@ class Leg:
             self._report("connected")
         elif state == "failed":
             self._report("failed", ICE_FAILED if self.pc.iceConnectionState == "failed" else DTLS_ALERT)
+        elif state == "closed" and self._closing is None and self._ice_lost:
+            # The ICE agent gave up (consent expired, RFC 7675: the client vanished) and aiortc
+            # closed the PC: an ICE failure, as Janus reports it, not a DTLS alert.
+            self._report("failed", ICE_FAILED)
         elif state == "closed":
             # Closed without us asking: the client ended DTLS (close_notify), as Janus's "DTLS alert".
             self._report("closed", self._closing or DTLS_ALERT)
+
+    def _watch_transports(self) -> None:
+        """Tell a DTLS transport that ends because its ICE agent closed from one the client closed."""
+        transports = [t.receiver.transport for t in self.pc.getTransceivers()]
+        transports += [self.pc.sctp.transport] if self.pc.sctp is not None else []
+        for dtls in transports:
+            if id(dtls) not in self._watched:
+                self._watched.add(id(dtls))
+                dtls.on("statechange", partial(self._on_dtls_state, dtls))
+
+    def _on_dtls_state(self, dtls: RTCDtlsTransport) -> None:
+        if dtls.state == "closed" and self._closing is None and aiortc_hooks.ice_agent_closed(dtls):
+            self._ice_lost = True
 
     def _report(self, state: Literal["connected", "failed", "closed"], reason: str = "") -> None:
         """Move to ``state`` and say so; a leg reports at most one end (failed or closed)."""

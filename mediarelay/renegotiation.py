@@ -192,7 +192,7 @@ class Renegotiation:
         return relay_answer
 
     async def close(self) -> None:
-        """Close the ICE agents of restarts (after the legs are closed)."""
+        """Stop ICE restarts under way (before the legs close: see ``IceRestart.close``)."""
         for restart in self.restarts:
             await restart.close()
         self.restarts.clear()
