@@ -1,4 +1,4 @@
-"""The ``videocall`` command: ``serve``, ``signaling`` and ``relay``.
+"""The ``videocall`` command: ``serve``, ``signaling``, ``relay`` and ``loadtest``.
 
 ``serve`` is the embedded default a newcomer runs: one signalling process plus relay
 worker subprocesses it starts, watches and restarts, an in-memory registry. ``signaling``
@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--listen", required=True, metavar="ADDR", help="unix:/path.sock or tcp:host:port")
     relay.add_argument("--worker-id", default="", help="name used in logs and stats")
     _common(relay)
+
+    # The load tester has its own parser (loadtest/cli.py), imported only when it runs: every
+    # argument after "loadtest" is passed on as is (prefix_chars keeps argparse off them).
+    loadtest = sub.add_parser("loadtest", help="load any Janus VideoCall server with calls and media "
+                              "(videocall loadtest --help)", add_help=False, prefix_chars="\0")
+    loadtest.add_argument("loadtest_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -215,6 +221,10 @@ def _relay(settings: Settings, listen: str, worker_id: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "loadtest":  # a client: no server settings, and aiortc only in its load processes
+        from loadtest.cli import main as loadtest_main
+
+        return loadtest_main(args.loadtest_args)
     try:
         settings = settings_from(args)
     except ValidationError as exc:
