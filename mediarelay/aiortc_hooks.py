@@ -13,6 +13,11 @@ Everything the relay needs that aiortc does not offer publicly is done here, and
   answer to the codecs the callee chose (aiortc applies preferences only when an offer is set).
 - The SCTP transport of a PC, created without opening a data channel (for a mirrored
   ``m=application`` line).
+- The SRTP fast path (``forwarder.py``): each ICE socket's ``datagram_received`` is tapped
+  (``tap_datagrams``), the DTLS transport's SRTP sessions and aioice's nominated pair are used
+  to unprotect, protect and send (``media_socket``), the relay's senders run no RTP/RTCP loop
+  of their own (``idle_sender``), and aiortc negotiates VP9, which it cannot decode but the
+  relay only forwards (``add_relay_codecs``).
 - ICE restart (``IceRestart``): aiortc 1.16 has none (``RTCIceTransport.start`` runs once, and
   ``createOffer``/``createAnswer`` always reuse the first ufrag/pwd). A fresh aioice Connection
   is gathered and put behind the PC's ICE transports, and once its checks succeed it carries the
@@ -30,12 +35,16 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Protocol
 
 import aioice.ice
 import aiortc.codecs
 import aiortc.rtcpeerconnection
+from aiortc import RTCDtlsTransport, RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtcpFeedback
+from pylibsrtp import Session
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCDtlsTransport, RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import CODECS
@@ -46,6 +55,7 @@ from aiortc.rtp import RtpPacket
 __all__ = [
     "TESTED_VERSIONS", "PRIVATE_API", "CODECS", "find_common_codecs", "is_codec_compatible",
     "check_versions", "probe", "HostSockets", "install_host_sockets",
+    "add_relay_codecs", "MediaSocket", "media_socket", "tap_datagrams", "idle_sender",
     "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport", "IceRestart",
     "ice_agent_closed",
 ]
@@ -69,6 +79,18 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("aiortc.rtcpeerconnection", "find_common_codecs", "aiortc's own codec matching (not exported)"),
     ("aiortc.rtcpeerconnection", "is_codec_compatible", "aiortc's own codec matching (not exported)"),
     ("aiortc.codecs", "CODECS", "the codecs aiortc supports, with their parameters"),
+    ("aiortc.codecs", "CODECS", "fast path: VP9 added, negotiated and forwarded, never decoded"),
+    ("aioice.ice.StunProtocol", "datagram_received", "fast path: shadowed per socket, sees SRTP before STUN parsing"),
+    ("aioice.ice.Connection", "_nominated", "fast path: the selected pair's socket and remote address"),
+    ("RTCIceTransport", "_connection", "fast path: the aioice Connection whose sockets are tapped"),
+    ("RTCDtlsTransport", "_rx_srtp", "fast path: SRTP/SRTCP unprotect (aiortc's session)"),
+    ("RTCDtlsTransport", "_tx_srtp", "fast path: SRTP/SRTCP protect (aiortc's session)"),
+    ("RTCRtpSender", "_run_rtp", "replaced per sender: no encoder, no 20 ms polling, no RTP of aiortc's"),
+    ("RTCRtpSender", "_run_rtcp", "replaced per sender: the relay sends SR/SDES/BYE itself"),
+    ("RTCRtpSender", "_RTCRtpSender__rtp_started", "set by the replaced _run_rtp (stop() waits for it)"),
+    ("RTCRtpSender", "_RTCRtpSender__rtp_exited", "set by the replaced _run_rtp (stop() waits for it)"),
+    ("RTCRtpSender", "_RTCRtpSender__rtcp_started", "set by the replaced _run_rtcp (stop() waits for it)"),
+    ("RTCRtpSender", "_RTCRtpSender__rtcp_exited", "set by the replaced _run_rtcp (stop() waits for it)"),
     ("RTCIceGatherer", "_connection", "ICE restart: the fresh Connection's ufrag/pwd/candidates go in SDP"),
     ("RTCIceGatherer", "_remote_candidates_end", "ICE restart: the client's new candidates are taken again"),
     ("RTCIceTransport", "_connection", "ICE restart: trickled candidates go to the fresh Connection"),
@@ -371,6 +393,116 @@ class IceRestart:
                 await old.close()  # the PC is closing and waits for the old agent's end
 
 
+# --- SRTP fast path ---------------------------------------------------------------------------
+#
+# Media never goes through aiortc's RTCRtpReceiver/RTCRtpSender: ``forwarder.py`` takes SRTP
+# and SRTCP at the leg's ICE sockets and sends on the other leg's nominated pair. These
+# functions are everything it needs from aiortc/aioice/pylibsrtp for that.
+
+
+#: A codec aiortc cannot encode or decode but the relay forwards: negotiated, never decoded.
+RELAY_ONLY_CODECS = [
+    RTCRtpCodecParameters(mimeType="video/VP9", clockRate=90000, payloadType=103, rtcpFeedback=[
+        RTCRtcpFeedback(type="nack"), RTCRtcpFeedback(type="nack", parameter="pli"),
+        RTCRtcpFeedback(type="goog-remb")]),
+    RTCRtpCodecParameters(mimeType="video/rtx", clockRate=90000, payloadType=104, parameters={"apt": 103}),
+]
+
+
+def add_relay_codecs() -> None:
+    """Let aiortc negotiate the codecs it only has to forward (VP9), after its own.
+
+    ``aiortc.codecs.CODECS`` is what aiortc offers and accepts; the relay never asks aiortc
+    to encode or decode (``idle_sender``, ``tap_rtp``), so a codec aiortc lacks is fine there.
+    Idempotent.
+    """
+    video = CODECS["video"]
+    for codec in RELAY_ONLY_CODECS:
+        if not any(c.mimeType == codec.mimeType and c.payloadType == codec.payloadType for c in video):
+            video.append(codec)
+
+
+add_relay_codecs()
+
+
+@dataclass
+class MediaSocket:
+    """What the fast path uses of a leg's connected DTLS transport."""
+
+    #: aiortc's SRTP sessions (pylibsrtp), shared with aiortc's own RTCP: use on the loop only.
+    srtp_rx: Session
+    srtp_tx: Session
+    #: The nominated pair's socket and the client's address on it.
+    sendto: Callable[[bytes, tuple[Any, ...]], None]
+    remote: tuple[Any, ...]
+
+
+def media_socket(dtls: RTCDtlsTransport) -> MediaSocket:
+    """The SRTP sessions and nominated pair of a connected DTLS transport (ValueError if not).
+
+    Keys exist once ``RTCDtlsTransport.start`` has returned (the "connected" state); the pair
+    is aioice's ``Connection._nominated[1]``, which aioice never changes afterwards (an ICE
+    restart replaces the Connection: read it again then).
+    """
+    pair = dtls.transport._connection._nominated.get(1)
+    if dtls._rx_srtp is None or dtls._tx_srtp is None or pair is None:
+        raise ValueError("the DTLS transport is not connected")
+    return MediaSocket(dtls._rx_srtp, dtls._tx_srtp, pair.protocol.transport.sendto, pair.remote_addr)
+
+
+DatagramHandler = Callable[[bytes, tuple[Any, ...]], None]
+
+
+def tap_datagrams(dtls: RTCDtlsTransport, make: Callable[[DatagramHandler], DatagramHandler],
+                  tapped: set[int]) -> None:
+    """Put ``make(original)`` in front of every ICE socket of this transport's Connection.
+
+    Each socket's ``StunProtocol.datagram_received`` is shadowed by an instance attribute
+    (uvloop and asyncio look it up per datagram), so the handler sees every datagram before
+    aioice parses it as STUN; it passes what it does not take to ``original``. ``tapped``
+    holds the ids of the protocols already tapped (a Connection replaced by an ICE restart
+    brings new ones).
+    """
+    for protocol in dtls.transport._connection._protocols:
+        if id(protocol) not in tapped:
+            tapped.add(id(protocol))
+            protocol.datagram_received = make(protocol.datagram_received)  # type: ignore[method-assign,assignment]
+
+
+def idle_sender(sender: RTCRtpSender, on_stop: Callable[[], None] | None = None) -> None:
+    """The relay sends this sender's RTP and RTCP itself: aiortc's loops for it do nothing.
+
+    When the sender starts, aiortc runs ``_run_rtp`` (encode a track; without one, wake every
+    20 ms) and ``_run_rtcp`` (SR and SDES with its own counters, which would contradict the
+    relay's). Both are replaced per instance by coroutines that only set the events
+    ``RTCRtpSender.stop`` waits for. ``on_stop`` runs as the sender stops, while its transport
+    is still up (the relay's BYE). Call before the sender starts (before the leg connects).
+    """
+    rtp_started: asyncio.Event = sender._RTCRtpSender__rtp_started  # type: ignore[attr-defined]
+    rtp_exited: asyncio.Event = sender._RTCRtpSender__rtp_exited  # type: ignore[attr-defined]
+    rtcp_started: asyncio.Event = sender._RTCRtpSender__rtcp_started  # type: ignore[attr-defined]
+    rtcp_exited: asyncio.Event = sender._RTCRtpSender__rtcp_exited  # type: ignore[attr-defined]
+
+    async def idle(started: asyncio.Event, exited: asyncio.Event, stopping: Callable[[], None] | None) -> None:
+        started.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if stopping is not None:
+                stopping()
+        finally:
+            exited.set()
+
+    async def run_rtp(codec: RTCRtpCodecParameters) -> None:
+        await idle(rtp_started, rtp_exited, None)
+
+    async def run_rtcp() -> None:
+        await idle(rtcp_started, rtcp_exited, on_stop)
+
+    sender._run_rtp = run_rtp  # type: ignore[method-assign]
+    sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
+
+
 # --- probe ------------------------------------------------------------------------------------
 
 
@@ -388,15 +520,24 @@ async def probe() -> list[str]:
             "RTCRtpReceiver": transceiver.receiver,
             "RTCRtpTransceiver": transceiver,
             "RTCPeerConnection": pc,
+            "RTCRtpSender": transceiver.sender,
+            "RTCDtlsTransport": transceiver.sender.transport,
+            "aioice.ice.StunProtocol": aioice.ice.StunProtocol,
             "RTCIceGatherer": transceiver.receiver.transport.transport.iceGatherer,
             "RTCIceTransport": transceiver.receiver.transport.transport,
             "aiortc.rtcpeerconnection": aiortc.rtcpeerconnection,
             "aiortc.codecs": aiortc.codecs,
         }
+        owners.setdefault("RTCIceTransport", transceiver.receiver.transport.transport)
         missing = [f"{owner}.{name}" for owner, name, _ in PRIVATE_API if not hasattr(owners[owner], name)]
         # The gathering replacement sets this the way aioice's own code does.
         if "local_candidate" not in getattr(aioice.ice.StunProtocol, "__annotations__", {}):
             missing.append("aioice.ice.StunProtocol.local_candidate")
+        # The fast path sends on the nominated pair's socket, set in connection_made.
+        if "transport" not in getattr(aioice.ice.StunProtocol, "__annotations__", {}):
+            missing.append("aioice.ice.StunProtocol.transport")
+        if not any(c.mimeType == "video/VP9" for c in CODECS["video"]):
+            missing.append("aiortc.codecs.CODECS[video] VP9 (add_relay_codecs)")
         return missing
     finally:
         await pc.close()

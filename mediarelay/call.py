@@ -11,8 +11,8 @@ relay's ICE/DTLS, and the callee's answer decides the codecs of the whole call.
 
 Every SDP and candidate is checked before it touches a PeerConnection; a refusal is an
 ``SdpError`` (ValueError) with a sentence for the client, and a refused request changes
-nothing. ``pairs`` (caller m-line <-> callee m-line) is what the forwarder of the next issue
-links; this module does not forward media. A renegotiation (``renegotiate``, see
+nothing. ``pairs`` (caller m-line <-> callee m-line) are linked by ``media`` (``media.py``: the
+SRTP fast path, RTCP, ``set``); this module does not forward media itself. A renegotiation (``renegotiate``, see
 ``renegotiation.py``) may add pairs; ``listeners`` are told ``"renegotiated"`` after each one
 (pairs added, directions or codecs changed) and ``"ice-restarted"`` when a leg's restarted ICE
 agent takes over (its selected candidate pair changed).
@@ -32,6 +32,7 @@ from mediarelay import aiortc_hooks, sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.ice import IcePolicy
 from mediarelay.leg import CLOSE_PC, Leg, LegName, Notify
+from mediarelay.media import CallMedia
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
 
@@ -60,6 +61,9 @@ class Call:
         #: Called with "renegotiated" or "ice-restarted" (the forwarder re-links then); must not block.
         self.listeners: list[Callable[[str], None]] = []
         self.renegotiation = Renegotiation(self)
+        #: The media between the legs: forwarded without decoding once both are connected.
+        self.media = CallMedia(call_id, {"caller": caller, "callee": callee})
+        self.listeners.append(self.media.changed)
         self.accepted = False
         self._accepting = False
         self._closing: asyncio.Future[None] | None = None
@@ -192,7 +196,7 @@ class Call:
 
     def configure(self, leg: LegName, audio: bool | None = None, video: bool | None = None,
                   bitrate: int | None = None) -> None:
-        """Store what ``set`` asked for the media this leg sends (no effect until forwarding)."""
+        """``set`` for the media this leg sends: relayed or not (audio, video), REMB cap (bitrate)."""
         settings = self.leg(leg).settings
         if audio is not None:
             settings.audio = audio
@@ -202,6 +206,7 @@ class Call:
             if bitrate < 0:
                 raise ValueError("bitrate must not be negative")
             settings.bitrate = bitrate
+        self.media.apply(leg, settings)
 
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Close both legs (each reports ``closed`` with ``reason`` unless it already ended); idempotent."""
@@ -213,3 +218,4 @@ class Call:
     async def _close(self, reason: str) -> None:
         await self.renegotiation.close()  # first: a PC closing under a restart waits for its old agent
         await asyncio.gather(self.caller.close(reason), self.callee.close(reason))
+        self.media.close()

@@ -236,6 +236,11 @@ class Leg:
                 if stream.poll(now):
                     self._media(stream)
 
+    def media_changed(self, stream: InboundStream) -> None:
+        """``stream`` started or stopped receiving: the fast path counts packets itself once it
+        has the leg's socket, and calls this when ``stream.on_packet`` says so."""
+        self._media(stream)
+
     def _media(self, stream: InboundStream) -> None:
         if stream.kind not in MEDIA_KINDS:
             return

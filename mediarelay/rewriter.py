@@ -73,9 +73,10 @@ class SeqRewriter:
         elif ext >= self._epochs[-1][0]:
             offset = self._offset
         else:
-            offset = self._offset_of(ext)
-            if offset is None:
+            older = self._offset_of(ext)
+            if older is None:
                 return None
+            offset = older
         out = (ext + offset) % SEQ_MOD
         if not self._sent or 0 < (out - self.max_out) % SEQ_MOD < 0x8000:
             self.max_out = out

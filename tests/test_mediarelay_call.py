@@ -249,6 +249,7 @@ async def test_incoming_rtp_is_reported_per_m_line_and_never_decoded(
     audio = clients.caller.addTrack(AudioStreamTrack())
     clients.caller.addTrack(VideoStreamTrack())
     call, _, _ = await clients.call(notes)
+    call.configure("caller", audio=False, video=False)  # relayed, the callee's client would decode in this process
     await notes.wait(lambda n: {("caller", "audio", "0", True), ("caller", "video", "1", True)} <= set(n.media()))
     audio.replaceTrack(None)  # the caller stops sending audio ...
     await notes.wait(lambda n: ("caller", "audio", "0", False) in n.media(), timeout=5)

@@ -34,7 +34,7 @@ def test_holes_are_reported_as_they_appear(seqs: list[int], holes: list[int]) ->
 
 def test_losses_per_interval_and_cumulative() -> None:
     stats = ReceiveStats(48000)
-    for seq in [*range(0, 50), *range(60, 100)]:  # 10 of 100 lost
+    for seq in [*range(50), *range(60, 100)]:  # 10 of 100 lost
         stats.on_packet(seq, seq * 960, seq * 0.02)
     first = stats.report(1, 2.0)
     assert (first.packets_lost, first.fraction_lost) == (10, 25)  # 10/100 * 256

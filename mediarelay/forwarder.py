@@ -1,0 +1,423 @@
+"""The hot path: SRTP from one leg's socket to the other leg's, rewritten, never decoded.
+
+Per leg, a ``Port`` sees every datagram at the leg's ICE sockets before aioice parses it as
+STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the socket callback:
+
+    tap:     find the stream by SSRC (cleartext), unprotect (aiortc's SRTP session)
+    count:   receive statistics, holes (NACK), "media flowing?" (``leg.media``)
+    rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
+             legs' ids or mids differ (``InStream.forward``)
+    send:    protect with the other leg's session, ``sendto`` on its nominated pair
+
+No queue, task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
+under its reason in ``Counters``. SRTCP is unprotected and handed to ``Port.on_rtcp``
+(``media.py`` answers it); STUN, DTLS and SCTP go on to aioice and aiortc as before.
+
+What to forward where (payload types, SSRCs, extension ids) comes from ``routes.py``; the
+numbers from ``rewriter.py``; the RTCP bookkeeping objects from ``feedback.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from struct import Struct
+from typing import Any
+
+from pylibsrtp import Error as SrtpError
+
+from mediarelay.feedback import KeyframeRequester, NackRequester, ReceiveStats
+from mediarelay.inbound import InboundStream
+from mediarelay.rewriter import SeqRewriter, TimestampRewriter
+from mediarelay.rtp_header import ExtensionRewriter, header_length, is_keyframe, rtx_unwrap, rtx_wrap
+
+log = logging.getLogger(__name__)
+
+_FIXED = Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
+_HEAD = Struct("!BBHI")
+_SSRC = Struct("!I")
+
+#: Packets kept per outgoing video stream to answer NACKs (about 2 s of 1 Mbit/s video).
+HISTORY_SIZE = 256
+_HISTORY_MASK = HISTORY_SIZE - 1
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the fast path did, for one call: packets forwarded and packets dropped, by reason."""
+
+    forwarded: int = 0
+    forwarded_octets: int = 0
+    rtx_received: int = 0   # retransmissions from a sender (mostly answers to the relay's NACKs)
+    rtx_sent: int = 0       # retransmissions to a receiver, from the history
+    rtcp_received: int = 0
+    # dropped, by reason
+    srtp_failed: int = 0    # authentication or replay check failed
+    unknown: int = 0        # SSRC and payload type of no stream of the leg
+    unlinked: int = 0       # the other leg is not connected (yet, or any more)
+    muted: int = 0          # ``set`` audio/video false for this sender
+    payload_type: int = 0   # a payload type the receiving leg did not negotiate
+    stale: int = 0          # older than the last resync (unmute, new source SSRC)
+    padding: int = 0        # RTX padding-only probe
+    malformed: int = 0      # header longer than the packet, unparsable RTCP
+    send_failed: int = 0    # protect or sendto refused it
+    errors: int = 0         # anything else (a bug): counted, logged once
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class OutStream:
+    """What the relay sends one client on one m-line: its SSRC, numbering, history, SR counts."""
+
+    __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "rtx_payload_types", "cname", "seq", "ts", "history",
+                 "packets", "octets", "rtx_seq", "counters", "_protect", "_sendto", "_remote", "estimate")
+
+    def __init__(self, kind: str, mid: str, ssrc: int, clock_rate: int, counters: Counters, *,
+                 rtx_ssrc: int | None = None, rtx_payload_types: dict[int, int] | None = None, cname: str = "",
+                 seq_start: int = 0, ts_start: int = 0, rtx_seq_start: int = 0) -> None:
+        self.kind = kind
+        self.mid = mid
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        #: Outgoing media payload type -> outgoing RTX payload type.
+        self.rtx_payload_types = rtx_payload_types or {}
+        self.cname = cname
+        self.seq = SeqRewriter(seq_start)
+        self.ts = TimestampRewriter(clock_rate, ts_start)
+        self.history: list[bytes | None] | None = [None] * HISTORY_SIZE if kind == "video" else None
+        self.packets = 0
+        self.octets = 0
+        self.rtx_seq = rtx_seq_start
+        self.counters = counters
+        #: The receiver's last REMB (bits/s), or None.
+        self.estimate: int | None = None
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._remote: Any = None
+
+    @property
+    def connected(self) -> bool:
+        return self._sendto is not None
+
+    def connect(self, protect: Callable[[bytes], bytes], sendto: Callable[[bytes, Any], None], remote: Any) -> None:
+        """Send through this SRTP session and socket (the leg's, once it is connected)."""
+        self._protect, self._sendto, self._remote = protect, sendto, remote
+
+    def disconnect(self) -> None:
+        self._protect = self._sendto = self._remote = None
+
+    def send(self, packet: bytes, seq: int, payload: int) -> None:
+        """Send a rewritten packet (plain RTP) and keep it for NACKs; counts it for the SR."""
+        if self.history is not None:
+            self.history[seq & _HISTORY_MASK] = packet
+        self.packets += 1
+        self.octets += payload
+        try:
+            self._sendto(self._protect(packet), self._remote)  # type: ignore[misc]
+        except (SrtpError, ValueError, TypeError, OSError):
+            self.counters.send_failed += 1
+
+    def retransmit(self, seq: int) -> bool:
+        """Answer a receiver's NACK for ``seq`` from the history (by RTX when negotiated);
+        False when the packet is not there (never forwarded, or too old)."""
+        history = self.history
+        packet = history[seq & _HISTORY_MASK] if history is not None else None
+        if packet is None or ((packet[2] << 8) | packet[3]) != seq or self._sendto is None:
+            return False
+        rtx = self.rtx_payload_types.get(packet[1] & 0x7F)
+        if rtx is not None and self.rtx_ssrc is not None:
+            packet = rtx_wrap(packet, header_length(packet), rtx, self.rtx_seq, self.rtx_ssrc)
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        try:
+            self._sendto(self._protect(packet), self._remote)  # type: ignore[misc]
+        except (SrtpError, ValueError, TypeError, OSError):
+            self.counters.send_failed += 1
+            return False
+        self.counters.rtx_sent += 1
+        return True
+
+
+class InStream:
+    """What one client sends the relay on one m-line, and where it goes (``out``)."""
+
+    __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "inbound", "on_media", "on_gap",
+                 "out", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters")
+
+    def __init__(self, kind: str, mid: str, clock_rate: int, inbound: InboundStream, counters: Counters, *,
+                 on_media: Callable[[InboundStream], None], nack: bool = False) -> None:
+        self.kind = kind
+        self.mid = mid
+        self.ssrc: int | None = None
+        self.rtx_ssrc: int | None = None
+        self.stats = ReceiveStats(clock_rate)
+        self.nack = NackRequester() if nack and kind == "video" else None
+        self.keyframes = KeyframeRequester() if kind == "video" else None
+        self.inbound = inbound
+        self.on_media = on_media
+        #: ``on_gap(stream, seqs_or_None, now)``: holes to NACK (None: too many, ask a keyframe).
+        self.on_gap: Callable[[InStream, list[int] | None, float], None] | None = None
+        self.counters = counters
+        #: Set by ``link``: the other leg's stream and how to rewrite for it.
+        self.out: OutStream | None = None
+        self.payload_types: dict[int, int] = {}
+        self.source_rtx: dict[int, int] = {}
+        self.codec_names: dict[int, str] = {}
+        self.extensions: ExtensionRewriter | None = None
+        #: False while ``set`` says this sender's audio/video is not relayed.
+        self.enabled = True
+
+    def link(self, out: OutStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
+             codec_names: dict[int, str], extensions: ExtensionRewriter | None) -> None:
+        """Forward to ``out`` (None: drop), mapping payload types and extensions as given."""
+        self.out = out
+        self.payload_types = payload_types
+        self.source_rtx = source_rtx
+        self.codec_names = codec_names
+        self.extensions = extensions
+
+    def new_source(self, ssrc: int) -> None:
+        """The client sends with a new SSRC: statistics restart, the output continues."""
+        self.ssrc = ssrc
+        self.stats.reset()
+        if self.nack is not None:
+            self.nack = NackRequester()
+        if self.out is not None:
+            self.out.seq.sync()
+            self.out.ts.sync()
+
+    def receive(self, plain: bytes, now: float) -> None:
+        """A media packet (plain RTP) from the client: count it, forward it."""
+        b0, b1, seq, ts = _HEAD.unpack_from(plain)
+        missing = self.stats.on_packet(seq, ts, now)
+        nack = self.nack
+        if nack is not None:
+            if missing:
+                if self.on_gap is not None:
+                    self.on_gap(self, nack.on_gap((seq - missing - 1) & 0xFFFF, missing, now), now)
+            elif nack:
+                nack.received(seq)
+        header = 12 + ((b0 & 0x0F) << 2)
+        if b0 & 0x10:
+            if len(plain) < header + 4:
+                self.counters.malformed += 1
+                return
+            header += 4 + (((plain[header + 2] << 8) | plain[header + 3]) << 2)
+        payload = len(plain) - header
+        if b0 & 0x20 and payload > 0:
+            payload -= plain[-1]
+        if payload < 0:
+            self.counters.malformed += 1
+            return
+        if self.inbound.on_packet(payload, now):
+            self.on_media(self.inbound)
+        if self.out is None:
+            self.counters.unlinked += 1
+        elif not self.enabled:
+            self.counters.muted += 1
+        else:
+            self.forward(plain, b0, b1, seq, ts, header, payload, now)
+
+    def receive_rtx(self, plain: bytes, now: float) -> None:
+        """A retransmission (RFC 4588) from the client, mostly an answer to the relay's NACK:
+        unwrapped and forwarded as the packet it repairs, into the hole it left."""
+        self.counters.rtx_received += 1
+        media_pt = self.source_rtx.get(plain[1] & 0x7F)
+        if media_pt is None or self.ssrc is None:
+            self.counters.payload_type += 1
+            return
+        header = header_length(plain)
+        original = rtx_unwrap(plain, header, media_pt, self.ssrc)
+        if original is None:
+            self.counters.padding += 1
+            return
+        b0, b1, seq, ts = _HEAD.unpack_from(original)
+        if self.nack is not None and self.nack.received(seq):
+            self.stats.on_recovered()
+        if self.out is None:
+            self.counters.unlinked += 1
+        elif not self.enabled:
+            self.counters.muted += 1
+        else:  # the header (CSRCs, extensions) is the RTX packet's; the payload lost its first two bytes
+            payload = len(original) - header - (original[-1] if b0 & 0x20 else 0)
+            self.forward(original, b0, b1, seq, ts, header, max(0, payload), now)
+
+    def forward(self, plain: bytes, b0: int, b1: int, seq: int, ts: int, header: int, payload: int,
+                now: float) -> None:
+        out = self.out
+        assert out is not None
+        pt = self.payload_types.get(b1 & 0x7F)
+        if pt is None:
+            self.counters.payload_type += 1
+            return
+        keyframes = self.keyframes
+        if keyframes is not None and keyframes.waiting and is_keyframe(self.codec_names[b1 & 0x7F], plain[header:]):
+            keyframes.received()
+        oseq = out.seq.input(seq)
+        if oseq is None:
+            self.counters.stale += 1
+            return
+        ots = out.ts.input(ts, now)
+        if self.extensions is None:
+            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + plain[12:]
+        else:
+            b0, rest = self.extensions.rewrite(plain)
+            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
+        out.send(packet, oseq, payload)
+        self.counters.forwarded += 1
+        self.counters.forwarded_octets += payload
+
+
+class Port:
+    """One leg's media socket(s): where its clients' SRTP comes in and the relay's goes out."""
+
+    def __init__(self, name: str, counters: Counters, clock: Callable[[], float],
+                 on_rtcp: Callable[[Port, bytes, float], None]) -> None:
+        self.name = name
+        self.counters = counters
+        self.clock = clock
+        self.on_rtcp = on_rtcp
+        self.streams: list[InStream] = []
+        #: SSRC (4 bytes, as on the wire) -> stream, for media and for RTX.
+        self.media: dict[bytes, InStream] = {}
+        self.rtx: dict[bytes, InStream] = {}
+        #: Payload type -> (stream, is RTX): finds the stream of an SSRC not announced in SDP.
+        self.payload_types: dict[int, tuple[InStream, bool]] = {}
+        self.tapped: set[int] = set()
+        self.srtp_rx: Any = None
+        self.srtp_tx: Any = None
+        #: The nominated pair's ``sendto`` and the client's address (None: not connected).
+        self.sendto: Callable[[bytes, Any], None] | None = None
+        self.remote: Any = None
+        self._logged_error = False
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def connect(self, srtp_rx: Any, srtp_tx: Any, sendto: Callable[[bytes, Any], None], remote: Any) -> None:
+        """The leg's SRTP sessions and nominated pair (again after an ICE restart)."""
+        self.srtp_rx, self.srtp_tx, self.sendto, self.remote = srtp_rx, srtp_tx, sendto, remote
+
+    def disconnect(self) -> None:
+        self.sendto = None
+
+    def feed(self, out: OutStream) -> None:
+        """``out`` sends to this leg's client."""
+        if self.sendto is not None:
+            out.connect(self.srtp_tx.protect, self.sendto, self.remote)
+
+    def add(self, stream: InStream, ssrcs: tuple[int, ...], rtx_ssrcs: dict[int, int],
+            payload_types: list[int], rtx_payload_types: list[int]) -> None:
+        """Receive ``stream`` here: by the SSRCs the client announced, else by payload type."""
+        self.streams.append(stream)
+        for ssrc in ssrcs[:1]:
+            stream.ssrc = ssrc
+            self.media[_SSRC.pack(ssrc)] = stream
+        for rtx_ssrc, media_ssrc in rtx_ssrcs.items():
+            if media_ssrc in ssrcs[:1]:
+                stream.rtx_ssrc = rtx_ssrc
+                self.rtx[_SSRC.pack(rtx_ssrc)] = stream
+        for pt in payload_types:
+            self.payload_types.setdefault(pt, (stream, False))
+        for pt in rtx_payload_types:
+            self.payload_types.setdefault(pt, (stream, True))
+
+    def clear(self) -> None:
+        self.streams.clear()
+        self.media.clear()
+        self.rtx.clear()
+        self.payload_types.clear()
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    def send_rtcp(self, packet: bytes) -> None:
+        """Send relay-made RTCP (plain) to this leg's client."""
+        if self.sendto is None or not packet:
+            return
+        try:
+            self.sendto(self.srtp_tx.protect_rtcp(packet), self.remote)
+        except (SrtpError, ValueError, TypeError, OSError):
+            self.counters.send_failed += 1
+
+    # --- receiving --------------------------------------------------------------------------------
+
+    def handler(self, original: Callable[[bytes, Any], None]) -> Callable[[bytes, Any], None]:
+        """The ``datagram_received`` for one of the leg's sockets (``original`` gets the rest)."""
+        media_get = self.media.get
+        clock = self.clock
+        counters = self.counters
+        port = self
+
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if 127 < data[0] < 192 and len(data) >= 12:  # RTP or RTCP (RFC 7983)
+                try:
+                    if 191 < data[1] < 224:  # RTCP packet types 192-223 (RFC 5761)
+                        port.receive_rtcp(data)
+                        return
+                    stream = media_get(data[8:12])
+                    if stream is None:
+                        port.receive_other(data)
+                        return
+                    try:
+                        plain = port.srtp_rx.unprotect(data)
+                    except SrtpError:
+                        counters.srtp_failed += 1
+                        return
+                    stream.receive(plain, clock())
+                except Exception:  # a bug must cost one packet, not the socket (nor a log line each)
+                    port.error()
+                return
+            original(data, addr)
+
+        return datagram_received
+
+    def receive_other(self, data: bytes) -> None:
+        """RTX, or media with an SSRC the client did not announce (learnt by payload type)."""
+        key = data[8:12]
+        stream = self.rtx.get(key)
+        if stream is not None:
+            try:
+                plain = self.srtp_rx.unprotect(data)
+            except SrtpError:
+                self.counters.srtp_failed += 1
+                return
+            stream.receive_rtx(plain, self.clock())
+            return
+        entry = self.payload_types.get(data[1] & 0x7F)
+        if entry is None:
+            self.counters.unknown += 1
+            return
+        try:
+            plain = self.srtp_rx.unprotect(data)
+        except SrtpError:
+            self.counters.srtp_failed += 1
+            return
+        stream, is_rtx = entry
+        ssrc = _SSRC.unpack(key)[0]
+        if is_rtx:
+            if stream.rtx_ssrc is not None:
+                self.rtx.pop(_SSRC.pack(stream.rtx_ssrc), None)
+            stream.rtx_ssrc = ssrc
+            self.rtx[key] = stream
+            stream.receive_rtx(plain, self.clock())
+            return
+        if stream.ssrc is not None:
+            self.media.pop(_SSRC.pack(stream.ssrc), None)
+        self.media[key] = stream
+        stream.new_source(ssrc)
+        stream.receive(plain, self.clock())
+
+    def receive_rtcp(self, data: bytes) -> None:
+        try:
+            plain = self.srtp_rx.unprotect_rtcp(data)
+        except SrtpError:
+            self.counters.srtp_failed += 1
+            return
+        self.counters.rtcp_received += 1
+        self.on_rtcp(self, plain, self.clock())
+
+    def error(self) -> None:
+        self.counters.errors += 1
+        if not self._logged_error:
+            self._logged_error = True
+            log.exception("fast path of the %s leg: a packet could not be handled (counted from now on)", self.name)
