@@ -11,8 +11,10 @@ its keys are stable for scripts (``bench/compare_janus.py`` reads them):
   received in the measured windows, lost and loss_pct (sent - received), lost_by_seq (gaps in
   sequence numbers), jitter_ms mean and max over calls, bitrate_kbps mean, malformed, rtx
 - ``verify`` (with --verify): frames decoded per side and kind, picture sizes seen
+- ``clip``: what the senders replay (codec, size, actual bitrate of the encoded clip)
 - ``clients``: load processes and their CPU; ``server`` (with --server-pid): CPU and memory
-- ``error``: set when the run could not start at all (unreachable server...)
+- ``error``: set when the run could not start at all (unreachable server...); ``notes``: what
+  went wrong with the run itself (interrupted, a load process died, deadline overrun)
 """
 
 from __future__ import annotations
@@ -46,12 +48,12 @@ def normalise_reason(reason: str) -> str:
 
 def build(results: list[dict[str, Any]], *, requested: int, options: dict[str, Any],
           wall_seconds: float, clients: dict[str, Any], server: dict[str, Any] | None = None,
-          error: str | None = None) -> dict[str, Any]:
+          error: str | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     ok = [r for r in results if r.get("ok")]
     failures = Counter(normalise_reason(r.get("reason") or "unknown") for r in results if not r.get("ok"))
     missing = requested - len(results)
     if missing > 0:
-        failures[error or "no result (load client process lost)"] += missing
+        failures[error or (notes[0] if notes else "no result (load client process lost)")] += missing
     report: dict[str, Any] = {
         "url": options.get("url"),
         "options": options,
@@ -73,6 +75,8 @@ def build(results: list[dict[str, Any]], *, requested: int, options: dict[str, A
         report["server"] = server
     if error is not None:
         report["error"] = error
+    if notes:
+        report["notes"] = notes
     return report
 
 
@@ -85,6 +89,8 @@ def _media(results: list[dict[str, Any]]) -> dict[str, Any]:
                     "calls": 0, "sent": 0, "received": 0, "lost_by_seq": 0, "malformed": 0, "rtx": 0,
                     "_jitter": [], "_bitrate": [], "media_seconds": 0.0})
                 agg["calls"] += 1
+                if m.get("codec"):
+                    agg["codec"] = m["codec"]
                 agg["sent"] += m.get("sent", 0)
                 agg["received"] += m.get("received", 0)
                 agg["lost_by_seq"] += m.get("lost_by_seq", 0)
@@ -123,7 +129,8 @@ def _verify(items: list[dict[str, Any]]) -> dict[str, Any]:
 def exit_code(report: dict[str, Any]) -> int:
     """0 when every requested call succeeded, 1 otherwise (or when the run could not start)."""
     calls = report["calls"]
-    return 0 if report.get("error") is None and calls["failed"] == 0 and calls["requested"] > 0 else 1
+    clean = report.get("error") is None and not report.get("notes")
+    return 0 if clean and calls["failed"] == 0 and calls["requested"] > 0 else 1
 
 
 def render(report: dict[str, Any], console: Any) -> None:
@@ -133,6 +140,8 @@ def render(report: dict[str, Any], console: Any) -> None:
     calls = report["calls"]
     if report.get("error"):
         console.print(f"[bold red]load test could not run:[/] {report['error']}")
+    for note in report.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
     style = "green" if calls["failed"] == 0 and calls["requested"] else "red"
     console.print(f"[bold]{report['url']}[/]: [{style}]{calls['succeeded']} of {calls['requested']} calls "
                   f"succeeded[/], {calls['failed']} failed ({report['wall_seconds']:g} s)")
@@ -160,7 +169,7 @@ def render(report: dict[str, Any], console: Any) -> None:
             media.add_column(column, justify="left" if column in ("direction", "kind") else "right")
         for direction, kinds in report["media"].items():
             for kind, m in kinds.items():
-                media.add_row(direction, kind, str(m["sent"]), str(m["received"]), str(m["lost"]),
+                media.add_row(direction, f"{kind} ({m.get('codec', '?')})", str(m["sent"]), str(m["received"]), str(m["lost"]),
                               _fmt(m["loss_pct"]), str(m["lost_by_seq"]),
                               f"{_fmt(m['jitter_ms_mean'])} / {_fmt(m['jitter_ms_max'])}",
                               _fmt(m["bitrate_kbps_mean"]), str(m["malformed"]))
@@ -174,6 +183,10 @@ def render(report: dict[str, Any], console: Any) -> None:
 
 
 def _footer(report: dict[str, Any], console: Any) -> None:
+    clip = report.get("clip")
+    if clip:
+        parts = [f"{c['codec']} {c.get('size', '')} {c['kbps']:g} kbit/s".replace("  ", " ") for c in clip.values()]
+        console.print(f"replayed clip: {' + '.join(parts)} (keyframe every second)")
     clients = report.get("clients") or {}
     if clients.get("processes"):
         console.print(f"load clients: {clients['processes']} process(es), {_fmt(clients.get('cpu_percent'))}% of a core in all")

@@ -143,20 +143,25 @@ def run(options: LoadOptions) -> int:
 
     from loadtest.clip import load_or_make
 
-    try:
-        load_or_make("opus")  # encoded once here so the load processes only read the cache
+    try:  # encoded once here so the load processes only read the cache
+        clips = [load_or_make("opus")]
         if options.codec != "opus":
-            load_or_make(options.codec, options.width, options.height, options.bitrate)
+            clips.append(load_or_make(options.codec, options.width, options.height, options.bitrate))
     except (ValueError, RuntimeError, OSError) as exc:
         return _finish(options, [], wall0, {"processes": 0}, None, f"cannot make the media clip: {exc}", out)
+    clip_info = {clip.kind: {"codec": clip.codec, "kbps": round(clip.bitrate / 1000, 1),
+                             **({"size": f"{clip.width}x{clip.height}", "fps": round(1 / clip.frame_seconds)}
+                                if clip.kind == "video" else {})} for clip in clips}
 
     server0 = _server_sample(options.server_pid)
-    results, clients, error, rss_peak = _run_processes(options, err)
+    results, clients, error, notes, rss_peak = _run_processes(options, err)
     server = _server_report(options.server_pid, server0, options.calls, rss_peak)
-    return _finish(options, results, wall0, clients, server, error, out)
+    return _finish(options, results, wall0, clients, server, error, out, clip_info, notes)
 
 
-def _run_processes(options: LoadOptions, console: Any) -> tuple[list[dict[str, Any]], dict[str, Any], str | None, float]:
+def _run_processes(options: LoadOptions, console: Any
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any], str | None, list[str], float]:
+    """Run the calls in load processes: (results, client CPU, fatal error, notes, server RSS peak)."""
     from rich.live import Live
 
     from loadtest.worker import WorkerPlan
@@ -218,7 +223,7 @@ def _run_processes(options: LoadOptions, console: Any) -> tuple[list[dict[str, A
                 f"load process {lost[0]} exited with status {processes[lost[0]].exitcode} before it was ready"
                 if lost else "load processes not ready within 90 s")
             _reap(processes)
-            return [], {"processes": count}, reason, 0.0
+            return [], {"processes": count}, reason, [], 0.0
         start_at.value = time.time() + 0.3
         go.set()
         progress.started = time.monotonic()
@@ -272,7 +277,7 @@ def _run_processes(options: LoadOptions, console: Any) -> tuple[list[dict[str, A
                "cpu_percent": round(100 * cpu / wall, 1) if wall else None}
     # Results seen once per call index (a process that died may have sent some).
     unique = {r["index"]: r for r in progress.results}
-    return list(unique.values()), clients, "; ".join(errors) or None, progress.server_rss_peak
+    return list(unique.values()), clients, None, errors, progress.server_rss_peak
 
 
 def _reap(processes: list[Any]) -> None:
@@ -305,11 +310,14 @@ def _server_report(pid: int | None, before: tuple[float, float, float] | None, c
 
 
 def _finish(options: LoadOptions, results: list[dict[str, Any]], wall0: float, clients: dict[str, Any],
-            server: dict[str, Any] | None, error: str | None, console: Any) -> int:
+            server: dict[str, Any] | None, error: str | None, console: Any,
+            clip: dict[str, Any] | None = None, notes: list[str] | None = None) -> int:
     opts = asdict(options)
     opts.pop("quiet")
     built = report.build(results, requested=options.calls, options=opts, wall_seconds=time.monotonic() - wall0,
-                         clients=clients, server=server, error=error)
+                         clients=clients, server=server, error=error, notes=notes)
+    if clip:
+        built["clip"] = clip
     report.render(built, console)
     if options.json_path:
         Path(options.json_path).write_text(json.dumps(built, indent=2) + "\n")
