@@ -26,7 +26,15 @@ from aiortc.sdp import candidate_from_sdp
 
 from loadtest import janus
 from loadtest.clip import Clip
-from loadtest.media import ClipTrack, DecodeCheck, ReceiverTap, packets_sent, receive_codecs, tap_receiver
+from loadtest.media import (
+    ClipTrack,
+    DecodeCheck,
+    ReceiverTap,
+    answer_keyframe_requests,
+    packets_sent,
+    receive_codecs,
+    tap_receiver,
+)
 
 #: Seconds for ICE + DTLS after the answer, and for the first media packet after that.
 CONNECT_TIMEOUT = 15.0
@@ -101,6 +109,7 @@ class Peer:
             self.tracks[kind] = track
             sender = self.pc.addTrack(track)
             self.senders[kind] = sender
+            answer_keyframe_requests(sender, track)
             transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
             wanted = {"vp8": "video/vp8", "h264": "video/h264", "opus": "audio/opus"}[clip.codec]
             codecs = [c for c in RTCRtpSender.getCapabilities(kind).codecs
@@ -310,6 +319,8 @@ class Call:
                 if result.media_seconds > 0:  # payload bitrate over the window, pauses excluded
                     window_bytes = bytes1[d].get(kind, 0) - bytes0[d].get(kind, 0)
                     stats["bitrate_kbps"] = round(window_bytes * 8 / result.media_seconds / 1000, 1)
+                source = (self.caller, self.callee)[d].tracks.get(kind)
+                stats["keyframe_requests"] = source.keyframe_requests if source is not None else 0
                 result.media[direction][kind] = {"sent": sent, "received": received, **stats}
                 if sent == 0:
                     problems.append(f"no {kind} sent {direction}")

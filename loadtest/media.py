@@ -5,8 +5,9 @@ Sending: :class:`ClipTrack` is a MediaStreamTrack whose ``recv()`` returns the c
 packet rather than a frame and takes its pre-encoded path: the codec's ``pack()`` only
 packetizes (RFC 7741 VP8 descriptors, RFC 6184 FU-A/STAP-A, Opus as is), then the usual
 SRTP/ICE send. So the wire carries exactly what a real encoder produced, at the real frame
-rate and bitrate, for the cost of packetizing. Not modelled: bitrate adaptation to REMB and
-keyframes on PLI (the clip has a keyframe every second instead).
+rate and bitrate, for the cost of packetizing. A keyframe request (PLI or FIR) reaching the
+sender makes the track jump to the clip's next keyframe, as an encoder would send one
+(:func:`answer_keyframe_requests`). Not modelled: bitrate adaptation to REMB.
 
 Receiving: :func:`tap_receiver` replaces one RTCRtpReceiver's ``_handle_rtp_packet`` (the
 entry point the DTLS transport calls with every decrypted, parsed RTP packet) by a counter
@@ -17,8 +18,8 @@ also goes on to aiortc's own path, is decoded by libvpx/libx264/libopus, and the
 frames are counted with their size: the proof that what was relayed is intact media.
 
 This is the only module of ``loadtest`` that touches aiortc internals (rule 9 of STYLE.md):
-``RTCRtpReceiver._handle_rtp_packet`` and the sender's packet counter, checked by
-:func:`check_aiortc` against the pinned aiortc version.
+``RTCRtpReceiver._handle_rtp_packet``, ``RTCRtpSender._handle_rtcp_packet`` and the sender's
+packet counter, checked by :func:`check_aiortc` against the pinned aiortc version.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import aiortc
 import av
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
 from aiortc.sdp import SessionDescription
 
 from loadtest.clip import Clip
@@ -51,6 +52,8 @@ def check_aiortc() -> None:
         raise RuntimeError(f"loadtest.media was written for aiortc {AIORTC_VERSION}, found {aiortc.__version__}")
     if not callable(getattr(RTCRtpReceiver, "_handle_rtp_packet", None)):
         raise RuntimeError("aiortc's RTCRtpReceiver has no _handle_rtp_packet to tap")
+    if not callable(getattr(RTCRtpSender, "_handle_rtcp_packet", None)):
+        raise RuntimeError("aiortc's RTCRtpSender has no _handle_rtcp_packet to watch")
 
 
 class ClipTrack(MediaStreamTrack):
@@ -69,7 +72,14 @@ class ClipTrack(MediaStreamTrack):
         self._origin: float | None = None  # when the first frame was sent: RTP time 0
         self._resume = asyncio.Event()
         self._resume.set()
+        self._keyframe_wanted = False
         self.frames_sent = 0
+        self.keyframe_requests = 0
+
+    def request_keyframe(self) -> None:
+        """Send the clip's next keyframe next (what an encoder does on PLI/FIR)."""
+        self.keyframe_requests += 1
+        self._keyframe_wanted = bool(self.clip.keyframes)
 
     def pause(self) -> None:
         """Stop handing out frames (the sender then sends nothing) until :meth:`resume`."""
@@ -96,6 +106,10 @@ class ClipTrack(MediaStreamTrack):
             due = now
         if self.readyState != "live":
             raise MediaStreamError
+        if self._keyframe_wanted:
+            self._keyframe_wanted = False
+            later = [k for k in sorted(self.clip.keyframes) if k >= self._index]
+            self._index = later[0] if later else min(self.clip.keyframes)
         packet = av.Packet(self.clip.frames[self._index])
         # RTP time follows the wall clock (across pauses too), as a live source's does.
         packet.pts = round((due - self._origin) * self.clip.clock_rate)
@@ -104,6 +118,18 @@ class ClipTrack(MediaStreamTrack):
         self._count += 1
         self.frames_sent += 1
         return packet
+
+
+def answer_keyframe_requests(sender: RTCRtpSender, track: ClipTrack) -> None:
+    """Let PLI and FIR received for this sender reach its track (aiortc only tells an encoder)."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            track.request_keyframe()
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
 def packets_sent(sender: RTCRtpSender) -> int:

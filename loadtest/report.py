@@ -9,10 +9,13 @@ its keys are stable for scripts (``bench/compare_janus.py`` reads them):
   request to the callee's first media packet), each with n, p50, p95, p99, max
 - ``media``: per direction ("caller->callee", "callee->caller") and kind: packets sent and
   received in the measured windows, lost and loss_pct (sent - received), lost_by_seq (gaps in
-  sequence numbers), jitter_ms mean and max over calls, bitrate_kbps mean, malformed, rtx
+  sequence numbers), jitter_ms mean and max over calls, bitrate_kbps mean, malformed, rtx,
+  keyframe_requests (PLI/FIR that reached the sender: the receivers' own go through the relay)
 - ``verify`` (with --verify): frames decoded per side and kind, picture sizes seen
 - ``clip``: what the senders replay (codec, size, actual bitrate of the encoded clip)
-- ``clients``: load processes and their CPU; ``server`` (with --server-pid): CPU and memory
+- ``clients``: load processes, their CPU (in all and the busiest one) and event-loop lag, so
+  that a saturated client is not mistaken for a saturated server; ``server`` (with
+  --server-pid): CPU and memory of the server process tree
 - ``error``: set when the run could not start at all (unreachable server...); ``notes``: what
   went wrong with the run itself (interrupted, a load process died, deadline overrun)
 """
@@ -87,6 +90,7 @@ def _media(results: list[dict[str, Any]]) -> dict[str, Any]:
             for kind, m in kinds.items():
                 agg = out.setdefault(direction, {}).setdefault(kind, {
                     "calls": 0, "sent": 0, "received": 0, "lost_by_seq": 0, "malformed": 0, "rtx": 0,
+                    "keyframe_requests": 0,
                     "_jitter": [], "_bitrate": [], "media_seconds": 0.0})
                 agg["calls"] += 1
                 if m.get("codec"):
@@ -96,6 +100,7 @@ def _media(results: list[dict[str, Any]]) -> dict[str, Any]:
                 agg["lost_by_seq"] += m.get("lost_by_seq", 0)
                 agg["malformed"] += m.get("malformed", 0)
                 agg["rtx"] += m.get("rtx_packets", 0)
+                agg["keyframe_requests"] += m.get("keyframe_requests", 0)
                 if m.get("packets"):
                     agg["_jitter"].append(m.get("jitter_ms", 0.0))
                     agg["_bitrate"].append(m.get("bitrate_kbps", 0.0))
@@ -124,6 +129,12 @@ def _verify(items: list[dict[str, Any]]) -> dict[str, Any]:
                 frames[f"{side} {kind}"] += count
             sizes.update(tuple(s) for s in summary["video_sizes"])
     return {"calls": len(items), "decoded_frames": dict(frames), "video_sizes": sorted(list(s) for s in sizes)}
+
+
+def saturated(clients: dict[str, Any]) -> bool:
+    """Whether a load process ran out of CPU: then setup times and loss are the client's too."""
+    lag = (clients.get("loop_lag_ms") or {}).get("p99")
+    return (clients.get("busiest_process_cpu_percent") or 0) > 85 or (lag is not None and lag > 50)
 
 
 def exit_code(report: dict[str, Any]) -> int:
@@ -189,7 +200,13 @@ def _footer(report: dict[str, Any], console: Any) -> None:
         console.print(f"replayed clip: {' + '.join(parts)} (keyframe every second)")
     clients = report.get("clients") or {}
     if clients.get("processes"):
-        console.print(f"load clients: {clients['processes']} process(es), {_fmt(clients.get('cpu_percent'))}% of a core in all")
+        lag = clients.get("loop_lag_ms") or {}
+        console.print(f"load clients: {clients['processes']} process(es), {_fmt(clients.get('cpu_percent'))}% of a core "
+                      f"in all, event-loop lag p99 {_fmt(lag.get('p99'))} ms")
+        if saturated(clients):
+            console.print("[bold yellow]the load clients were saturated (a process above 85% of a core, or its event "
+                          "loop late by more than 50 ms): the figures describe the client as much as the server; "
+                          "use more --processes or fewer calls[/]")
     server = report.get("server")
     if server and not server.get("alive"):
         console.print(f"[red]server process {server['pid']} is not running (it exited during the run, or the pid is wrong)[/]")

@@ -273,8 +273,12 @@ def _run_processes(options: LoadOptions, console: Any
         _reap(processes)
     cpu = sum(d.get("cpu_seconds", 0.0) for d in done.values())
     wall = max([d.get("wall_seconds", 0.0) for d in done.values()] or [0.0])
+    busiest = max([d["cpu_seconds"] / d["wall_seconds"] for d in done.values() if d.get("wall_seconds")] or [0.0])
+    lags = [lag for d in done.values() for lag in d.get("loop_lag_ms", [])]
     clients = {"processes": count, "cpu_seconds": round(cpu, 2),
-               "cpu_percent": round(100 * cpu / wall, 1) if wall else None}
+               "cpu_percent": round(100 * cpu / wall, 1) if wall else None,
+               "busiest_process_cpu_percent": round(100 * busiest, 1),
+               "loop_lag_ms": report.percentiles(lags)}
     # Results seen once per call index (a process that died may have sent some).
     unique = {r["index"]: r for r in progress.results}
     return list(unique.values()), clients, None, errors, progress.server_rss_peak

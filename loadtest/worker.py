@@ -8,7 +8,7 @@ address, says ``ready``, waits for the common start time, then starts call ``i``
 - ``("ready", worker)``
 - ``("progress", worker, {...counters...})`` twice a second
 - ``("call", worker, CallResult.as_dict())`` as each call ends
-- ``("done", worker, {"cpu_seconds": ..., "wall_seconds": ...})``
+- ``("done", worker, {"cpu_seconds": ..., "wall_seconds": ..., "loop_lag_ms": [...]})``
 - ``("error", worker, text)``: the process cannot run calls at all (then it exits)
 
 The coordinator's ``stop`` event (Ctrl-C, or the run overran) ends every call early; calls not
@@ -93,6 +93,8 @@ async def _main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: An
 
     tasks = [asyncio.create_task(one(index)) for index in plan.calls]
     progress = asyncio.create_task(_report_progress(worker, queue, calls))
+    lags: list[float] = []
+    lag_monitor = asyncio.create_task(_measure_loop_lag(lags, calls))
     everything = asyncio.gather(*tasks, return_exceptions=True)
     while not everything.done():
         if stop.is_set():
@@ -103,6 +105,7 @@ async def _main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: An
             break
         await asyncio.wait([everything], timeout=0.1)
     progress.cancel()
+    lag_monitor.cancel()
     started = {call.index for call in calls}
     for index in plan.calls:
         if index not in reported:
@@ -110,7 +113,7 @@ async def _main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: An
             queue.put(("call", worker, {"index": index, "ok": False, "stage": "interrupted", "reason": reason}))
     queue.put(("progress", worker, _counters(calls)))
     queue.put(("done", worker, {"cpu_seconds": round(time.process_time() - cpu0, 3),
-                                "wall_seconds": round(time.monotonic() - wall0, 3)}))
+                                "wall_seconds": round(time.monotonic() - wall0, 3), "loop_lag_ms": lags}))
 
 
 def _counters(calls: list[Any]) -> dict[str, int]:
@@ -122,6 +125,23 @@ def _counters(calls: list[Any]) -> dict[str, int]:
             counters["tx"] += sum(peer.sent().values())
             counters["rx"] += sum(peer.received().values())
     return counters
+
+
+#: How often the event loop's lateness is sampled: a late loop means a saturated client.
+LAG_INTERVAL = 0.05
+
+
+async def _measure_loop_lag(lags: list[float], calls: list[Any]) -> None:
+    """How late a timer fires, in ms, while media flows: the load client's own headroom.
+
+    Samples taken while a call is being set up are left out: making a PeerConnection's
+    certificate and the DTLS handshake block the loop for tens of ms by design.
+    """
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(LAG_INTERVAL)
+        if calls and all(call.state != "connecting" for call in calls):
+            lags.append(round((time.monotonic() - before - LAG_INTERVAL) * 1000, 2))
 
 
 async def _report_progress(worker: int, queue: Any, calls: list[Any]) -> None:
