@@ -19,10 +19,6 @@ from tests.browser.browser_support import (
 
 pytestmark = pytest.mark.timeout(60)
 
-#: The relay does not forward media yet (issue 5). Strict: once it does, these XPASS and fail,
-#: which is the signal to delete this marker.
-MEDIA_PENDING = pytest.mark.xfail(strict=True, reason="issue 5: media forwarding not landed yet")
-
 
 # --- tests ------------------------------------------------------------------------------------
 
@@ -35,7 +31,6 @@ def test_both_pages_reach_webrtcup(new_peer) -> None:
         assert [e["what"] for e in peer.log("error")] == []
 
 
-@MEDIA_PENDING
 def test_remote_video_plays_on_both_sides(new_peer) -> None:
     alice, bob = new_peer("alice"), new_peer("bob")
     start_call(alice, bob)
@@ -50,7 +45,6 @@ def test_remote_video_plays_on_both_sides(new_peer) -> None:
         screenshot([alice, bob], "live-call")
 
 
-@MEDIA_PENDING
 def test_video_off_stops_the_peers_inbound_video_and_on_resumes_it(new_peer) -> None:
     alice, bob = new_peer("alice"), new_peer("bob")
     start_call(alice, bob)
@@ -98,3 +92,24 @@ def test_reload_mid_call_hangs_up_the_other_side(new_peer) -> None:
     # The reloaded page starts over: its old session is gone, so the name is free again.
     alice.open(alice.page.url)
     register(alice, a)
+
+
+def test_renegotiation_from_one_side_reaches_the_other_as_update(new_peer) -> None:
+    """alice re-offers with `set` + jsep; bob gets `update` with the offer and answers with
+    `set` + answer (the harness does, as the demo does); alice gets `update` with the answer."""
+    alice, bob = new_peer("alice"), new_peer("bob")
+    start_call(alice, bob)
+    wait_webrtcup(alice, bob)
+    alice.js("() => vc.renegotiate()")
+    bob.wait_event("update")
+    alice.wait_event("update")
+    assert [e["jsep"] for e in bob.log("message") if e["msg"].get("result", {}).get("event") == "update"] == \
+        [{"type": "offer"}]
+    assert [e["jsep"] for e in alice.log("message") if e["msg"].get("result", {}).get("event") == "update"] == \
+        [{"type": "answer"}]
+    for peer in (alice, bob):
+        peer.wait("() => vc.handle.webrtcStuff.pc.signalingState === 'stable'", what="signalingState stable")
+        assert peer.log("error") == [], peer.log("error")
+        assert peer.stats()["connectionState"] == "connected"
+    for peer in (alice, bob):  # media goes on across the renegotiation
+        wait_inbound(peer, "video", flowing=True)

@@ -73,6 +73,9 @@ def test_ack_then_event_and_trickle_with_completed(new_peer) -> None:
         errors = [m for _, d, m in peer.frames if d == "received" and m.get("janus") == "error"]
         assert errors == []
         assert peer.log("error") == []
+        # janus.js logs anything it did not expect ("Unknown message/event", "Missing sender"...)
+        # at warn/error level, the levels the harness enables.
+        assert [c for c in peer.console if c.startswith(("warning", "error"))] == [], peer.console
 
 
 def test_keepalives_every_25s_are_acked(idle_peer: Peer) -> None:
