@@ -21,7 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.sdp import candidate_from_sdp
 
 from loadtest import janus
@@ -155,7 +160,7 @@ class Peer:
         return {kind: tap.stats.packets for kind, tap in self.taps.items()}
 
     def received_bytes(self) -> dict[str, int]:
-        return {kind: tap.stats.bytes for kind, tap in self.taps.items()}
+        return {kind: tap.stats.payload_bytes for kind, tap in self.taps.items()}
 
     def failure(self) -> str | None:
         """Why this side's call is over, if it is: socket gone, hangup pushed, ICE/DTLS failed."""
@@ -241,7 +246,7 @@ class Call:
         callee.tap_receivers()
         first_media = asyncio.get_running_loop().create_future()
         for tap in callee.taps.values():
-            tap.on_first = lambda: first_media.done() or first_media.set_result(time.monotonic())
+            tap.on_first = lambda: None if first_media.done() else first_media.set_result(time.monotonic())
         await callee.handle.message({"request": "accept"},
                                     {"type": "answer", "sdp": callee.pc.localDescription.sdp}, what="accept")
         await callee.handle.trickle_completed()
@@ -261,7 +266,7 @@ class Call:
         try:
             first = await asyncio.wait_for(asyncio.shield(first_media), CONNECT_TIMEOUT)
             result.setup_first_media_ms = round((first - started) * 1000, 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # no media at all: the window below reports which direction is empty
         self.state = "up"
         media_start = max(up_at + WARMUP, time.monotonic())

@@ -85,7 +85,7 @@ class Connection:
             ws = await websockets.connect(
                 url, subprotocols=[websockets.Subprotocol(SUBPROTOCOL)], open_timeout=timeout,
                 ping_interval=None, max_size=None, compression=None, proxy=None)
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        except (TimeoutError, OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             raise ServerGone(f"cannot connect to {url}: {_describe(exc)}") from None
         return cls(ws, url)
 
@@ -164,7 +164,7 @@ class Connection:
     async def _wait(self, future: asyncio.Future[Message], what: str, timeout: float) -> Message:
         try:
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise NoReply(f"{what}: no reply within {timeout:g} s") from None
 
     async def message(self, session_id: int, handle_id: int, body: Message, jsep: Message | None = None,

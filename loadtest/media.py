@@ -50,10 +50,10 @@ def check_aiortc() -> None:
     """Fail loudly, before any call, if aiortc no longer has what this module hooks."""
     if aiortc.__version__ != AIORTC_VERSION:
         raise RuntimeError(f"loadtest.media was written for aiortc {AIORTC_VERSION}, found {aiortc.__version__}")
-    if not callable(getattr(RTCRtpReceiver, "_handle_rtp_packet", None)):
-        raise RuntimeError("aiortc's RTCRtpReceiver has no _handle_rtp_packet to tap")
-    if not callable(getattr(RTCRtpSender, "_handle_rtcp_packet", None)):
-        raise RuntimeError("aiortc's RTCRtpSender has no _handle_rtcp_packet to watch")
+    hooked = ((RTCRtpReceiver, "_handle_rtp_packet"), (RTCRtpSender, "_handle_rtcp_packet"))
+    missing = [f"{cls.__name__}.{name}" for cls, name in hooked if not callable(getattr(cls, name, None))]
+    if missing:
+        raise RuntimeError(f"aiortc has no {', '.join(missing)} to hook")
 
 
 class ClipTrack(MediaStreamTrack):

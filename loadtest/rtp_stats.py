@@ -24,7 +24,7 @@ class StreamStats:
     codec: str  # "vp8" | "h264" | "opus"
     clock_rate: int
     packets: int = 0
-    bytes: int = 0  # payload bytes
+    payload_bytes: int = 0
     rtx_packets: int = 0
     malformed: int = 0
     frames: int = 0  # video: marker bits; audio: packets
@@ -50,7 +50,7 @@ class StreamStats:
             self.first_arrival = arrival
         self.last_arrival = arrival
         self.packets += 1
-        self.bytes += len(payload)
+        self.payload_bytes += len(payload)
         if ssrc != self.ssrc:
             if self.ssrc is not None:
                 self.ssrc_changes += 1
@@ -64,9 +64,7 @@ class StreamStats:
             if d < self.clock_rate * 10:  # a timestamp jump (new source) is not jitter
                 self.jitter += (d - self.jitter) / 16
         self._transit = transit
-        if self.kind == "audio":
-            self.frames += 1
-        elif marker:
+        if self.kind == "audio" or marker:
             self.frames += 1
         if not self._check_payload(payload):
             self.malformed += 1
@@ -172,11 +170,11 @@ class StreamStats:
     def summary(self) -> dict[str, Any]:
         duration = (self.last_arrival or 0) - (self.first_arrival or 0)
         return {
-            "kind": self.kind, "codec": self.codec, "packets": self.packets, "bytes": self.bytes,
+            "kind": self.kind, "codec": self.codec, "packets": self.packets, "bytes": self.payload_bytes,
             "lost_by_seq": self.lost, "rtx_packets": self.rtx_packets, "malformed": self.malformed,
             "frames": self.frames, "keyframes": self.keyframes,
             "resolution": list(self.resolution) if self.resolution else None,
             "jitter_ms": round(self.jitter_ms, 3),
-            "bitrate_kbps": round(self.bytes * 8 / duration / 1000, 1) if duration > 0 else 0.0,
+            "bitrate_kbps": round(self.payload_bytes * 8 / duration / 1000, 1) if duration > 0 else 0.0,
             "ssrc_changes": self.ssrc_changes,
         }

@@ -252,7 +252,7 @@ def _run_processes(options: LoadOptions, console: Any
                     errors.append("interrupted (Ctrl-C)")
                     stop.set()
                 progress.tick()
-                if animate and time.monotonic() - last_draw > 0.5:
+                if live is not None and time.monotonic() - last_draw > 0.5:
                     live.update(progress.view(), refresh=True)
                     last_draw = time.monotonic()
                 elif not options.quiet and not animate and time.monotonic() - last_draw > 5:
@@ -266,7 +266,7 @@ def _run_processes(options: LoadOptions, console: Any
                 if messages.empty():
                     break
             progress.tick()
-            if animate:
+            if live is not None:
                 live.update(progress.view(), refresh=True)
     finally:
         stop.set()

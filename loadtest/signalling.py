@@ -148,7 +148,8 @@ def run(options: SignallingOptions) -> int:
     status = console.status("opening idle sessions...") if not options.quiet and console.is_terminal else None
     if status is not None:
         status.start()
-    idle, results, errors = 0, [], []
+    idle, results = 0, []
+    errors: list[str] = []
     rss_idle = None
     try:
         idle_seen = _collect(out, processes, "idle", count, timeout=60 + options.clients / 20, errors=errors)

@@ -46,11 +46,9 @@ def main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: Any, stop
     """Process entry point (all arguments picklable for the spawn start method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     try:
-        import uvloop
-
-        run = uvloop.run
+        from uvloop import run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        run = asyncio.run
+        from asyncio import run  # type: ignore[assignment]
     try:
         run(_main(plan, worker, queue, go, start_at, stop))
     except Exception as exc:  # noqa: BLE001 - reported, never a traceback on the console
@@ -66,7 +64,10 @@ async def _main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: An
     check_aiortc()
     # aioice never offers loopback; a load client must offer exactly the address the server
     # can reach (127.0.0.1 for ours on loopback, 10.77.0.1 for Janus in its namespace).
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: [plan.ice_address]
+    def offered(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
+        return [plan.ice_address]
+
+    aioice.ice.get_host_addresses = offered
     clips = {"audio": load_or_make("opus")}
     if plan.codec != "opus":
         clips["video"] = load_or_make(plan.codec, plan.width, plan.height, plan.bitrate)
