@@ -243,3 +243,45 @@ def test_options_are_checked_before_anything_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "videocall", "loadtest", "ws://h/", "--resolution", "641x480"],
                          check=False, capture_output=True, text=True)
     assert out.returncode == 2 and "even" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- the same load against the real Janus (opt-in, as tests/e2e) ---------------------------------
+
+
+JANUS_SCRIPTS = Path(os.environ.get("VIDEOCALL_JANUS_SCRIPTS", "/work/shared/janus"))
+
+
+@pytest.mark.skipif(os.environ.get("VIDEOCALL_TEST_JANUS") != "1", reason="real Janus runs only with VIDEOCALL_TEST_JANUS=1")
+def test_the_same_load_runs_against_real_janus(tmp_path: Path, cache_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("Janus in its network namespace needs root")
+    script = str(JANUS_SCRIPTS / "janus-in-netns.sh")
+    existed = "vcjanus" in subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout
+    if not existed:
+        subprocess.run([script, "up"], check=True, capture_output=True)
+    port = _free_port()
+    with open(tmp_path / "janus.log", "wb") as log:
+        janus_proc = subprocess.Popen([script, "run", str(port), str(tmp_path / "recordings")], stdout=log,
+                                      stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)},
+                                      start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("10.77.0.2", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and janus_proc.poll() is None, (tmp_path / "janus.log").read_text()
+            time.sleep(0.2)
+        result = tmp_path / "report.json"
+        out = loadtest(f"ws://10.77.0.2:{port}/", "--calls", "2", "--duration", "3", *SMALL,
+                       cache=cache_dir, json_path=result)  # offers 10.77.0.1: the route to Janus
+        no_traceback(out)
+        assert out.returncode == 0, out.stdout + out.stderr
+        report = json.loads(result.read_text())
+        assert report["options"]["ice_address"] == "10.77.0.1"
+        assert all(m["received"] > 0 for kinds in report["media"].values() for m in kinds.values())
+    finally:
+        os.killpg(janus_proc.pid, signal.SIGTERM)
+        janus_proc.wait(10)
+        if not existed:
+            subprocess.run([script, "down"], check=False, capture_output=True)
