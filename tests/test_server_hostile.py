@@ -225,3 +225,49 @@ async def test_plain_http_get_is_answered(server: SignalingServer) -> None:
     status = await asyncio.wait_for(reader.readline(), 3)
     assert status.startswith(b"HTTP/1.1 200")
     writer.close()
+
+
+def _mutations(rng: Any, sid: int, handle: int) -> Any:
+    """Frames a confused or hostile client might send: real verbs, wrong shapes."""
+    verbs = ["info", "ping", "create", "attach", "message", "trickle", "keepalive", "hangup", "detach", "destroy", "claim", "bogus", 7, None]
+    values = [None, 0, -1, 2**63 - 1, 2**53, "x", "", [], {}, [1, {}], True, 1.5, sid, handle, "é" * 300]
+    bodies = [{"request": r} for r in ("list", "register", "call", "accept", "set", "hangup", "x", 5)]
+    for _ in range(400):
+        msg: dict[str, Any] = {"janus": rng.choice(verbs), "transaction": rng.choice(["t", "", 5, None, "é" * 100])}
+        for key in ("session_id", "handle_id", "plugin", "body", "jsep", "candidate", "candidates", "id", "opaque_id"):
+            if rng.random() < 0.4:
+                msg[key] = rng.choice(values + [sid, handle] * 3 + bodies)
+        if rng.random() < 0.1:
+            msg["jsep"] = {"type": rng.choice(["offer", "answer", "x", 1]), "sdp": rng.choice(["v=0\r\n", "", 5, "v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"])}
+        yield json.dumps(msg)
+
+
+async def test_random_frames_never_disturb_another_client(connect: Any) -> None:
+    import random
+
+    victim, attacker = await connect(), await connect()
+    vsid = await victim.session()
+    vhandle = await victim.handle(vsid)
+    await victim.plugin(vsid, vhandle, {"request": "register", "username": "victim"})
+    asid = await attacker.session()
+    ahandle = await attacker.handle(asid)
+    rng = random.Random(7)
+    sent = 0
+    for frame in _mutations(rng, rng.choice([vsid, asid]), rng.choice([vhandle, ahandle])):
+        await attacker.send(frame)
+        sent += 1
+    # every frame is answered (error, ack, success, pong...) or pushes events; drain what came
+    received = 0
+    while True:
+        try:
+            reply = await attacker.recv(timeout=0.5)
+        except asyncio.TimeoutError:
+            break
+        received += 1
+        assert isinstance(reply, dict) and "janus" in reply
+        assert reply.get("error", {}).get("reason") != "Internal error", reply
+    assert received >= sent // 2
+    # the victim's session, handle and name are untouched
+    event = await victim.plugin(vsid, vhandle, {"request": "list"})
+    assert "victim" in event["plugindata"]["data"]["result"]["list"]
+    assert (await victim.request({"janus": "keepalive", "session_id": vsid}))["janus"] == "ack"
