@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+#: The config file's values while ``load`` builds a Settings (lowest source but defaults).
+_CONFIG_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("config_file_values", default={})
 
 #: A list read from one env var or flag as "a,b,c" (or a JSON list).
 StrList = Annotated[list[str], NoDecode]
@@ -120,8 +124,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (init) > environment > config file (injected by `load`) > defaults.
-        return (init_settings, env_settings)
+        # Flags (init) > environment > config file (set by `load`) > defaults.
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, _CONFIG_FILE_VALUES.get()))
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -158,17 +162,8 @@ def load(config_file: str | Path | None = None, **flags: Any) -> Settings:
     given = {key: value for key, value in flags.items() if value is not None}
     from_file = read_config_file(config_file) if config_file else {}
 
-    class _WithFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, from_file))
-
-    loaded = _WithFile(**given)
-    return Settings.model_validate(loaded.model_dump())
+    token = _CONFIG_FILE_VALUES.set(from_file)
+    try:
+        return Settings(**given)
+    finally:
+        _CONFIG_FILE_VALUES.reset(token)
