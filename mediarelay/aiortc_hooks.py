@@ -469,27 +469,28 @@ def tap_datagrams(dtls: RTCDtlsTransport, make: Callable[[DatagramHandler], Data
             protocol.datagram_received = make(protocol.datagram_received)  # type: ignore[method-assign,assignment]
 
 
-def idle_sender(sender: RTCRtpSender, on_stop: Callable[[], None] | None = None) -> None:
+def idle_sender(sender: RTCRtpSender, on_stop: Callable[[int], None] | None = None) -> None:
     """The relay sends this sender's RTP and RTCP itself: aiortc's loops for it do nothing.
 
     When the sender starts, aiortc runs ``_run_rtp`` (encode a track; without one, wake every
     20 ms) and ``_run_rtcp`` (SR and SDES with its own counters, which would contradict the
     relay's). Both are replaced per instance by coroutines that only set the events
-    ``RTCRtpSender.stop`` waits for. ``on_stop`` runs as the sender stops, while its transport
-    is still up (the relay's BYE). Call before the sender starts (before the leg connects).
+    ``RTCRtpSender.stop`` waits for. ``on_stop(ssrc)`` runs as the sender stops, while its
+    transport is still up (the relay's BYE). Call before the sender starts (before aiortc's
+    connect task runs after an SDP is set).
     """
     rtp_started: asyncio.Event = sender._RTCRtpSender__rtp_started  # type: ignore[attr-defined]
     rtp_exited: asyncio.Event = sender._RTCRtpSender__rtp_exited  # type: ignore[attr-defined]
     rtcp_started: asyncio.Event = sender._RTCRtpSender__rtcp_started  # type: ignore[attr-defined]
     rtcp_exited: asyncio.Event = sender._RTCRtpSender__rtcp_exited  # type: ignore[attr-defined]
 
-    async def idle(started: asyncio.Event, exited: asyncio.Event, stopping: Callable[[], None] | None) -> None:
+    async def idle(started: asyncio.Event, exited: asyncio.Event, stopping: Callable[[int], None] | None) -> None:
         started.set()
         try:
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
             if stopping is not None:
-                stopping()
+                stopping(sender._ssrc)
         finally:
             exited.set()
 

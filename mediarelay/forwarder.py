@@ -310,13 +310,17 @@ class Port:
             payload_types: list[int], rtx_payload_types: list[int]) -> None:
         """Receive ``stream`` here: by the SSRCs the client announced, else by payload type."""
         self.streams.append(stream)
-        for ssrc in ssrcs[:1]:
-            stream.ssrc = ssrc
-            self.media[_SSRC.pack(ssrc)] = stream
+        announced = ssrcs[:1]
+        for ssrc in announced:
+            if ssrc != stream.ssrc:
+                stream.new_source(ssrc)
+        if stream.ssrc is not None:  # announced, or learnt before a re-link
+            self.media[_SSRC.pack(stream.ssrc)] = stream
         for rtx_ssrc, media_ssrc in rtx_ssrcs.items():
-            if media_ssrc in ssrcs[:1]:
+            if media_ssrc in announced:
                 stream.rtx_ssrc = rtx_ssrc
-                self.rtx[_SSRC.pack(rtx_ssrc)] = stream
+        if stream.rtx_ssrc is not None:
+            self.rtx[_SSRC.pack(stream.rtx_ssrc)] = stream
         for pt in payload_types:
             self.payload_types.setdefault(pt, (stream, False))
         for pt in rtx_payload_types:

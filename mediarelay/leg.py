@@ -73,6 +73,8 @@ class Leg:
         self.pc.on("connectionstatechange", self._on_connection_state)
         self.settings = LegSettings()
         self.streams: list[InboundStream] = []
+        #: Told the SSRC of a relay sender that stops (its PC closes): the fast path's BYE.
+        self.on_sender_stop: Callable[[int], None] | None = None
         self.state: Literal["new", "connected", "failed", "closed"] = "new"
         self._notify = notify
         self._loop = asyncio.get_running_loop()  # a leg is made inside the worker's loop
@@ -124,12 +126,15 @@ class Leg:
         return self.policy.advertise(self.pc.localDescription.sdp)
 
     def _tap_receivers(self) -> None:
-        """Count-and-drop every receiver once it has a mid (no decoder ever starts)."""
+        """Count-and-drop every receiver once it has a mid (no decoder ever starts), and idle its
+        sender (the fast path sends for it: no encoder, no RTP or RTCP loop of aiortc's). Runs
+        right after aiortc sets an SDP, before the task that starts senders and receivers."""
         for transceiver in self.pc.getTransceivers():
             receiver = transceiver.receiver
             if transceiver.mid is None or id(receiver) in self._tapped:
                 continue
             self._tapped.add(id(receiver))
+            aiortc_hooks.idle_sender(transceiver.sender, self._sender_stopped)
             stream = InboundStream(kind=transceiver.kind, mid=transceiver.mid)
             self.streams.append(stream)
             aiortc_hooks.tap_rtp(receiver, partial(self._on_rtp, stream))
@@ -235,6 +240,10 @@ class Leg:
             for stream in self.streams:
                 if stream.poll(now):
                     self._media(stream)
+
+    def _sender_stopped(self, ssrc: int) -> None:
+        if self.on_sender_stop is not None:
+            self.on_sender_stop(ssrc)
 
     def media_changed(self, stream: InboundStream) -> None:
         """``stream`` started or stopped receiving: the fast path counts packets itself once it

@@ -75,26 +75,16 @@ class CallMedia:
         self._ins: dict[tuple[str, str], InStream] = {}
         self._rtt = {name: RttEstimator() for name in legs}
         self._rtcp_ssrc: dict[str, int] = {}
-        self._idle: set[int] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._wake: asyncio.TimerHandle | None = None
         for name, leg in legs.items():
             leg.pc.on("connectionstatechange", partial(self._on_state, name))
-        self._idle_senders()
+            leg.on_sender_stop = partial(self._bye, name)
 
     def __repr__(self) -> str:
         return f"<CallMedia {self.call_id} linked={self.linked} {self.counters.as_dict()}>"
 
     # --- lifecycle --------------------------------------------------------------------------------
-
-    def _idle_senders(self) -> None:
-        """aiortc's RTP/RTCP loops of the relay's senders do nothing: the relay sends itself."""
-        for name, leg in self.legs.items():
-            for transceiver in leg.pc.getTransceivers():
-                sender = transceiver.sender
-                if id(sender) not in self._idle:
-                    self._idle.add(id(sender))
-                    aiortc_hooks.idle_sender(sender, partial(self._bye, name, sender._ssrc))
 
     def _on_state(self, name: str) -> None:
         state = self.legs[name].pc.connectionState
@@ -109,14 +99,13 @@ class CallMedia:
         renegotiation or an ICE restart: numbering continues)."""
         if self.closed or not all(leg.state == "connected" for leg in self.legs.values()):
             return
-        self._idle_senders()
         now = self._loop.time()
         try:
             sections = {name: self._sections(leg) for name, leg in self.legs.items()}
             for name, leg in self.legs.items():
                 self._connect_port(name, leg)
-        except (ValueError, AttributeError) as exc:
-            log.warning("call %s: media not linked: %s", self.call_id, exc)
+        except (ValueError, AttributeError) as exc:  # e.g. a restarted ICE agent not up yet: next time
+            log.info("call %s: media not (re)linked now: %s", self.call_id, exc)
             return
         for port in self.ports.values():
             port.clear()

@@ -409,3 +409,34 @@ async def test_the_worker_creates_no_decoder_and_no_encoder(tmp_path: Any) -> No
         _, stderr = await asyncio.wait_for(worker.communicate(), 20)
     assert worker.returncode == 0, stderr.decode()
     assert json.loads(counts.read_text()) == {"decoders": [], "encoders": []}
+
+
+async def test_video_added_by_renegotiation_is_relayed_and_decoded() -> None:
+    caller, callee = Peer(), Peer()  # each starts with audio only: video comes with a re-offer
+    for peer in (caller, callee):
+        await peer.pc.close()
+        peer.pc = client()
+        peer.pc.on("track", lambda track, peer=peer: peer.tasks.append(asyncio.ensure_future(peer._consume(track))))
+        peer.pc.addTrack(AudioStreamTrack())
+    notes = Notifications()
+    call, offer = await Call.create("reneg", await make_offer(caller.pc), policy=LOOPBACK, notify=notes)
+    try:
+        await apply_answer(caller.pc, await call.accept(await make_answer(callee.pc, offer)))
+        await notes.wait(lambda n: {("caller", "audio", "0", True), ("callee", "audio", "0", True)} <= set(n.media()))
+        caller.pc.addTrack(caller.video)
+        mirrored = await call.renegotiate("caller", "offer", await make_offer(caller.pc))
+        callee.pc.addTrack(callee.video)
+        answer = await call.renegotiate("callee", "answer", await make_answer(callee.pc, mirrored))
+        await apply_answer(caller.pc, answer)
+        holder = Relayed()
+        holder.caller, holder.callee = caller, callee
+        await holder.until(lambda: caller.frames["video"] > 10 and callee.frames["video"] > 10, 10)
+        counts = await holder.window(1.0)
+        assert all(about_equal(sent, decoded) for sent, decoded in counts.values()), counts
+        audio = callee.frames["audio"]
+        await asyncio.sleep(0.2)
+        assert callee.frames["audio"] > audio  # the audio went on through the re-link
+    finally:
+        await call.close()
+        await caller.close()
+        await callee.close()
