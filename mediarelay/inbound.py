@@ -5,9 +5,8 @@ from the RTP tap and polls it on a timer; its answers become ``leg.media`` notif
 as Janus's ``media`` event does (``receiving`` true on the first packet, false after
 ``no_media_timer`` = 1 s without any, true again when packets resume).
 
-This is also where the forwarder of the next issue attaches: ``sink`` receives each packet
-after it is counted (or the forwarder takes packets earlier, in the leg's ICE sockets, and
-only calls ``on_packet`` to keep these counters and notifications right).
+Before a call's legs are linked, aiortc's tap counts packets here; once linked, the fast path
+(``forwarder.py``) takes packets at the leg's sockets and calls ``on_packet`` itself.
 """
 
 from __future__ import annotations
