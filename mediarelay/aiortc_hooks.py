@@ -46,7 +46,7 @@ from aiortc import RTCDtlsTransport, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from pylibsrtp import Session
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import RTCDtlsTransport, RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
