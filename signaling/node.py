@@ -105,8 +105,8 @@ class Node:
 
     async def detach(self, handle: int) -> None:
         """The handle is gone: free its name, end its call. (No ``detached`` here.)"""
+        await self.carry_out(self.plugin.detach(handle))  # may still notify the handle
         self.sessions.detach(handle)
-        await self.carry_out(self.plugin.detach(handle))
         self._handle_locks.pop(handle, None)
 
     async def pc_closed(self, handle: int) -> None:

@@ -212,8 +212,10 @@ class SignalingServer:
             raise error(exc.code, exc.reason) from None
 
     async def _destroy_session(self, session_id: int) -> None:
-        for handle in self.node.sessions.destroy(session_id):
+        session = self.node.sessions.sessions.get(session_id)
+        for handle in sorted(session.handles) if session is not None else []:
             await self.node.detach(handle)
+        self.node.sessions.destroy(session_id)
         log.info("session %s destroyed", session_id)
 
     async def _sweep_sessions(self) -> None:

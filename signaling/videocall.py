@@ -137,7 +137,8 @@ class VideoCall:
             return []
         effects: list[Effect] = []
         if state.call is not None:
-            effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=None)
+            # Janus tells a detaching handle its PeerConnection closed ("Detach") first.
+            effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc="Detach")
         del self.handles[handle]
         if state.username is not None:
             if self.names.get(state.username) == handle:
