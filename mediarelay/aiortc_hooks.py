@@ -74,6 +74,9 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("aioice.ice", "StunProtocol", "protocol of the sockets we bind"),
     ("RTCRtpReceiver", "_handle_rtp_packet", "replaced per receiver: count and drop RTP, never decode"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__stop_decoder", "stop the decoder thread receive() starts"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__remote_bitrate_estimator", "freed per receiver: memory (tap_rtp)"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__jitter_buffer", "freed per receiver: memory (tap_rtp)"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__nack_generator", "freed per receiver: memory (tap_rtp)"),
     ("RTCRtpTransceiver", "_codecs", "negotiated codecs: read to pair legs, written to answer the caller"),
     ("RTCPeerConnection", "_RTCPeerConnection__createSctpTransport", "m=application without a data channel"),
     ("aiortc.rtcpeerconnection", "find_common_codecs", "aiortc's own codec matching (not exported)"),
@@ -248,6 +251,11 @@ def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) 
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
+    # Only the replaced _handle_rtp_packet used these: a video receiver's bitrate estimator
+    # alone is 1,000 rate buckets (~48 kB, ~190 kB a call), the jitter buffer 512 slots.
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
 
 
 # --- codecs and SCTP ----------------------------------------------------------------------

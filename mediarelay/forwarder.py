@@ -38,7 +38,8 @@ _FIXED = Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
 _HEAD = Struct("!BBHI")
 _SSRC = Struct("!I")
 
-#: Packets kept per outgoing video stream to answer NACKs (about 2 s of 1 Mbit/s video).
+#: Packets kept per outgoing video stream to answer NACKs (about 2 s of 1 Mbit/s video) at most;
+#: ``OutStream.keep`` says how many of the newest are kept (``media.py`` sets it by time).
 HISTORY_SIZE = 256
 _HISTORY_MASK = HISTORY_SIZE - 1
 
@@ -72,7 +73,7 @@ class OutStream:
     """What the relay sends one client on one m-line: its SSRC, numbering, history, SR counts."""
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "rtx_payload_types", "cname", "seq", "ts", "history",
-                 "packets", "octets", "rtx_seq", "counters", "_protect", "_sendto", "_remote", "estimate")
+                 "packets", "octets", "rtx_seq", "counters", "_protect", "_sendto", "_remote", "estimate", "keep")
 
     def __init__(self, kind: str, mid: str, ssrc: int, clock_rate: int, counters: Counters, *,
                  rtx_ssrc: int | None = None, rtx_payload_types: dict[int, int] | None = None, cname: str = "",
@@ -87,6 +88,8 @@ class OutStream:
         self.seq = SeqRewriter(seq_start)
         self.ts = TimestampRewriter(clock_rate, ts_start)
         self.history: list[bytes | None] | None = [None] * HISTORY_SIZE if kind == "video" else None
+        #: How many of the newest packets the history keeps (older slots are emptied as we go).
+        self.keep = _HISTORY_MASK
         self.packets = 0
         self.octets = 0
         self.rtx_seq = rtx_seq_start
@@ -110,8 +113,10 @@ class OutStream:
 
     def send(self, packet: bytes, seq: int, payload: int) -> None:
         """Send a rewritten packet (plain RTP) and keep it for NACKs; counts it for the SR."""
-        if self.history is not None:
-            self.history[seq & _HISTORY_MASK] = packet
+        history = self.history
+        if history is not None:
+            history[seq & _HISTORY_MASK] = packet
+            history[(seq - self.keep) & _HISTORY_MASK] = None  # memory: only the newest ``keep``
         self.packets += 1
         self.octets += payload
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_N
 
 from mediarelay import aiortc_hooks, feedback, routes
 from mediarelay.feedback import RttEstimator
-from mediarelay.forwarder import Counters, InStream, OutStream, Port
+from mediarelay.forwarder import HISTORY_SIZE, Counters, InStream, OutStream, Port
 from mediarelay.inbound import InboundStream
 
 if TYPE_CHECKING:
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds between the relay's compound RTCP reports to each client.
 RTCP_INTERVAL = 1.0
+#: Sent video kept to answer NACKs: this many seconds, or 4 round trips of the receiver if
+#: longer (Janus keeps ``min_nack_queue``, 200 ms by default, longer with the RTT); the packet
+#: count follows the stream's rate, at least ``MIN_HISTORY_PACKETS``, at most the ring.
+HISTORY_SECONDS = 0.5
+MIN_HISTORY_PACKETS = 16
 
 
 @dataclass
@@ -77,6 +83,8 @@ class CallMedia:
         self._rtcp_ssrc: dict[str, int] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._wake: asyncio.TimerHandle | None = None
+        #: Per video OutStream: (packets sent, when) at the last tick, to size its history.
+        self._history_marks: dict[OutStream, tuple[int, float]] = {}
         for name, leg in legs.items():
             leg.pc.on("connectionstatechange", partial(self._on_state, name))
             leg.on_sender_stop = partial(self._bye, name)
@@ -238,9 +246,23 @@ class CallMedia:
             for name in self.ports:
                 self.ports[name].send_rtcp(self._report(name, now))
             self._service(now)
+            self._size_histories(now)
         except Exception:
             log.exception("call %s: RTCP reports failed", self.call_id)
         self._tick = self._loop.call_later(RTCP_INTERVAL, self._on_tick)
+
+    def _size_histories(self, now: float) -> None:
+        """Each video history keeps what was sent in the last ``HISTORY_SECONDS`` (or 4 RTTs)."""
+        for route in self._routes:
+            out = route.out
+            if out.history is None:
+                continue
+            last = self._history_marks.get(out)
+            self._history_marks[out] = (out.packets, now)
+            if last is not None and now > last[1]:
+                rate = (out.packets - last[0]) / (now - last[1])
+                seconds = max(HISTORY_SECONDS, 4 * self._rtt[route.sink].rtt)
+                out.keep = min(HISTORY_SIZE - 1, max(MIN_HISTORY_PACKETS, math.ceil(rate * seconds)))
 
     def _report(self, name: str, now: float) -> bytes:
         """The compound RTCP for one leg's client: SRs, RR, SDES (and REMB under a cap)."""
