@@ -4,8 +4,9 @@ One task per connection reads frames, asks ``janus_api`` to parse them, applies 
 session-level verbs on ``Sessions`` and hands plugin work to the ``Node``. Each
 connection has a bounded outgoing queue drained by its own writer task, so a client that
 stops reading is disconnected instead of stalling anyone else. Session expiry is a timer
-here (the sessions table itself is pure). Plain HTTP GETs get a small page; WebSocket
-upgrades on any path speak the API, as Janus's transport does.
+here (the sessions table itself is pure). Plain HTTP GETs get the demo page and its
+allow-listed files (``http_static``); WebSocket upgrades on any path speak the API, as
+Janus's transport does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from websockets.http11 import Request, Response
 from shared.settings import Settings
 from signaling import janus_api as api
 from signaling import janus_replies as replies
+from signaling.http_static import StaticFiles, demo_url
 from signaling.node import Node
 from signaling.registry import Registry
 from signaling.sessions import SessionError
@@ -71,6 +73,7 @@ class SignalingServer:
         self._keys = itertools.count(1)
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.static = StaticFiles()
 
     def _send(self, owner: Hashable, message: dict[str, Any]) -> None:
         connection = self.connections.get(owner)
@@ -110,7 +113,7 @@ class SignalingServer:
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
-        return connection.respond(200, "videocall: Janus VideoCall API over WebSocket (subprotocol janus-protocol)\n")
+        return self.static.response(request.path, request.headers.get("If-None-Match"))
 
     # --- one connection -----------------------------------------------------------------
 
@@ -239,6 +242,8 @@ async def run(settings: Settings, registry: Registry | None = None, ready: async
     server = SignalingServer(settings, registry)
     await server.start()
     log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))", settings.host, server.port, len(settings.worker_addresses))
+    log.info("demo page: %s", demo_url(settings.host, server.port))
+    server.static.warn_if_missing()
     if ready is not None:
         ready.set()
     try:
