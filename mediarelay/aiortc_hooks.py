@@ -18,6 +18,9 @@ Everything the relay needs that aiortc does not offer publicly is done here, and
   to unprotect, protect and send (``media_socket``), the relay's senders run no RTP/RTCP loop
   of their own (``idle_sender``), and aiortc negotiates VP9, which it cannot decode but the
   relay only forwards (``add_relay_codecs``).
+- A relay process (``relay_process``): one DTLS certificate for all its PeerConnections (Janus
+  has one per process too) with its fingerprints and OpenSSL contexts made once, and no
+  receiver bitrate estimators or decoder threads, which only aiortc's own RTP path used.
 - ICE restart (``IceRestart``): aiortc 1.16 has none (``RTCIceTransport.start`` runs once, and
   ``createOffer``/``createAnswer`` always reuse the first ufrag/pwd). A fresh aioice Connection
   is gathered and put behind the PC's ICE transports, and once its checks succeed it carries the
@@ -31,9 +34,11 @@ private name used, and ``probe()`` checks each on real objects (tests run it).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import logging
 import socket
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -41,9 +46,13 @@ from typing import Any, Protocol
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.rtcdtlstransport
 import aiortc.rtcpeerconnection
+import aiortc.rtcrtpreceiver
 from aiortc import RTCDtlsTransport, RTCRtpSender
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
+from cryptography.hazmat.primitives.asymmetric import ec
 from pylibsrtp import Session
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
@@ -57,7 +66,7 @@ __all__ = [
     "check_versions", "probe", "HostSockets", "install_host_sockets",
     "add_relay_codecs", "MediaSocket", "media_socket", "tap_datagrams", "idle_sender",
     "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport", "IceRestart",
-    "ice_agent_closed",
+    "ice_agent_closed", "SharedCertificate", "relay_process",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +86,11 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("RTCRtpReceiver", "_RTCRtpReceiver__remote_bitrate_estimator", "freed per receiver: memory (tap_rtp)"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__jitter_buffer", "freed per receiver: memory (tap_rtp)"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__nack_generator", "freed per receiver: memory (tap_rtp)"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__decoder_thread", "tap_rtp: receive() starts none (see below)"),
+    ("aiortc.rtcrtpreceiver", "threading", "tap_rtp: swapped while receive() runs (it never awaits): no thread"),
+    ("aiortc.rtcrtpreceiver", "RemoteBitrateEstimator", "relay_process: receivers get none (1,000 buckets)"),
+    ("aiortc.rtcdtlstransport", "generate_certificate", "relay_process: the one certificate of the process"),
+    ("RTCCertificate", "_create_ssl_context", "relay_process: one OpenSSL context per SRTP profile list"),
     ("RTCRtpTransceiver", "_codecs", "negotiated codecs: read to pair legs, written to answer the caller"),
     ("RTCPeerConnection", "_RTCPeerConnection__createSctpTransport", "m=application without a data channel"),
     ("aiortc.rtcpeerconnection", "find_common_codecs", "aiortc's own codec matching (not exported)"),
@@ -230,14 +244,31 @@ async def _get_component_candidates(
 # --- RTP entry point ----------------------------------------------------------------------
 
 
+class _NoThread:
+    """What ``threading.Thread(...)`` makes in ``aiortc.rtcrtpreceiver`` while a relay receiver
+    starts: nothing runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+_NO_THREADS = types.SimpleNamespace(Thread=_NoThread)
+
+
 def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) -> None:
     """Send every RTP packet this receiver gets to ``on_rtp(packet, arrival_ms)`` instead of aiortc.
 
     The DTLS transport calls ``receiver._handle_rtp_packet`` after SRTP and routing; an
     instance attribute shadows the method, so only the relay's receivers change (the
-    packets never reach a jitter buffer, NACK generator or decoder). ``receive()`` starts a
-    decoder thread; it is stopped as soon as it starts, so the worker holds no idle decoder
-    threads either. The forwarder of the next issue takes packets in ``on_rtp`` or below.
+    packets never reach a jitter buffer, NACK generator or decoder). ``receive()`` would start
+    a decoder thread: it starts none (a thread per m-line and leg, started and joined, cost
+    setup time), so the worker has no decoder threads at all. The forwarder of the next issue takes packets in ``on_rtp`` or below.
     """
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
@@ -246,8 +277,14 @@ def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) 
     original_receive = receiver.receive
 
     async def receive(parameters: Any) -> None:
-        await original_receive(parameters)
-        receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+        # receive() never awaits: while it runs, its module's ``threading.Thread`` makes no thread.
+        real = aiortc.rtcrtpreceiver.threading
+        aiortc.rtcrtpreceiver.threading = _NO_THREADS  # type: ignore[assignment]
+        try:
+            await original_receive(parameters)
+        finally:
+            aiortc.rtcrtpreceiver.threading = real
+        receiver._RTCRtpReceiver__decoder_thread = None  # type: ignore[attr-defined]
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
@@ -512,6 +549,53 @@ def idle_sender(sender: RTCRtpSender, on_stop: Callable[[int], None] | None = No
     sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
 
 
+# --- a relay process ----------------------------------------------------------------------------
+
+
+class SharedCertificate(RTCCertificate):
+    """The DTLS certificate of every PeerConnection of a relay process (renewed daily; aiortc's
+    are valid 30 days). aiortc makes a key pair and certificate per PeerConnection, digests
+    three fingerprints each time an SDP is made and an OpenSSL context per DTLS transport:
+    here each is made once."""
+
+    RENEW_AFTER = datetime.timedelta(days=1)
+    _current: SharedCertificate | None = None
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key, cert)
+        self.made = datetime.datetime.now(datetime.UTC)
+        self._fingerprints = super().getFingerprints()
+        self._contexts: dict[bytes, Any] = {}
+
+    @classmethod
+    def current(cls) -> SharedCertificate:
+        shared = cls._current
+        if shared is None or datetime.datetime.now(datetime.UTC) - shared.made > cls.RENEW_AFTER:
+            key = ec.generate_private_key(ec.SECP256R1())
+            shared = cls._current = cls(key, aiortc.rtcdtlstransport.generate_certificate(key))
+        return shared
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list[Any]) -> Any:
+        key = b":".join(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:  # an OpenSSL context is made to be shared by many connections
+            context = self._contexts[key] = super()._create_ssl_context(srtp_profiles)
+        return context
+
+
+def relay_process() -> None:
+    """This process only relays (``videocall relay``, ``python -m mediarelay.worker``): every
+    PeerConnection gets the ``SharedCertificate``, and receivers no bitrate estimator (only
+    aiortc's own RTP path, which ``tap_rtp`` replaces, fed it). Not for a process that also
+    runs aiortc clients (tests): they keep aiortc's defaults."""
+    RTCCertificate.generateCertificate = classmethod(  # type: ignore[method-assign,assignment]
+        lambda cls: SharedCertificate.current())
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = lambda: None  # type: ignore[assignment,misc,return-value]
+
+
 # --- probe ------------------------------------------------------------------------------------
 
 
@@ -536,6 +620,9 @@ async def probe() -> list[str]:
             "RTCIceTransport": transceiver.receiver.transport.transport,
             "aiortc.rtcpeerconnection": aiortc.rtcpeerconnection,
             "aiortc.codecs": aiortc.codecs,
+            "aiortc.rtcrtpreceiver": aiortc.rtcrtpreceiver,
+            "aiortc.rtcdtlstransport": aiortc.rtcdtlstransport,
+            "RTCCertificate": RTCCertificate,
         }
         owners.setdefault("RTCIceTransport", transceiver.receiver.transport.transport)
         missing = [f"{owner}.{name}" for owner, name, _ in PRIVATE_API if not hasattr(owners[owner], name)]

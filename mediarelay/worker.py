@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mediarelay import ice
+from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
 from mediarelay.leg import CLOSE_PC
@@ -194,6 +195,15 @@ async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") ->
             log.info("relay worker %s stopped", worker_id or "-")
 
 
+def prepare_process() -> None:
+    """A process that only relays, before it serves: aiortc made lighter for relay legs (one
+    DTLS certificate, no receiver estimators: ``aiortc_hooks.relay_process``), and what was
+    loaded so far frozen out of the cyclic garbage collector's walks (``gc.freeze``), so a full
+    collection looks at the calls' objects only."""
+    aiortc_hooks.relay_process()
+    gc.freeze()
+
+
 async def _until_signalled(settings: Settings, listen: str, worker_id: str) -> None:
     task = asyncio.ensure_future(run_worker(settings, listen, worker_id=worker_id))
     loop = asyncio.get_running_loop()
@@ -216,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    prepare_process()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - a dependency on Linux

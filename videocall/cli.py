@@ -208,7 +208,9 @@ async def _signaling(settings: Settings) -> None:
 
 
 def _relay(settings: Settings, listen: str, worker_id: str) -> None:
-    from mediarelay.worker import run_worker
+    from mediarelay.worker import prepare_process, run_worker
+
+    prepare_process()
 
     try:
         import uvloop
