@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiortc.rtcrtpreceiver
 import pytest
@@ -19,10 +19,7 @@ from mediarelay.testing import (LOOPBACK, Notifications, apply_answer, client, m
                                 split_candidates, wait_connected)
 
 
-@pytest.fixture(autouse=True)
-def loopback() -> Iterator[None]:
-    with ice.installed(LOOPBACK):
-        yield
+pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 
 @pytest.fixture

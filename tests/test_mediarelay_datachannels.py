@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
-from worker_calls import WorkerCall, running_worker
+from worker_calls import WorkerCall
 
-from mediarelay import datachannels, ice
+from mediarelay import datachannels
 from mediarelay.call import Call
 from mediarelay.testing import (
     LOOPBACK,
@@ -22,16 +21,7 @@ from mediarelay.testing import (
 )
 
 
-@pytest.fixture(autouse=True)
-def loopback() -> Iterator[None]:
-    with ice.installed(LOOPBACK):
-        yield
-
-
-@pytest.fixture
-async def address() -> AsyncIterator[str]:
-    async with running_worker() as worker:
-        yield worker
+pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 
 class Inbox:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aioice.ice
 import pytest
@@ -18,7 +18,7 @@ from aiortc import RTCDataChannel, RTCIceParameters, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import SessionDescription
 
-from mediarelay import aiortc_hooks, ice
+from mediarelay import aiortc_hooks
 from mediarelay.aiortc_hooks import IceRestart
 from mediarelay.call import Call
 from mediarelay.testing import (
@@ -32,10 +32,7 @@ from mediarelay.testing import (
 )
 
 
-@pytest.fixture(autouse=True)
-def loopback() -> Iterator[None]:
-    with ice.installed(LOOPBACK):
-        yield
+pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 
 class Running:

@@ -15,13 +15,12 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiortc.sdp import SessionDescription
 
-from mediarelay import ice
 from mediarelay.call import Call
 from mediarelay.testing import LOOPBACK, Notifications, client, make_answer
 
@@ -46,10 +45,7 @@ window.offer = async (restart) => {
 """
 
 
-@pytest.fixture(autouse=True)
-def loopback() -> Iterator[None]:
-    with ice.installed(LOOPBACK):
-        yield
+pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import queue
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,13 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
 
-from mediarelay import ice
 from mediarelay.call import Call
 from mediarelay.testing import LOOPBACK, Notifications, apply_answer, client, make_answer, make_offer
 from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
 
 
-@pytest.fixture(autouse=True)
-def loopback() -> Iterator[None]:
-    with ice.installed(LOOPBACK):
-        yield
+pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 
 class CountingVideo(VideoStreamTrack):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.sdp import SessionDescription
-from worker_calls import WorkerCall, running_worker
+from worker_calls import WorkerCall
 
-from mediarelay import ice
 from mediarelay.call import Call
 from mediarelay.renegotiation import keep_negotiated
 from mediarelay.sdp import SdpError
@@ -28,16 +26,7 @@ from mediarelay.testing import (
 from shared.ipc import IpcError
 
 
-@pytest.fixture(autouse=True)
-def loopback() -> Iterator[None]:
-    with ice.installed(LOOPBACK):
-        yield
-
-
-@pytest.fixture
-async def address() -> AsyncIterator[str]:
-    async with running_worker() as worker:
-        yield worker
+pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 
 def payload_types(sdp: str) -> dict[int, str]:

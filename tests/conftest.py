@@ -1,0 +1,26 @@
+"""Fixtures shared by the relay's test modules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+
+@pytest.fixture
+def relay_on_loopback() -> Iterator[None]:
+    """Relay legs and test clients in this process offer 127.0.0.1 (aioice never would)."""
+    from mediarelay import ice
+    from mediarelay.testing import LOOPBACK
+
+    with ice.installed(LOOPBACK):
+        yield
+
+
+@pytest.fixture
+async def address() -> AsyncIterator[str]:
+    """A relay worker serving in the test's own process and loop; its IPC address."""
+    from worker_calls import running_worker
+
+    async with running_worker() as worker:
+        yield worker
