@@ -19,6 +19,8 @@ from mediarelay.testing import (LOOPBACK, Notifications, apply_answer, client, m
                                 split_candidates, wait_connected)
 
 
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
+
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 

@@ -21,6 +21,8 @@ from mediarelay.testing import (
 )
 
 
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
+
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 

@@ -32,6 +32,8 @@ from mediarelay.testing import (
 )
 
 
+from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
+
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 

@@ -45,6 +45,8 @@ window.offer = async (restart) => {
 """
 
 
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
+
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 

@@ -29,6 +29,8 @@ from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
 
 
+from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
+
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
 

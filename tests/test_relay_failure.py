@@ -16,15 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port
 from tests.janus_client import JanusConnection, Peer, Session, offer_host_address, plugin_result
 
 TIMEOUT = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -42,7 +37,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_LOG_LEVEL": "INFO"}
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(

@@ -12,17 +12,17 @@ import http.server
 import json
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+from tests.servers import free_port, videocall_command
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -61,23 +61,7 @@ def unavailable(what: str) -> None:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- the server under test --------------------------------------------------------------------
-
-def videocall_command() -> list[str]:
-    override = os.environ.get("VIDEOCALL_SERVE_CMD")
-    if override:
-        return shlex.split(override)
-    exe = shutil.which("videocall")
-    if exe:
-        return [exe]
-    return [sys.executable, "-c", "import sys; from videocall.cli import main; sys.exit(main())"]
-
 
 class VideocallServer:
     """``videocall serve --port <free> --workers 1`` in its own process group, logs to files."""

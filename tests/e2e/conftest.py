@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:  # `tests` is imported as a namespace package from
 pytest.register_assert_rewrite("tests.e2e.e2e_support")  # its asserts explain themselves
 from tests.e2e.e2e_support import Clients, Server
 from tests.janus_client import offer_host_address
+from tests.servers import free_port, videocall_command
 
 JANUS_DIR = Path(os.environ.get("VIDEOCALL_JANUS_SCRIPTS", "/work/shared/janus"))
 NETNS = "vcjanus"
@@ -50,12 +51,6 @@ SHORT_SESSION_TIMEOUT = 2  # seconds, for the session-timeout tests
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "janus: runs against the real Janus (VIDEOCALL_TEST_JANUS=1)")
     config.addinivalue_line("markers", "videocall: runs against our `videocall serve`")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:
@@ -131,17 +126,6 @@ def alive(server: Server) -> Server:
 
 
 # --- our server ------------------------------------------------------------------------------
-
-def videocall_command() -> list[str]:
-    override = os.environ.get("VIDEOCALL_SERVE_CMD")
-    if override:
-        return shlex.split(override)
-    exe = shutil.which("videocall")
-    if exe:
-        return [exe]
-    # Not installed: run the console script's entry point (pyproject: videocall.cli:main).
-    return [sys.executable, "-c", "import sys; from videocall.cli import main; sys.exit(main())"]
-
 
 def start_videocall(tmp: Path, name: str, session_timeout: float | None) -> Iterator[str]:
     port = free_port()

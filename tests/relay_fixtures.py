@@ -1,4 +1,5 @@
-"""Fixtures shared by the relay's test modules."""
+"""Fixtures shared by the relay's test modules (imported by them: a tests/conftest.py would put
+tests/ first on sys.path, where tests/janus_client.py would hide the PyPI janus_client)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ def relay_on_loopback() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-async def address() -> AsyncIterator[str]:
+@pytest.fixture(name="address")
+async def worker_address() -> AsyncIterator[str]:
     """A relay worker serving in the test's own process and loop; its IPC address."""
     from worker_calls import running_worker
 

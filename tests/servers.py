@@ -1,0 +1,32 @@
+"""How the test suites start our server: a free port and the `videocall` command.
+
+Shared by tests/e2e, tests/browser and the process-level tests, so there is one answer to
+"which `videocall` runs" (``VIDEOCALL_SERVE_CMD`` overrides it, e.g. ``"python -m videocall"``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import sys
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def videocall_command() -> list[str]:
+    """The command that runs `videocall`: the override, the installed script, or its entry point."""
+    override = os.environ.get("VIDEOCALL_SERVE_CMD")
+    if override:
+        return shlex.split(override)
+    exe = shutil.which("videocall")
+    if exe:
+        return [exe]
+    # Not installed: run the console script's entry point (pyproject: videocall.cli:main).
+    return [sys.executable, "-c", "import sys; from videocall.cli import main; sys.exit(main())"]
