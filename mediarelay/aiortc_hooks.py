@@ -78,7 +78,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The only versions these hooks were written and tested against.
-TESTED_VERSIONS = {"aiortc": "1.16.0", "aioice": "0.13.0"}
+TESTED_VERSIONS = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
 
 #: (owner, name, why we touch it): every private or unexported name used by the relay.
 PRIVATE_API: list[tuple[str, str, str]] = [
@@ -140,8 +140,8 @@ def check_versions() -> None:
     wrong = [f"{name} {found[name]} (need {want})" for name, want in TESTED_VERSIONS.items() if found[name] != want]
     if wrong:
         raise RuntimeError(
-            "mediarelay.aiortc_hooks reaches into aiortc/aioice internals and supports only "
-            f"aiortc {TESTED_VERSIONS['aiortc']} / aioice {TESTED_VERSIONS['aioice']}; installed: "
+            "mediarelay.aiortc_hooks reaches into aiortc/aioice/pylibsrtp internals and supports only "
+            f"aiortc {TESTED_VERSIONS['aiortc']} / aioice {TESTED_VERSIONS['aioice']} / pylibsrtp {TESTED_VERSIONS['pylibsrtp']}; installed: "
             + ", ".join(wrong) + ". Install the pinned versions or update the hooks and their test."
         )
 
