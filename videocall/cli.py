@@ -207,6 +207,17 @@ async def _signaling(settings: Settings) -> None:
     await _until_signalled(run_signaling(settings))
 
 
+def _run(coro: Any) -> None:
+    """Signalling on uvloop when it is there: its loop and socket writes are C (each call is
+    about 30 WebSocket messages and 10 IPC frames through the loop)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
 def _relay(settings: Settings, listen: str, worker_id: str) -> None:
     from mediarelay.worker import prepare_process, run_worker
 
@@ -237,9 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings.log_level)
     try:
         if args.command == "serve":
-            asyncio.run(_serve(settings))
+            _run(_serve(settings))
         elif args.command == "signaling":
-            asyncio.run(_signaling(settings))
+            _run(_signaling(settings))
         else:
             _relay(settings, args.listen, args.worker_id)
     except KeyboardInterrupt:
