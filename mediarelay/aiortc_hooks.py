@@ -66,13 +66,14 @@ from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
 
 __all__ = [
     "TESTED_VERSIONS", "PRIVATE_API", "CODECS", "find_common_codecs", "is_codec_compatible",
     "check_versions", "probe", "HostSockets", "install_host_sockets",
     "add_relay_codecs", "MediaSocket", "media_socket", "tap_datagrams", "idle_sender",
     "tap_rtp", "negotiated_codecs", "set_negotiated_codecs", "add_sctp_transport", "IceRestart",
-    "ice_agent_closed", "SharedCertificate", "relay_process",
+    "ice_agent_closed", "SharedCertificate", "relay_process", "session_descriptions", "FastSrtp",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("aiortc.rtcdtlstransport", "generate_certificate", "relay_process: the one certificate of the process"),
     ("RTCCertificate", "_create_ssl_context", "relay_process: one OpenSSL context per SRTP profile list"),
     ("RTCRtpTransceiver", "_codecs", "negotiated codecs: read to pair legs, written to answer the caller"),
+    ("RTCPeerConnection", "_RTCPeerConnection__localDescription", "link: the parsed local SDP, not printed again"),
+    ("RTCPeerConnection", "_RTCPeerConnection__remoteDescription", "link: the parsed remote SDP, not printed again"),
     ("RTCPeerConnection", "_RTCPeerConnection__createSctpTransport", "m=application without a data channel"),
     ("aiortc.rtcpeerconnection", "find_common_codecs", "aiortc's own codec matching (not exported)"),
     ("aiortc.rtcpeerconnection", "is_codec_compatible", "aiortc's own codec matching (not exported)"),
@@ -321,6 +324,12 @@ def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) 
 
 
 # --- codecs and SCTP ----------------------------------------------------------------------
+
+
+def session_descriptions(pc: RTCPeerConnection) -> tuple[SessionDescription | None, SessionDescription | None]:
+    """The local and remote descriptions as aiortc keeps them, parsed: ``localDescription`` and
+    ``remoteDescription`` print them as SDP each time (to be parsed again by the caller)."""
+    return pc._RTCPeerConnection__localDescription(), pc._RTCPeerConnection__remoteDescription()  # type: ignore[attr-defined]
 
 
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:

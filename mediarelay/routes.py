@@ -89,10 +89,12 @@ class Route:
     nack: bool
 
 
-def sections(local_sdp: str, remote_sdp: str, local_is_answer: bool) -> list[Section]:
-    """A leg's audio/video m-lines (index = position in the SDP) as negotiated."""
-    local = SessionDescription.parse(local_sdp)
-    remote = SessionDescription.parse(remote_sdp)
+def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescription,
+             local_is_answer: bool) -> list[Section]:
+    """A leg's audio/video m-lines (index = position in the SDP) as negotiated (from SDP text, or
+    from descriptions already parsed)."""
+    local = SessionDescription.parse(local_sdp) if isinstance(local_sdp, str) else local_sdp
+    remote = SessionDescription.parse(remote_sdp) if isinstance(remote_sdp, str) else remote_sdp
     result = []
     for index, (mine, theirs) in enumerate(zip(local.media, remote.media)):
         if mine.kind not in MEDIA_KINDS or mine.port == 0 or theirs.port == 0:
