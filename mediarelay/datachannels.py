@@ -27,14 +27,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.exceptions import InvalidStateError
 
-log = logging.getLogger(__name__)
+from shared.messages import Leg as LegName
 
-LegName = Literal["caller", "callee"]
+log = logging.getLogger(__name__)
 
 #: Bytes that may wait for one channel (opening, or queued in aiortc) before messages are dropped.
 MAX_BUFFERED = 1024 * 1024

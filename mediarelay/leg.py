@@ -27,11 +27,11 @@ from mediarelay import aiortc_hooks
 from mediarelay.ice import IcePolicy
 from mediarelay.inbound import InboundStream
 from mediarelay.sdp import MEDIA_KINDS, SdpError
+from shared.messages import Leg as LegName
 from shared.messages import LegMedia, LegState
 
 log = logging.getLogger(__name__)
 
-LegName = Literal["caller", "callee"]
 #: ``notify(method, model)``: how a leg reports ``leg.state`` / ``leg.media``; must not block.
 Notify = Callable[[str, BaseModel], None]
 

@@ -38,6 +38,7 @@ from mediarelay import aiortc_hooks, feedback, routes
 from mediarelay.feedback import RttEstimator
 from mediarelay.forwarder import HISTORY_SIZE, Counters, InStream, OutStream, Port
 from mediarelay.inbound import InboundStream
+from mediarelay.sdp import MEDIA_KINDS
 
 if TYPE_CHECKING:
     from mediarelay.leg import Leg, LegSettings
@@ -149,7 +150,7 @@ class CallMedia:
         return routes.sections(local, remote, local_is_answer=local.type == "answer")
 
     def _connect_port(self, name: str, leg: Leg) -> None:
-        transceivers = [t for t in leg.pc.getTransceivers() if t.kind in routes.MEDIA_KINDS]
+        transceivers = [t for t in leg.pc.getTransceivers() if t.kind in MEDIA_KINDS]
         if not transceivers:
             return
         dtls = transceivers[0].receiver.transport

@@ -37,7 +37,7 @@ import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from aiortc import RTCIceParameters, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import (
@@ -49,13 +49,12 @@ from aiortc.sdp import MediaDescription, SessionDescription
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.aiortc_hooks import IceRestart, is_codec_compatible
 from mediarelay.sdp import MEDIA_KINDS, SdpError, is_rtx
+from shared.messages import Leg as LegName
 
 if TYPE_CHECKING:
     from mediarelay.call import Call
 
 log = logging.getLogger(__name__)
-
-LegName = Literal["caller", "callee"]
 
 #: Dynamic payload types, in the order a new one is picked (RFC 3551: 96-127, then 35-63 as browsers do).
 FREE_PAYLOAD_TYPES: tuple[int, ...] = (*range(96, 128), *range(35, 64))

@@ -22,12 +22,7 @@ from aiortc.sdp import MediaDescription, SessionDescription
 
 from mediarelay.aiortc_hooks import is_codec_compatible
 from mediarelay.rtp_header import ExtensionRewriter
-
-MEDIA_KINDS = ("audio", "video")
-
-
-def _is_rtx(codec: RTCRtpCodecParameters) -> bool:
-    return codec.mimeType.lower().endswith("/rtx")
+from mediarelay.sdp import MEDIA_KINDS, is_rtx
 
 
 @dataclass(frozen=True)
@@ -54,11 +49,11 @@ class Section:
 
     @property
     def media_codecs(self) -> list[RTCRtpCodecParameters]:
-        return [c for c in self.codecs if not _is_rtx(c)]
+        return [c for c in self.codecs if not is_rtx(c)]
 
     def rtx_for(self, payload_type: int | None) -> int | None:
         """The RTX payload type negotiated for a media payload type, if any."""
-        return next((c.payloadType for c in self.codecs if _is_rtx(c) and c.parameters.get("apt") == payload_type),
+        return next((c.payloadType for c in self.codecs if is_rtx(c) and c.parameters.get("apt") == payload_type),
                     None)
 
 

@@ -28,6 +28,7 @@ from shared.messages import MAX_SDP
 
 #: More m-lines than a 1:1 call needs is a sign of abuse (each costs a transceiver).
 MAX_MLINES = 16
+#: The m-line kinds that carry RTP (the rest, ``application``, is SCTP for data channels).
 MEDIA_KINDS = ("audio", "video")
 
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]{1,32}")
@@ -52,6 +53,7 @@ class MediaLine:
 
 
 def is_rtx(codec: RTCRtpCodecParameters | RTCRtpCodecCapability) -> bool:
+    """An RTX "codec" (RFC 4588): retransmissions of the media codec its ``apt`` names."""
     return codec.mimeType.lower().endswith("/rtx")
 
 
