@@ -3,7 +3,7 @@
 - ``worker.py``: the IPC server (``run_worker``, ``python -m mediarelay.worker``); owns the calls.
 - ``call.py``: a call's two legs and the SDP between them (relay answers the caller, offers the callee).
 - ``leg.py``: one PeerConnection, its state (``leg.state``) and incoming media (``leg.media``).
-- ``inbound.py``: per m-line counters and "receiving?"; where the forwarder attaches.
+- ``media_flow.py``: per m-line counters and "receiving?" (``leg.media``); the forwarder counts there too.
 - ``sdp.py``: client SDP and candidates checked; mirroring and codec decisions (pure).
 - ``ice.py``: Janus's ICE settings (enforce list, port range, 1:1 NAT, servers) for aioice.
 - ``aiortc_hooks.py``: the only module touching aiortc/aioice internals, version-checked.

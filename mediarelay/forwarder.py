@@ -6,7 +6,7 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
     tap:     find the stream by SSRC (cleartext), unprotect (aiortc's SRTP session)
     count:   receive statistics, holes (NACK), "media flowing?" (``leg.media``)
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
-             legs' ids or mids differ (``InStream.forward``)
+             legs' ids or mids differ (``RecvStream.forward``)
     send:    protect with the other leg's session, ``sendto`` on its nominated pair
 
 No queue, task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
@@ -28,7 +28,7 @@ from typing import Any
 from pylibsrtp import Error as SrtpError
 
 from mediarelay.feedback import KeyframeRequester, NackRequester, ReceiveStats
-from mediarelay.inbound import InboundStream
+from mediarelay.media_flow import MediaFlow
 from mediarelay.rewriter import SeqRewriter, TimestampRewriter
 from mediarelay.rtp_header import ExtensionRewriter, header_length, is_keyframe, rtx_unwrap, rtx_wrap
 
@@ -38,8 +38,8 @@ _FIXED = Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
 _HEAD = Struct("!BBHI")
 _SSRC = Struct("!I")
 
-#: Packets kept per outgoing video stream to answer NACKs (about 2 s of 1 Mbit/s video) at most;
-#: ``OutStream.keep`` says how many of the newest are kept (``media.py`` sets it by time).
+#: Packets kept per video ``SendStream`` to answer NACKs (about 2 s of 1 Mbit/s video) at most;
+#: ``SendStream.keep`` says how many of the newest are kept (``media.py`` sets it by time).
 HISTORY_SIZE = 256
 _HISTORY_MASK = HISTORY_SIZE - 1
 
@@ -69,8 +69,9 @@ class Counters:
         return asdict(self)
 
 
-class OutStream:
-    """What the relay sends one client on one m-line: its SSRC, numbering, history, SR counts."""
+class SendStream:
+    """What the relay sends one client on one m-line: its SSRC, numbering, history, SR counts
+    (mediasoup's ``RtpStreamSend``). The ``RecvStream`` of the other leg's m-line feeds it."""
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "rtx_payload_types", "cname", "seq", "ts", "history",
                  "packets", "octets", "rtx_seq", "counters", "_protect", "_sendto", "_remote", "estimate", "keep")
@@ -144,14 +145,16 @@ class OutStream:
         return True
 
 
-class InStream:
-    """What one client sends the relay on one m-line, and where it goes (``out``)."""
+class RecvStream:
+    """What one client sends the relay on one m-line (mediasoup's ``RtpStreamRecv``): receive
+    statistics, NACK and keyframe bookkeeping, its ``MediaFlow``, and where it goes
+    (``send_stream``, on the other leg) with the rewriting that takes."""
 
-    __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "inbound", "on_media", "on_gap",
-                 "out", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters")
+    __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "flow", "on_media", "on_gap",
+                 "send_stream", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters")
 
-    def __init__(self, kind: str, mid: str, clock_rate: int, inbound: InboundStream, counters: Counters, *,
-                 on_media: Callable[[InboundStream], None], nack: bool = False) -> None:
+    def __init__(self, kind: str, mid: str, clock_rate: int, flow: MediaFlow, counters: Counters, *,
+                 on_media: Callable[[MediaFlow], None], nack: bool = False) -> None:
         self.kind = kind
         self.mid = mid
         self.ssrc: int | None = None
@@ -159,13 +162,13 @@ class InStream:
         self.stats = ReceiveStats(clock_rate)
         self.nack = NackRequester() if nack and kind == "video" else None
         self.keyframes = KeyframeRequester() if kind == "video" else None
-        self.inbound = inbound
+        self.flow = flow
         self.on_media = on_media
         #: ``on_gap(stream, seqs_or_None, now)``: holes to NACK (None: too many, ask a keyframe).
-        self.on_gap: Callable[[InStream, list[int] | None, float], None] | None = None
+        self.on_gap: Callable[[RecvStream, list[int] | None, float], None] | None = None
         self.counters = counters
         #: Set by ``link``: the other leg's stream and how to rewrite for it.
-        self.out: OutStream | None = None
+        self.send_stream: SendStream | None = None
         self.payload_types: dict[int, int] = {}
         self.source_rtx: dict[int, int] = {}
         self.codec_names: dict[int, str] = {}
@@ -173,10 +176,10 @@ class InStream:
         #: False while ``set`` says this sender's audio/video is not relayed.
         self.enabled = True
 
-    def link(self, out: OutStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
+    def link(self, send_stream: SendStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
              codec_names: dict[int, str], extensions: ExtensionRewriter | None) -> None:
-        """Forward to ``out`` (None: drop), mapping payload types and extensions as given."""
-        self.out = out
+        """Forward to ``send_stream`` (None: drop), mapping payload types and extensions as given."""
+        self.send_stream = send_stream
         self.payload_types = payload_types
         self.source_rtx = source_rtx
         self.codec_names = codec_names
@@ -188,9 +191,9 @@ class InStream:
         self.stats.reset()
         if self.nack is not None:
             self.nack = NackRequester()
-        if self.out is not None:
-            self.out.seq.sync()
-            self.out.ts.sync()
+        if self.send_stream is not None:
+            self.send_stream.seq.sync()
+            self.send_stream.ts.sync()
 
     def receive(self, plain: bytes, now: float) -> None:
         """A media packet (plain RTP) from the client: count it, forward it."""
@@ -215,9 +218,9 @@ class InStream:
         if payload < 0:
             self.counters.malformed += 1
             return
-        if self.inbound.on_packet(payload, now):
-            self.on_media(self.inbound)
-        if self.out is None:
+        if self.flow.on_packet(payload, now):
+            self.on_media(self.flow)
+        if self.send_stream is None:
             self.counters.unlinked += 1
         elif not self.enabled:
             self.counters.muted += 1
@@ -240,7 +243,7 @@ class InStream:
         b0, b1, seq, ts = _HEAD.unpack_from(original)
         if self.nack is not None and self.nack.received(seq):
             self.stats.on_recovered()
-        if self.out is None:
+        if self.send_stream is None:
             self.counters.unlinked += 1
         elif not self.enabled:
             self.counters.muted += 1
@@ -250,7 +253,7 @@ class InStream:
 
     def forward(self, plain: bytes, b0: int, b1: int, seq: int, ts: int, header: int, payload: int,
                 now: float) -> None:
-        out = self.out
+        out = self.send_stream
         assert out is not None
         pt = self.payload_types.get(b1 & 0x7F)
         if pt is None:
@@ -283,12 +286,12 @@ class Port:
         self.counters = counters
         self.clock = clock
         self.on_rtcp = on_rtcp
-        self.streams: list[InStream] = []
+        self.streams: list[RecvStream] = []
         #: SSRC (4 bytes, as on the wire) -> stream, for media and for RTX.
-        self.media: dict[bytes, InStream] = {}
-        self.rtx: dict[bytes, InStream] = {}
+        self.media: dict[bytes, RecvStream] = {}
+        self.rtx: dict[bytes, RecvStream] = {}
         #: Payload type -> (stream, is RTX): finds the stream of an SSRC not announced in SDP.
-        self.payload_types: dict[int, tuple[InStream, bool]] = {}
+        self.payload_types: dict[int, tuple[RecvStream, bool]] = {}
         self.tapped: set[int] = set()
         self.srtp_rx: Any = None
         self.srtp_tx: Any = None
@@ -306,12 +309,12 @@ class Port:
     def disconnect(self) -> None:
         self.sendto = None
 
-    def feed(self, out: OutStream) -> None:
-        """``out`` sends to this leg's client."""
+    def feed(self, send_stream: SendStream) -> None:
+        """``send_stream`` sends to this leg's client."""
         if self.sendto is not None:
-            out.connect(self.srtp_tx.protect, self.sendto, self.remote)
+            send_stream.connect(self.srtp_tx.protect, self.sendto, self.remote)
 
-    def add(self, stream: InStream, ssrcs: tuple[int, ...], rtx_ssrcs: dict[int, int],
+    def add(self, stream: RecvStream, ssrcs: tuple[int, ...], rtx_ssrcs: dict[int, int],
             payload_types: list[int], rtx_payload_types: list[int]) -> None:
         """Receive ``stream`` here: by the SSRCs the client announced, else by payload type."""
         self.streams.append(stream)

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from mediarelay import aiortc_hooks
 from mediarelay.ice import IcePolicy
-from mediarelay.inbound import InboundStream
+from mediarelay.media_flow import MediaFlow
 from mediarelay.sdp import MEDIA_KINDS, SdpError
 from shared.messages import Leg as LegName
 from shared.messages import LegMedia, LegState
@@ -47,7 +47,7 @@ MEDIA_POLL_INTERVAL = 0.25
 
 @dataclass
 class LegSettings:
-    """What ``set`` asked for this leg's outgoing media; applied by the forwarder (next issue)."""
+    """What ``set`` asked for this leg's outgoing media; applied by the call's media (``media.py``)."""
 
     audio: bool = True
     video: bool = True
@@ -72,7 +72,8 @@ class Leg:
             alwaysNegotiateDataChannels=data_first))
         self.pc.on("connectionstatechange", self._on_connection_state)
         self.settings = LegSettings()
-        self.streams: list[InboundStream] = []
+        #: Per m-line: is media flowing in from the client (``leg.media``).
+        self.flows: list[MediaFlow] = []
         #: Told the SSRC of a relay sender that stops (its PC closes): the fast path's BYE.
         self.on_sender_stop: Callable[[int], None] | None = None
         self.state: Literal["new", "connected", "failed", "closed"] = "new"
@@ -135,9 +136,9 @@ class Leg:
                 continue
             self._tapped.add(id(receiver))
             aiortc_hooks.idle_sender(transceiver.sender, self._sender_stopped)
-            stream = InboundStream(kind=transceiver.kind, mid=transceiver.mid)
-            self.streams.append(stream)
-            aiortc_hooks.tap_rtp(receiver, partial(self._on_rtp, stream))
+            flow = MediaFlow(kind=transceiver.kind, mid=transceiver.mid)
+            self.flows.append(flow)
+            aiortc_hooks.tap_rtp(receiver, partial(self._on_rtp, flow))
 
     # --- candidates ---------------------------------------------------------------------------
 
@@ -226,37 +227,35 @@ class Leg:
 
     # --- media --------------------------------------------------------------------------------
 
-    def _on_rtp(self, stream: InboundStream, packet: RtpPacket, arrival_ms: int) -> None:
-        """Every RTP packet from this leg's client: counted, then dropped (or given to a sink)."""
-        if stream.on_packet(len(packet.payload), self._loop.time()):
-            self._media(stream)
-        if stream.sink is not None:
-            stream.sink(packet)
+    def _on_rtp(self, flow: MediaFlow, packet: RtpPacket, arrival_ms: int) -> None:
+        """Every RTP packet aiortc hands this leg (until the fast path takes the socket): counted, dropped."""
+        if flow.on_packet(len(packet.payload), self._loop.time()):
+            self._media(flow)
 
     async def _watch_media(self) -> None:
         while True:
             await asyncio.sleep(MEDIA_POLL_INTERVAL)
             now = self._loop.time()
-            for stream in self.streams:
-                if stream.poll(now):
-                    self._media(stream)
+            for flow in self.flows:
+                if flow.poll(now):
+                    self._media(flow)
 
     def _sender_stopped(self, ssrc: int) -> None:
         if self.on_sender_stop is not None:
             self.on_sender_stop(ssrc)
 
-    def media_changed(self, stream: InboundStream) -> None:
-        """``stream`` started or stopped receiving: the fast path counts packets itself once it
-        has the leg's socket, and calls this when ``stream.on_packet`` says so."""
-        self._media(stream)
+    def media_changed(self, flow: MediaFlow) -> None:
+        """``flow`` started receiving: the fast path counts packets itself once it has the
+        leg's socket, and calls this when ``flow.on_packet`` says so."""
+        self._media(flow)
 
-    def _media(self, stream: InboundStream) -> None:
-        if stream.kind not in MEDIA_KINDS:
+    def _media(self, flow: MediaFlow) -> None:
+        if flow.kind not in MEDIA_KINDS:
             return
-        log.info("call %s: %s leg %s mid %s receiving=%s", self.call_id, self.name, stream.kind,
-                 stream.mid, stream.receiving)
-        self._emit("leg.media", LegMedia(call_id=self.call_id, leg=self.name, kind=stream.kind,  # type: ignore[arg-type]
-                                         mid=stream.mid, receiving=stream.receiving))
+        log.info("call %s: %s leg %s mid %s receiving=%s", self.call_id, self.name, flow.kind,
+                 flow.mid, flow.receiving)
+        self._emit("leg.media", LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,  # type: ignore[arg-type]
+                                         mid=flow.mid, receiving=flow.receiving))
 
     def _emit(self, method: str, model: BaseModel) -> None:
         if self._quiet:

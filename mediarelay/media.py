@@ -36,8 +36,8 @@ from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_N
 
 from mediarelay import aiortc_hooks, feedback, routes
 from mediarelay.feedback import RttEstimator
-from mediarelay.forwarder import HISTORY_SIZE, Counters, InStream, OutStream, Port
-from mediarelay.inbound import InboundStream
+from mediarelay.forwarder import HISTORY_SIZE, Counters, Port, RecvStream, SendStream
+from mediarelay.media_flow import MediaFlow
 from mediarelay.sdp import MEDIA_KINDS
 
 if TYPE_CHECKING:
@@ -60,8 +60,8 @@ class _Route:
 
     source: str
     sink: str
-    inbound: InStream
-    out: OutStream
+    recv_stream: RecvStream
+    send_stream: SendStream
 
 
 class CallMedia:
@@ -78,14 +78,14 @@ class CallMedia:
         self.ports: dict[str, Port] = {}
         self._routes: list[_Route] = []
         #: Kept across re-links so numbering stays continuous: by (leg, mid).
-        self._outs: dict[tuple[str, str], OutStream] = {}
-        self._ins: dict[tuple[str, str], InStream] = {}
+        self._send_streams: dict[tuple[str, str], SendStream] = {}
+        self._recv_streams: dict[tuple[str, str], RecvStream] = {}
         self._rtt = {name: RttEstimator() for name in legs}
         self._rtcp_ssrc: dict[str, int] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._wake: asyncio.TimerHandle | None = None
-        #: Per video OutStream: (packets sent, when) at the last tick, to size its history.
-        self._history_marks: dict[OutStream, tuple[int, float]] = {}
+        #: Per video SendStream: (packets sent, when) at the last tick, to size its history.
+        self._history_marks: dict[SendStream, tuple[int, float]] = {}
         for name, leg in legs.items():
             leg.pc.on("connectionstatechange", partial(self._on_state, name))
             leg.on_sender_stop = partial(self._bye, name)
@@ -131,11 +131,11 @@ class CallMedia:
         for linked in self._routes:
             self.apply(linked.source, self.legs[linked.source].settings)
             if first_link:
-                self._keyframe(linked.inbound, now)
+                self._keyframe(linked.recv_stream, now)
         if self._tick is None:
             self._tick = self._loop.call_later(RTCP_INTERVAL / 2, self._on_tick)
         log.info("call %s: media linked (%s)", self.call_id, ", ".join(
-            f"{r.source}->{r.sink} {r.inbound.kind} {r.inbound.mid}->{r.out.mid}" for r in self._routes) or "nothing")
+            f"{r.source}->{r.sink} {r.recv_stream.kind} {r.recv_stream.mid}->{r.send_stream.mid}" for r in self._routes) or "nothing")
 
     def changed(self, what: str) -> None:
         """``Call.listeners``: a renegotiation or an ICE restart changed a leg: link again."""
@@ -160,39 +160,39 @@ class CallMedia:
             port = self.ports[name] = Port(name, self.counters, self._loop.time, self._on_rtcp)
         port.connect(socket.srtp_rx, socket.srtp_tx, socket.sendto, socket.remote)
         aiortc_hooks.tap_datagrams(dtls, port.handler, port.tapped)
-        for (leg_name, _), out in self._outs.items():
+        for (leg_name, _), send_stream in self._send_streams.items():
             if leg_name == name:
-                port.feed(out)
+                port.feed(send_stream)
 
     def _add_route(self, source: str, sink: str, route: routes.Route) -> None:
         sink_port, source_port = self.ports.get(sink), self.ports.get(source)
         if sink_port is None or source_port is None:
             return
-        out = self._outs.get((sink, route.sink_mid))
-        if out is None or out.ssrc != route.sink_ssrc:
-            out = OutStream(route.kind, route.sink_mid, route.sink_ssrc, route.clock_rate, self.counters,
+        send_stream = self._send_streams.get((sink, route.sink_mid))
+        if send_stream is None or send_stream.ssrc != route.sink_ssrc:
+            send_stream = SendStream(route.kind, route.sink_mid, route.sink_ssrc, route.clock_rate, self.counters,
                             rtx_ssrc=route.sink_rtx_ssrc, rtx_payload_types=route.sink_rtx, cname=route.sink_cname,
                             seq_start=random.getrandbits(15), ts_start=random.getrandbits(32),
                             rtx_seq_start=random.getrandbits(15))
-            self._outs[(sink, route.sink_mid)] = out
+            self._send_streams[(sink, route.sink_mid)] = send_stream
         else:
-            out.rtx_ssrc, out.rtx_payload_types = route.sink_rtx_ssrc, route.sink_rtx
-        sink_port.feed(out)
+            send_stream.rtx_ssrc, send_stream.rtx_payload_types = route.sink_rtx_ssrc, route.sink_rtx
+        sink_port.feed(send_stream)
         leg = self.legs[source]
-        inbound = self._ins.get((source, route.source_mid))
-        if inbound is None:
-            stream = next((s for s in leg.streams if s.mid == route.source_mid), None)
-            if stream is None:
-                stream = InboundStream(kind=route.kind, mid=route.source_mid)
-                leg.streams.append(stream)
-            inbound = InStream(route.kind, route.source_mid, route.clock_rate, stream, self.counters,
-                               on_media=leg.media_changed, nack=route.nack)
-            inbound.on_gap = partial(self._on_gap, source)
-            self._ins[(source, route.source_mid)] = inbound
-        inbound.link(out, route.payload_types, route.source_rtx, route.codec_names, route.extensions)
-        source_port.add(inbound, route.source_ssrcs, route.source_rtx_ssrcs, list(route.payload_types),
+        recv_stream = self._recv_streams.get((source, route.source_mid))
+        if recv_stream is None:
+            flow = next((f for f in leg.flows if f.mid == route.source_mid), None)
+            if flow is None:
+                flow = MediaFlow(kind=route.kind, mid=route.source_mid)
+                leg.flows.append(flow)
+            recv_stream = RecvStream(route.kind, route.source_mid, route.clock_rate, flow, self.counters,
+                                     on_media=leg.media_changed, nack=route.nack)
+            recv_stream.on_gap = partial(self._on_gap, source)
+            self._recv_streams[(source, route.source_mid)] = recv_stream
+        recv_stream.link(send_stream, route.payload_types, route.source_rtx, route.codec_names, route.extensions)
+        source_port.add(recv_stream, route.source_ssrcs, route.source_rtx_ssrcs, list(route.payload_types),
                         list(route.source_rtx))
-        self._routes.append(_Route(source, sink, inbound, out))
+        self._routes.append(_Route(source, sink, recv_stream, send_stream))
 
     def unlink(self) -> None:
         """Stop forwarding (a leg failed or closed): packets still arriving are only counted."""
@@ -200,8 +200,8 @@ class CallMedia:
             return
         self.linked = False
         for route in self._routes:
-            route.inbound.out = None
-            route.out.disconnect()
+            route.recv_stream.send_stream = None
+            route.send_stream.disconnect()
         for port in self.ports.values():
             port.disconnect()
         self._cancel_timers()
@@ -226,12 +226,12 @@ class CallMedia:
         for route in self._routes:
             if route.source != sender:
                 continue
-            stream = route.inbound
+            stream = route.recv_stream
             enabled = settings.audio if stream.kind == "audio" else settings.video
             if enabled and not stream.enabled:
                 # Resuming: the receiver sees the numbering go on and, for video, a keyframe soon.
-                route.out.seq.sync()
-                route.out.ts.sync()
+                route.send_stream.seq.sync()
+                route.send_stream.ts.sync()
                 self._keyframe(stream, now)
             stream.enabled = enabled
         if settings.bitrate and self.linked:
@@ -256,7 +256,7 @@ class CallMedia:
     def _size_histories(self, now: float) -> None:
         """Each video history keeps what was sent in the last ``HISTORY_SECONDS`` (or 4 RTTs)."""
         for route in self._routes:
-            out = route.out
+            out = route.send_stream
             if out.history is None:
                 continue
             last = self._history_marks.get(out)
@@ -272,13 +272,13 @@ class CallMedia:
         parts = []
         cnames = {}
         for route in self._routes:
-            out = route.out
+            out = route.send_stream
             if route.sink == name and out.packets:
                 parts.append(feedback.sender_report(out.ssrc, ntp, out.ts.at(now), out.packets, out.octets))
                 self._rtt[name].sender_report_sent(ntp, now)
                 cnames[out.ssrc] = out.cname
-        blocks = [route.inbound.stats.report(route.inbound.ssrc, now) for route in self._routes
-                  if route.source == name and route.inbound.ssrc is not None and route.inbound.stats.started]
+        blocks = [route.recv_stream.stats.report(route.recv_stream.ssrc, now) for route in self._routes
+                  if route.source == name and route.recv_stream.ssrc is not None and route.recv_stream.stats.started]
         if blocks or not parts:
             parts.append(feedback.receiver_report(self._rtcp_ssrc[name], blocks))
         if cnames:
@@ -292,7 +292,7 @@ class CallMedia:
         """NACK retries and delayed or repeated PLIs that are due; wake again when the next is."""
         deadline = None
         for route in self._routes:
-            stream, source = route.inbound, route.source
+            stream, source = route.recv_stream, route.source
             rtt = self._rtt[source].rtt
             if stream.nack is not None and stream.nack and stream.ssrc is not None:
                 again = stream.nack.due(now, rtt)
@@ -323,7 +323,7 @@ class CallMedia:
 
     # --- towards a sender ---------------------------------------------------------------------------
 
-    def _on_gap(self, source: str, stream: InStream, seqs: list[int] | None, now: float) -> None:
+    def _on_gap(self, source: str, stream: RecvStream, seqs: list[int] | None, now: float) -> None:
         """The forwarder found a hole in what ``source`` sends: NACK it now (or ask a keyframe)."""
         if seqs is None:
             self._keyframe(stream, now)
@@ -332,38 +332,38 @@ class CallMedia:
             if stream.nack is not None:
                 self._wake_at(stream.nack.deadline(self._rtt[source].rtt))
 
-    def _send_nack(self, source: str, stream: InStream, seqs: list[int]) -> None:
+    def _send_nack(self, source: str, stream: RecvStream, seqs: list[int]) -> None:
         port = self.ports.get(source)
         if port is not None and stream.ssrc is not None:
             port.send_rtcp(feedback.nack(self._rtcp_ssrc[source], stream.ssrc, seqs))
 
-    def _keyframe(self, stream: InStream, now: float) -> None:
+    def _keyframe(self, stream: RecvStream, now: float) -> None:
         if stream.keyframes is None:
             return
         if stream.keyframes.request(now):
             self._send_pli(self._source_of(stream), stream)
         self._wake_at(stream.keyframes.deadline())
 
-    def _send_pli(self, source: str, stream: InStream) -> None:
+    def _send_pli(self, source: str, stream: RecvStream) -> None:
         port = self.ports.get(source)
         if port is not None and stream.ssrc is not None:
             port.send_rtcp(feedback.pli(self._rtcp_ssrc[source], stream.ssrc))
 
-    def _source_of(self, stream: InStream) -> str:
-        return next(route.source for route in self._routes if route.inbound is stream)
+    def _source_of(self, stream: RecvStream) -> str:
+        return next(route.source for route in self._routes if route.recv_stream is stream)
 
     def _remb(self, sender: str) -> bytes | None:
         """REMB for ``sender``: its receiver's estimate under its cap, for its video streams."""
         cap = self.legs[sender].settings.bitrate
-        video = [r for r in self._routes if r.source == sender and r.inbound.kind == "video"
-                 and r.inbound.ssrc is not None]
+        video = [r for r in self._routes if r.source == sender and r.recv_stream.kind == "video"
+                 and r.recv_stream.ssrc is not None]
         if not video:
             return None
-        estimates = [r.out.estimate for r in video if r.out.estimate is not None]
+        estimates = [r.send_stream.estimate for r in video if r.send_stream.estimate is not None]
         bitrate = feedback.capped_remb(min(estimates) if estimates else None, cap)
         if bitrate is None:
             return None
-        return feedback.remb(self._rtcp_ssrc[sender], bitrate, [r.inbound.ssrc for r in video])  # type: ignore[misc]
+        return feedback.remb(self._rtcp_ssrc[sender], bitrate, [r.recv_stream.ssrc for r in video])  # type: ignore[misc]
 
     def _send_remb(self, sender: str) -> None:
         packet = self._remb(sender)
@@ -375,10 +375,10 @@ class CallMedia:
         """A relay sender stops (its PC closes): BYE while the socket is up, then no more to it."""
         port = self.ports.get(leg)
         for route in self._routes:
-            if route.sink == leg and route.out.ssrc == ssrc:
-                if port is not None and route.out.packets:
+            if route.sink == leg and route.send_stream.ssrc == ssrc:
+                if port is not None and route.send_stream.packets:
                     port.send_rtcp(feedback.bye([ssrc]))
-                route.out.disconnect()
+                route.send_stream.disconnect()
 
     # --- RTCP from a client -------------------------------------------------------------------------
 
@@ -393,8 +393,8 @@ class CallMedia:
             if isinstance(packet, (RtcpSrPacket, RtcpRrPacket)):
                 if isinstance(packet, RtcpSrPacket):
                     for route in self._routes:
-                        if route.source == name and route.inbound.ssrc == packet.ssrc:
-                            route.inbound.stats.on_sender_report(packet.sender_info.ntp_timestamp, now)
+                        if route.source == name and route.recv_stream.ssrc == packet.ssrc:
+                            route.recv_stream.stats.on_sender_report(packet.sender_info.ntp_timestamp, now)
                 for block in packet.reports:
                     self._rtt[name].report_block(block.lsr, block.dlsr, now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
@@ -410,19 +410,19 @@ class CallMedia:
                     self._on_remb(name, packet.fci)
 
     def _routes_to(self, sink: str, ssrcs: list[int]) -> list[_Route]:
-        return [r for r in self._routes if r.sink == sink and r.out.ssrc in ssrcs]
+        return [r for r in self._routes if r.sink == sink and r.send_stream.ssrc in ssrcs]
 
     def _on_nack(self, sink: str, media_ssrc: int, lost: list[int]) -> None:
         for route in self._routes_to(sink, [media_ssrc]):
-            missed = [seq for seq in lost if not route.out.retransmit(seq)]
+            missed = [seq for seq in lost if not route.send_stream.retransmit(seq)]
             # Not in the history: it never reached the relay (or is old). Ask the sender, in its numbers.
-            upstream = [s for s in (route.out.seq.source(seq) for seq in missed) if s is not None]
+            upstream = [s for s in (route.send_stream.seq.source(seq) for seq in missed) if s is not None]
             if upstream:
-                self._send_nack(route.source, route.inbound, upstream)
+                self._send_nack(route.source, route.recv_stream, upstream)
 
     def _on_keyframe_request(self, sink: str, ssrcs: list[int], now: float) -> None:
         for route in self._routes_to(sink, ssrcs):
-            self._keyframe(route.inbound, now)
+            self._keyframe(route.recv_stream, now)
 
     def _on_remb(self, sink: str, fci: bytes) -> None:
         try:
@@ -431,7 +431,7 @@ class CallMedia:
             return
         senders = set()
         for route in self._routes_to(sink, ssrcs):
-            route.out.estimate = bitrate
+            route.send_stream.estimate = bitrate
             senders.add(route.source)
         for sender in senders:
             self._send_remb(sender)
@@ -442,8 +442,8 @@ class CallMedia:
         """Counters and, per linked direction, what was forwarded (tests, benchmark)."""
         return {
             "counters": self.counters.as_dict(),
-            "routes": [{"source": r.source, "sink": r.sink, "kind": r.inbound.kind, "mid": r.inbound.mid,
-                        "ssrc": r.inbound.ssrc, "enabled": r.inbound.enabled, "packets": r.out.packets,
-                        "octets": r.out.octets, "estimate": r.out.estimate} for r in self._routes],
+            "routes": [{"source": r.source, "sink": r.sink, "kind": r.recv_stream.kind, "mid": r.recv_stream.mid,
+                        "ssrc": r.recv_stream.ssrc, "enabled": r.recv_stream.enabled, "packets": r.send_stream.packets,
+                        "octets": r.send_stream.octets, "estimate": r.send_stream.estimate} for r in self._routes],
             "rtt": {name: est.rtt for name, est in self._rtt.items()},
         }

@@ -256,7 +256,7 @@ async def test_incoming_rtp_is_reported_per_m_line_and_never_decoded(
     await notes.wait(lambda n: n.media().count(("caller", "audio", "0", True)) == 2, timeout=5)
     assert decoders == []
     assert all(t.receiver._RTCRtpReceiver__decoder_thread is None for t in call.caller.pc.getTransceivers())
-    assert {s.mid: s.packets > 0 for s in call.caller.streams} == {"0": True, "1": True}
+    assert {s.mid: s.packets > 0 for s in call.caller.flows} == {"0": True, "1": True}
     assert not any(leg == "callee" for leg, *_ in notes.media())  # the callee sends nothing
 
 

@@ -134,10 +134,10 @@ async def test_an_ice_restart_moves_the_leg_to_new_credentials_and_sockets_keepi
     for port in ports(first):  # the relay closed its old sockets
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", port))
-    packets = relay_leg.streams[0].packets
+    packets = relay_leg.flows[0].packets
     await running.roundtrip("after")  # SCTP over the same DTLS, on the new path, both ways
     await asyncio.sleep(0.3)
-    assert relay_leg.streams[0].packets > packets  # audio from the restarted client goes on
+    assert relay_leg.flows[0].packets > packets  # audio from the restarted client goes on
     assert [s for s in running.notes.states() if s[1] != "connected"] == []
     assert (leg, "audio", "0", False) not in running.notes.media()
 

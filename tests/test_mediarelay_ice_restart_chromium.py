@@ -120,14 +120,14 @@ async def test_chromium_restarting_ice_keeps_its_call_through_the_relay(page: An
             await asyncio.sleep(0.05)
         assert heard == ["renegotiated", "ice-restarted"]  # the relay's old agent is closed now
 
-        packets = call.caller.streams[0].packets
+        packets = call.caller.flows[0].packets
         await page.evaluate("dc.send('after')")  # Chromium's SCTP/DTLS, unchanged, on the new path
         assert await asyncio.wait_for(inbox.get(), 10) == "after"
         for channel in callee.sctp._data_channels.values() if callee.sctp else []:
             channel.send("back")
         await page.wait_for_function("got.includes('back')", timeout=10_000)
         await asyncio.sleep(0.3)
-        assert call.caller.streams[0].packets > packets  # its audio goes on too
+        assert call.caller.flows[0].packets > packets  # its audio goes on too
         assert await page.evaluate("pc.connectionState") == "connected"
         assert [s for s in notes.states() if s[1] != "connected"] == []
     finally:

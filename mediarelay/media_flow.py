@@ -1,26 +1,25 @@
-"""What the relay receives on one m-line of one leg: counters and "is media flowing?".
+"""Whether media flows in on one m-line of a leg: counters and Janus's ``receiving`` (pure).
 
-Pure: no aiortc, no clock; the caller passes ``now`` (seconds, monotonic). The leg feeds it
-from the RTP tap and polls it on a timer; its answers become ``leg.media`` notifications,
-as Janus's ``media`` event does (``receiving`` true on the first packet, false after
+No aiortc, no clock; the caller passes ``now`` (seconds, monotonic). The leg polls each
+``MediaFlow`` on a timer; its answers become ``leg.media`` notifications, as Janus's
+``media`` event does (``receiving`` true on the first packet, false after
 ``no_media_timer`` = 1 s without any, true again when packets resume).
 
-Before a call's legs are linked, aiortc's tap counts packets here; once linked, the fast path
-(``forwarder.py``) takes packets at the leg's sockets and calls ``on_packet`` itself.
+Who counts the packets: before a call's legs are linked, the leg's aiortc tap
+(``Leg._on_rtp``); once linked, the fast path takes packets at the leg's sockets and its
+``RecvStream`` (``forwarder.py``) counts them here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 #: Janus's default ``no_media_timer``: seconds without a packet before "not receiving".
 NO_MEDIA_TIMEOUT = 1.0
 
 
 @dataclass
-class InboundStream:
+class MediaFlow:
     """One m-line (``mid``) of a leg, as packets arrive from that leg's client."""
 
     kind: str
@@ -30,8 +29,6 @@ class InboundStream:
     octets: int = 0
     receiving: bool = False
     last_packet: float | None = None
-    #: Set by the forwarder (next issue): called with each packet after it is counted.
-    sink: Callable[[Any], None] | None = field(default=None, repr=False)
 
     def on_packet(self, size: int, now: float) -> bool:
         """Count one packet; True when it (re)starts media, i.e. a ``receiving: true`` is due."""
