@@ -380,7 +380,7 @@ BUCKETS: list[tuple[str, Any]] = [
     ("SRTP protect: pylibsrtp wrapper + libsrtp", lambda f: _has(f, "Session.protect")),
     ("fast path Python: demux, stats, rewrite", lambda f: _has(
         f, "forwarder.py", "rewriter.py", "feedback.py", "media_flow.py", "rtp_header.py")),
-    ("relay RTCP timers (media.py)", lambda f: _has(f, "media.py")),
+    ("relay RTCP and its timers (rtcp.py, media.py)", lambda f: _has(f, "rtcp.py", "media.py")),
     ("aiortc/aioice: DTLS, SCTP, STUN and their timers", lambda f: _has(f, "aiortc", "aioice", "pyee")),
     ("uvloop: reading sockets, calling back, timers", lambda f: True),
 ]

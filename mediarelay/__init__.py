@@ -7,8 +7,10 @@
 - ``sdp.py``: client SDP and candidates checked; mirroring and codec decisions (pure).
 - ``ice.py``: Janus's ICE settings (enforce list, port range, 1:1 NAT, servers) for aioice.
 - ``aiortc_hooks.py``: the only module touching aiortc/aioice internals, version-checked.
-- ``media.py``: a call's media: both legs' fast paths linked once connected, the relay's RTCP, ``set``.
-- ``forwarder.py``: the hot path: SRTP at each leg's socket, unprotect -> rewrite -> protect -> sendto.
+- ``media.py``: a call's media: both legs' fast paths linked once connected, ``set``.
+- ``rtcp.py``: the relay's RTCP to each client (reports, NACK, PLI, REMB, BYE) and its answers to theirs.
+- ``forwarder.py``: the hot path: a ``RecvStream`` per client m-line feeds a ``SendStream`` to the other client
+  (SRTP at each leg's socket: unprotect -> rewrite -> protect -> sendto).
 - ``routes.py``: what goes where, read from both legs' SDP (payload types, SSRCs, extension ids; pure).
 - ``rewriter.py``: outgoing sequence numbers and timestamps by offset, across mute and new SSRCs (pure).
 - ``rtp_header.py``: RTP header bytes: extensions rewritten between legs, RTX, keyframes (pure).

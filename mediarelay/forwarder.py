@@ -3,15 +3,16 @@
 Per leg, a ``Port`` sees every datagram at the leg's ICE sockets before aioice parses it as
 STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the socket callback:
 
-    tap:     find the stream by SSRC (cleartext), unprotect (aiortc's SRTP session)
+    tap:     find the ``RecvStream`` by SSRC (cleartext), unprotect (aiortc's SRTP session)
     count:   receive statistics, holes (NACK), "media flowing?" (``leg.media``)
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
-    send:    protect with the other leg's session, ``sendto`` on its nominated pair
+    send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its
+             nominated pair
 
 No queue, task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
 under its reason in ``Counters``. SRTCP is unprotected and handed to ``Port.on_rtcp``
-(``media.py`` answers it); STUN, DTLS and SCTP go on to aioice and aiortc as before.
+(``rtcp.py`` answers it); STUN, DTLS and SCTP go on to aioice and aiortc as before.
 
 What to forward where (payload types, SSRCs, extension ids) comes from ``routes.py``; the
 numbers from ``rewriter.py``; the RTCP bookkeeping objects from ``feedback.py``.
@@ -275,6 +276,18 @@ class RecvStream:
         out.send(packet, oseq, payload)
         self.counters.forwarded += 1
         self.counters.forwarded_octets += payload
+
+
+@dataclass(frozen=True)
+class Link:
+    """A linked direction of one m-line: packets from the ``source`` leg's client arrive at
+    ``recv_stream`` (on the source leg's ``Port``) and leave by ``send_stream`` to the ``sink``
+    leg's client."""
+
+    source: str
+    sink: str
+    recv_stream: RecvStream
+    send_stream: SendStream
 
 
 class Port:

@@ -365,7 +365,7 @@ async def test_a_call_can_negotiate_vp9_which_the_relay_only_forwards(relayed: R
         assert "VP9/90000" in answer
         await apply_answer(caller, answer)
         await relayed.until(lambda: call.media.linked, 5)
-        assert [(r.source, list(r.recv_stream.codec_names.values())) for r in call.media._routes] == [("callee", ["VP9"])]
+        assert [(r.source, list(r.recv_stream.codec_names.values())) for r in call.media.links] == [("callee", ["VP9"])]
     finally:
         await caller.close()
         await callee.close()
