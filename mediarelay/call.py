@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from aiortc import RTCIceCandidate, RTCRtpTransceiver
 from aiortc.sdp import SessionDescription
@@ -59,12 +60,14 @@ class Call:
         self.pairs = pairs
         #: Data channel messages relayed between the legs by label (``datachannels.py``).
         self.data = DataChannelRelay(call_id, {"caller": caller.pc, "callee": callee.pc})
-        #: Called with "renegotiated" or "ice-restarted" (the forwarder re-links then); must not block.
+        #: Called with "renegotiated" or "ice-restarted", after the media re-linked; must not block.
         self.listeners: list[Callable[[str], None]] = []
         self.renegotiation = Renegotiation(self)
         #: The media between the legs: forwarded without decoding once both are connected.
         self.media = CallMedia(call_id, {"caller": caller, "callee": callee})
-        self.listeners.append(self.media.changed)
+        for leg in (caller, callee):
+            leg.on_connection_state = partial(self._connection_changed, leg.name)
+            leg.on_sender_stop = partial(self.media.sender_stopped, leg.name)
         self.accepted = False
         self._accepting = False
         self._closing: asyncio.Future[None] | None = None
@@ -173,8 +176,15 @@ class Call:
         """Pairs (caller's transceiver, callee's) of m-lines a renegotiation added."""
         self.pairs.extend(MediaPair(caller.kind, caller, callee) for caller, callee in pairs)
 
+    def _connection_changed(self, name: LegName) -> None:
+        """A leg's PC changed connection state; the leg has already updated and reported its
+        ``state``, and the media follows it now (links once both legs are connected)."""
+        self.media.connection_changed(name)
+
     def changed(self, what: str) -> None:
-        for listener in list(self.listeners):
+        """A renegotiation or an ICE restart changed a leg: the media links again first, then
+        the ``listeners`` hear ``what``."""
+        for listener in (self.media.changed, *self.listeners):
             try:
                 listener(what)
             except Exception:  # a broken listener must not break the call

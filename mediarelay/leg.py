@@ -76,6 +76,10 @@ class Leg:
         self.flows: list[MediaFlow] = []
         #: Told the SSRC of a relay sender that stops (its PC closes): the fast path's BYE.
         self.on_sender_stop: Callable[[int], None] | None = None
+        #: Called on each change of the PC's connection state, after the leg has taken it into
+        #: ``state`` and reported it: this leg is the PC's only listener, so whoever follows the
+        #: state (the call's media) sees ``state`` already up to date.
+        self.on_connection_state: Callable[[], None] | None = None
         self.state: Literal["new", "connected", "failed", "closed"] = "new"
         self._notify = notify
         self._loop = asyncio.get_running_loop()  # a leg is made inside the worker's loop
@@ -168,6 +172,14 @@ class Leg:
     # --- state --------------------------------------------------------------------------------
 
     def _on_connection_state(self) -> None:
+        self._follow_connection_state()
+        if self.on_connection_state is not None:
+            try:
+                self.on_connection_state()
+            except Exception:  # a broken listener must not break aiortc's event handling
+                log.exception("call %s: %s leg: following its connection state failed", self.call_id, self.name)
+
+    def _follow_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected":
             self._report("connected")

@@ -52,22 +52,25 @@ class CallMedia:
         self._recv_streams: dict[tuple[str, str], RecvStream] = {}
         self.rtcp = CallRtcp(call_id, self.links, self.ports, {name: leg.settings for name, leg in legs.items()},
                              self.counters)
-        for name, leg in legs.items():
-            leg.pc.on("connectionstatechange", partial(self._on_state, name))
-            leg.on_sender_stop = partial(self.rtcp.bye, name)
 
     def __repr__(self) -> str:
         return f"<CallMedia {self.call_id} linked={self.linked} {self.counters.as_dict()}>"
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def _on_state(self, name: str) -> None:
+    def connection_changed(self, name: str) -> None:
+        """The connection state of leg ``name``'s PC changed (``Call`` says so, after the leg
+        updated ``leg.state``): link once both legs are connected, unlink when one fails or closes."""
         state = self.legs[name].pc.connectionState
         if state == "connected":
             if not self.linked and all(leg.state == "connected" for leg in self.legs.values()):
                 self.link()
         elif state in ("failed", "closed"):
             self.unlink()
+
+    def sender_stopped(self, name: str, ssrc: int) -> None:
+        """A relay sender on leg ``name`` stops (its PC closes): BYE, then nothing more to it."""
+        self.rtcp.bye(name, ssrc)
 
     def link(self) -> None:
         """Tap both legs and forward between them, as both legs' SDP says (again after a

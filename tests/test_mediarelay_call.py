@@ -80,6 +80,17 @@ async def test_both_legs_connect_with_audio_video_and_data(clients: Clients, not
                               [("caller", "connected", ""), ("callee", "connected", "")])
 
 
+async def test_the_media_links_as_the_second_leg_reports_connected(clients: Clients, notes: Notifications) -> None:
+    # Each leg is its PC's only connection-state listener and tells the call after it updated
+    # its state; the media, told by the call, then sees both legs connected and links at once.
+    clients.caller.addTransceiver("audio")
+    call, _, _ = await clients.call(notes)
+    assert [len(leg.pc.listeners("connectionstatechange")) for leg in (call.caller, call.callee)] == [1, 1]
+    await notes.wait(both_connected)
+    assert call.media.linked
+    assert [(k.source, k.sink, k.recv_stream.kind) for k in call.media.links] == [("caller", "callee", "audio")]
+
+
 async def test_a_data_channel_m_line_first_stays_first(clients: Clients, notes: Notifications) -> None:
     await clients.caller.close()
     clients.caller = RTCPeerConnection(RTCConfiguration(iceServers=[], alwaysNegotiateDataChannels=True))
