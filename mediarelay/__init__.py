@@ -2,6 +2,8 @@
 
 - ``worker.py``: the IPC server (``run_worker``, ``python -m mediarelay.worker``); owns the calls.
 - ``call.py``: a call's two legs and the SDP between them (relay answers the caller, offers the callee).
+- ``negotiation.py``: the call's m-line pairs, and an answer carried over to the client that offered.
+- ``renegotiation.py``: a live call's new offers mirrored to the other leg (and ICE restarts).
 - ``leg.py``: one PeerConnection, its state (``leg.state``) and incoming media (``leg.media``).
 - ``media_flow.py``: per m-line counters and "receiving?" (``leg.media``); the forwarder counts there too.
 - ``sdp.py``: client SDP and candidates checked; mirroring and codec decisions (pure).

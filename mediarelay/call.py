@@ -11,11 +11,13 @@ relay's ICE/DTLS, and the callee's answer decides the codecs of the whole call.
 
 Every SDP and candidate is checked before it touches a PeerConnection; a refusal is an
 ``SdpError`` (ValueError) with a sentence for the client, and a refused request changes
-nothing. ``pairs`` (caller m-line <-> callee m-line) are linked by ``media`` (``media.py``: the
-SRTP fast path, RTCP, ``set``); this module does not forward media itself. A renegotiation (``renegotiate``, see
-``renegotiation.py``) may add pairs; ``listeners`` are told ``"renegotiated"`` after each one
-(pairs added, directions or codecs changed) and ``"ice-restarted"`` when a leg's restarted ICE
-agent takes over (its selected candidate pair changed).
+nothing. The callee's answer is carried over to the caller by ``negotiation.apply_answer``, as
+every later answer is. ``media`` (``media.py``) forwards between the legs once both are
+connected; this module does not forward media itself, it tells ``media`` what changed. A
+renegotiation (``renegotiate``, see ``renegotiation.py``) may add ``pairs`` (caller m-line <->
+callee m-line); after each one (pairs added, directions or codecs changed) the media links
+again and ``listeners`` are told ``"renegotiated"``; ``"ice-restarted"`` when a leg's restarted
+ICE agent takes over (its selected candidate pair changed).
 """
 
 from __future__ import annotations
@@ -23,31 +25,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 
-from aiortc import RTCIceCandidate, RTCRtpTransceiver
-from aiortc.sdp import SessionDescription
+from aiortc import RTCIceCandidate
 
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.ice import IcePolicy
 from mediarelay.leg import CLOSE_PC, Leg, Notify
 from mediarelay.media import CallMedia
+from mediarelay.negotiation import MediaPair, apply_answer
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
 from shared.messages import Leg as LegName
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MediaPair:
-    """One mirrored m-line: the caller leg's transceiver and the callee leg's for the same media."""
-
-    kind: str
-    caller: RTCRtpTransceiver
-    callee: RTCRtpTransceiver
 
 
 class Call:
@@ -62,7 +54,8 @@ class Call:
         self.data = DataChannelRelay(call_id, {"caller": caller.pc, "callee": callee.pc})
         #: Called with "renegotiated" or "ice-restarted", after the media re-linked; must not block.
         self.listeners: list[Callable[[str], None]] = []
-        self.renegotiation = Renegotiation(self)
+        #: Adds to ``pairs`` (the same list) and calls ``changed`` after each renegotiation.
+        self.renegotiation = Renegotiation(call_id, {"caller": caller, "callee": callee}, pairs, self.changed)
         #: The media between the legs: forwarded without decoding once both are connected.
         self.media = CallMedia(call_id, {"caller": caller, "callee": callee})
         for leg in (caller, callee):
@@ -136,28 +129,11 @@ class Call:
             self._accepting = False
 
     async def _accept(self, callee_answer: str) -> str:
-        answer = sdp.parse(callee_answer, "answer")
-        offered = SessionDescription.parse(self.callee.pc.localDescription.sdp)
-        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offered.media]:
-            raise SdpError("the answer's m-lines do not match the offer (same kinds and mids, same order)")
-        # Decide everything before changing anything: a refused answer leaves the call as it was.
-        by_mid = {m.rtp.muxId: m for m in answer.media}
-        chosen = []
-        for pair in self.pairs:
-            mid = str(pair.callee.mid)
-            codecs = sdp.answer_codecs(aiortc_hooks.negotiated_codecs(pair.caller), by_mid[mid].rtp.codecs)
-            if not codecs:
-                raise SdpError(f"the answer's {pair.kind} m-line (mid {mid}) has no codec the caller offered")
-            chosen.append(codecs)
-        await self.callee.set_remote(callee_answer, "answer")
-        for pair, codecs in zip(self.pairs, chosen):
-            aiortc_hooks.set_negotiated_codecs(pair.caller, codecs)
-            # The relay sends the caller what it receives from the callee, and the reverse.
-            pair.caller.direction = sdp.reverse_direction(pair.callee.currentDirection or "inactive")
-        caller_answer = await self.caller.set_local("answer")
+        caller_answer, agreed = await apply_answer(
+            callee_answer, answerer=self.callee, offerer=self.caller,
+            lines=[(pair.caller, pair.callee) for pair in self.pairs], offered_by="the caller")
         self.accepted = True
-        log.info("call %s: accepted (%s)", self.call_id, ", ".join(
-            f"{pair.kind} {codecs[0].mimeType} {pair.caller.direction}" for pair, codecs in zip(self.pairs, chosen)))
+        log.info("call %s: accepted (%s)", self.call_id, agreed)
         return caller_answer
 
     async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False) -> str:
@@ -167,14 +143,18 @@ class Call:
             raise ValueError("the call is being accepted")
         self.leg(leg)
         if sdp_type == "offer":
+            self._check_renegotiable()
             return await self.renegotiation.offer(leg, sdp_text, restart)
         if sdp_type == "answer":
+            self._check_renegotiable()
             return await self.renegotiation.answer(leg, sdp_text)
         raise SdpError("a renegotiation SDP must be an offer or an answer")
 
-    def add_pairs(self, pairs: Sequence[tuple[RTCRtpTransceiver, RTCRtpTransceiver]]) -> None:
-        """Pairs (caller's transceiver, callee's) of m-lines a renegotiation added."""
-        self.pairs.extend(MediaPair(caller.kind, caller, callee) for caller, callee in pairs)
+    def _check_renegotiable(self) -> None:
+        if self.closed:
+            raise ValueError("the call is over")
+        if not self.accepted:
+            raise ValueError("the call is not accepted yet: there is nothing to renegotiate")
 
     def _connection_changed(self, name: LegName) -> None:
         """A leg's PC changed connection state; the leg has already updated and reported its

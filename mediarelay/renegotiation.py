@@ -11,9 +11,9 @@ client may offer again once the call is accepted; the relay stays in the middle:
    m-line the client added is added there too (codecs: the client's offer and aiortc's, in the
    client's order; an ``m=application`` line gets an SCTP transport).
 2. The other client's answer is set on its leg; its codecs fix the codecs of the m-lines on the
-   offering client's leg (``sdp.answer_codecs``), and the relay answers the offering client.
-   New m-line pairs are added to ``call.pairs`` for the forwarder, and ``call.listeners`` hear
-   "renegotiated".
+   offering client's leg, and the relay answers the offering client (``negotiation.apply_answer``,
+   as at call setup). New m-line pairs are added to the call's ``pairs``, and ``on_change``
+   hears "renegotiated" (the call links its media again and tells its listeners).
 
 A re-offer by the relay keeps what a leg already negotiated: aiortc's ``createOffer`` would
 offer its own codec list with its own payload types again, and a browser refuses a payload
@@ -29,15 +29,16 @@ its checks when the answer goes out. DTLS, SRTP and SCTP go on over the new path
 
 Refusals are ``SdpError`` sentences; an offer refused before it is set on the leg changes nothing.
 Only one renegotiation runs at a time; an offer while another waits for its answer is refused.
+This module holds the legs and the pairs, not the call: ``Call`` checks that the call is live and
+accepted before it asks, and hears what changed through ``on_change``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiortc import RTCIceParameters, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import (
@@ -48,11 +49,10 @@ from aiortc.sdp import MediaDescription, SessionDescription
 
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.aiortc_hooks import IceRestart, is_codec_compatible
+from mediarelay.leg import Leg
+from mediarelay.negotiation import MediaPair, apply_answer, other_leg
 from mediarelay.sdp import MEDIA_KINDS, SdpError, is_rtx
 from shared.messages import Leg as LegName
-
-if TYPE_CHECKING:
-    from mediarelay.call import Call
 
 log = logging.getLogger(__name__)
 
@@ -74,31 +74,38 @@ class Pending:
 
 
 class Renegotiation:
-    """The renegotiations of one call: at most one pending, and the ICE restarts it started."""
+    """The renegotiations of one call: at most one pending, and the ICE restarts it started.
 
-    def __init__(self, call: Call) -> None:
-        self.call = call
+    ``pairs`` is the call's own list (m-lines added by a renegotiation are appended to it);
+    ``on_change`` is told "renegotiated" after each answer and "ice-restarted" when a restarted
+    ICE agent takes over; it must not block.
+    """
+
+    def __init__(self, call_id: str, legs: Mapping[LegName, Leg], pairs: list[MediaPair],
+                 on_change: Callable[[str], None]) -> None:
+        self.call_id = call_id
+        self.legs = legs
+        self.pairs = pairs
+        self.on_change = on_change
         self.pending: Pending | None = None
         self.restarts: list[IceRestart] = []
 
     async def offer(self, leg: LegName, text: str, restart: bool = False) -> str:
         """Set a client's new offer on its leg; returns the relay's offer for the other client."""
-        call = self.call
-        _check_live(call)
         if self.pending is not None:
             raise SdpError("a renegotiation is already waiting for its answer")
-        offerer, other = call.leg(leg), call.leg(_other(leg))
+        offerer, other = self.legs[leg], self.legs[other_leg(leg)]
         offer = sdp.parse(text, "offer")
         lines = sdp.plan_offer(offer)  # each m-line must have a codec the relay can relay
         current = SessionDescription.parse(offerer.pc.localDescription.sdp).media
         if [(m.kind, m.rtp.muxId) for m in offer.media[:len(current)]] != [(m.kind, m.rtp.muxId) for m in current]:
             raise SdpError("the offer must keep the call's m-lines (same kinds and mids, same order) and may only add m-lines")
-        mine = {str(_side(pair, leg).mid): pair for pair in call.pairs}
+        mine = {str(pair.side(leg).mid): pair for pair in self.pairs}
         for m in offer.media[:len(current)]:
             pair = mine.get(m.rtp.muxId) if m.kind in MEDIA_KINDS else None
             if pair is None:
                 continue
-            main = next(c for c in aiortc_hooks.negotiated_codecs(_side(pair, leg)) if not is_rtx(c))
+            main = next(c for c in aiortc_hooks.negotiated_codecs(pair.side(leg)) if not is_rtx(c))
             if not any(is_codec_compatible(main, c) for c in m.rtp.codecs):
                 raise SdpError(f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) no longer offers the call's codec {main.mimeType}")
 
@@ -109,7 +116,7 @@ class Renegotiation:
         if (remote_ice.usernameFragment, remote_ice.password) != (known.usernameFragment, known.password):
             ice_restart = await IceRestart.prepare(offerer.pc)
         elif restart:
-            log.info("call %s: %s asked for an ICE restart with the same ICE credentials: none done", call.call_id, leg)
+            log.info("call %s: %s asked for an ICE restart with the same ICE credentials: none done", self.call_id, leg)
         try:
             await offerer.set_remote(text, "offer")
         except BaseException:
@@ -120,7 +127,7 @@ class Renegotiation:
             self.restarts.append(ice_restart)
 
         # Mirror it on the other leg: directions of the m-lines it has, then the added m-lines.
-        theirs = {str(_side(pair, leg).mid): _side(pair, _other(leg)) for pair in call.pairs}
+        theirs = {str(pair.side(leg).mid): pair.side(other_leg(leg)) for pair in self.pairs}
         for m in offer.media[:len(current)]:
             if m.rtp.muxId in theirs:
                 theirs[m.rtp.muxId].direction = m.direction or "sendrecv"
@@ -150,44 +157,26 @@ class Renegotiation:
                 aiortc_hooks.set_negotiated_codecs(transceiver, codecs)
         self.pending = pending
         log.info("call %s: %s offered again (%d m-line(s) added%s); offer mirrored to the %s",
-                 call.call_id, leg, len(lines) - len(current), ", ICE restart" if ice_restart else "", _other(leg))
+                 self.call_id, leg, len(lines) - len(current), ", ICE restart" if ice_restart else "", other_leg(leg))
         return mirrored
 
     async def answer(self, leg: LegName, text: str) -> str:
         """Set the other client's answer on its leg; returns the relay's answer for the offerer."""
-        call = self.call
-        _check_live(call)
         pending = self.pending
         if pending is None or pending.offerer == leg:
             raise SdpError("there is no renegotiation offer to answer")
-        answerer, offerer = call.leg(leg), call.leg(pending.offerer)
-        answer = sdp.parse(text, "answer")
-        offered = SessionDescription.parse(answerer.pc.localDescription.sdp)
-        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offered.media]:
-            raise SdpError("the answer's m-lines do not match the offer (same kinds and mids, same order)")
-        # Decide everything before changing anything: a refused answer leaves the call as it was.
-        links = [(_side(p, pending.offerer), _side(p, leg), p.kind) for p in call.pairs]
-        links += [(mine, theirs, mine.kind) for mine, theirs in pending.added]
-        by_mid = {m.rtp.muxId: m for m in answer.media}
-        chosen = []
-        for mine, theirs, kind in links:
-            codecs = sdp.answer_codecs(aiortc_hooks.negotiated_codecs(mine), by_mid[str(theirs.mid)].rtp.codecs)
-            if not codecs:
-                raise SdpError(f"the answer's {kind} m-line (mid {theirs.mid}) has no codec the other side offered")
-            chosen.append(codecs)
-        await answerer.set_remote(text, "answer")
-        for (mine, theirs, _), codecs in zip(links, chosen):
-            aiortc_hooks.set_negotiated_codecs(mine, codecs)
-            mine.direction = sdp.reverse_direction(theirs.currentDirection or "inactive")
-        relay_answer = await offerer.set_local("answer")
+        lines = [(p.side(pending.offerer), p.side(leg)) for p in self.pairs] + pending.added
+        relay_answer, agreed = await apply_answer(
+            text, answerer=self.legs[leg], offerer=self.legs[pending.offerer], lines=lines,
+            offered_by="the other side")
         self.pending = None
         if pending.ice_restart is not None and pending.remote_ice is not None:
-            pending.ice_restart.on_switched = lambda: call.changed("ice-restarted")
+            pending.ice_restart.on_switched = lambda: self.on_change("ice-restarted")
             pending.ice_restart.start(pending.remote_ice)
-        call.add_pairs([(mine, theirs) if pending.offerer == "caller" else (theirs, mine) for mine, theirs in pending.added])
-        log.info("call %s: renegotiated (%s)", call.call_id, ", ".join(
-            f"{kind} {codecs[0].mimeType} {mine.direction}" for (mine, _, kind), codecs in zip(links, chosen)))
-        call.changed("renegotiated")
+        self.pairs.extend(MediaPair(mine.kind, mine, theirs) if pending.offerer == "caller"
+                          else MediaPair(mine.kind, theirs, mine) for mine, theirs in pending.added)
+        log.info("call %s: renegotiated (%s)", self.call_id, agreed)
+        self.on_change("renegotiated")
         return relay_answer
 
     async def close(self) -> None:
@@ -288,19 +277,3 @@ def _reassign(extensions: Sequence[RTCRtpHeaderExtensionParameters], used: Mappi
 def _pt(codec: RTCRtpCodecParameters) -> int:
     assert codec.payloadType is not None  # every codec in an SDP has one
     return codec.payloadType
-
-
-def _check_live(call: Call) -> None:
-    if call.closed:
-        raise ValueError("the call is over")
-    if not call.accepted:
-        raise ValueError("the call is not accepted yet: there is nothing to renegotiate")
-
-
-def _side(pair: object, leg: LegName) -> RTCRtpTransceiver:
-    transceiver: RTCRtpTransceiver = getattr(pair, leg)
-    return transceiver
-
-
-def _other(leg: LegName) -> LegName:
-    return "callee" if leg == "caller" else "caller"
