@@ -4,7 +4,7 @@ A ``Leg`` owns its PeerConnection and everything that happens to it: remote SDP 
 trickled candidates (buffered, bounded, until the remote description exists), the
 transport state reported as ``leg.state``, and incoming RTP counted per m-line (reported as
 ``leg.media``) and dropped, never decoded. It does not know the other leg: pairing the two
-and the SDP decisions belong to ``call.py`` and ``sdp.py``.
+and the SDP decisions belong to ``call.py``, ``negotiation.py`` and ``sdp.py``.
 
 Reasons follow Janus (``janus_ice_webrtc_hangup``): "ICE failed", "DTLS alert" (the peer
 closed or broke DTLS), "Close PC" (the relay closed it).
@@ -172,6 +172,8 @@ class Leg:
     # --- state --------------------------------------------------------------------------------
 
     def _on_connection_state(self) -> None:
+        """The PC's only connection-state listener: first the leg's own ``state`` (and its
+        report), then ``on_connection_state``, so that order never depends on listeners."""
         self._follow_connection_state()
         if self.on_connection_state is not None:
             try:
