@@ -13,5 +13,4 @@
 - ``rewriter.py``: outgoing sequence numbers and timestamps by offset, across mute and new SSRCs (pure).
 - ``rtp_header.py``: RTP header bytes: extensions rewritten between legs, RTX, keyframes (pure).
 - ``feedback.py``: the relay's RTCP duties per hop: RR/SR, NACK, PLI, REMB cap (pure, time passed in).
-- ``testing.py``: helpers for tests with real aiortc clients on 127.0.0.1.
 """

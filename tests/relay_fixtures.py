@@ -12,9 +12,8 @@ import pytest
 def relay_on_loopback() -> Iterator[None]:
     """Relay legs and test clients in this process offer 127.0.0.1 (aioice never would)."""
     from mediarelay import ice
-    from mediarelay.testing import LOOPBACK
 
-    with ice.installed(LOOPBACK):
+    with ice.installed(ice.LOOPBACK):
         yield
 
 

@@ -13,10 +13,10 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from mediarelay import ice
 from mediarelay.call import Call
-from mediarelay.ice import IcePolicy
+from mediarelay.ice import LOOPBACK, IcePolicy
 from mediarelay.sdp import SdpError
-from mediarelay.testing import (LOOPBACK, Notifications, apply_answer, client, m_lines, make_answer, make_offer,
-                                split_candidates, wait_connected)
+from relay_clients import (Notifications, apply_answer, client, m_lines, make_answer, make_offer, split_candidates,
+                           wait_connected)
 
 
 from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)

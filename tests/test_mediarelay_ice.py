@@ -13,7 +13,8 @@ from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection
 
 from mediarelay import aiortc_hooks, ice
-from mediarelay.testing import LOOPBACK, client, m_lines, make_offer
+from mediarelay.ice import LOOPBACK
+from relay_clients import client, m_lines, make_offer
 from shared.settings import Settings
 
 

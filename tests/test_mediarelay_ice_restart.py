@@ -21,15 +21,8 @@ from aiortc.sdp import SessionDescription
 from mediarelay import aiortc_hooks
 from mediarelay.aiortc_hooks import IceRestart
 from mediarelay.call import Call
-from mediarelay.testing import (
-    LOOPBACK,
-    Notifications,
-    apply_answer,
-    client,
-    m_lines,
-    make_answer,
-    make_offer,
-)
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
 
 
 from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)

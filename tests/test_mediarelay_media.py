@@ -24,7 +24,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamT
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
 
 from mediarelay.call import Call
-from mediarelay.testing import LOOPBACK, Notifications, apply_answer, client, make_answer, make_offer
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
 
