@@ -6,7 +6,8 @@
 - ``inbound.py``: per m-line counters and "receiving?"; where the forwarder attaches.
 - ``sdp.py``: client SDP and candidates checked; mirroring and codec decisions (pure).
 - ``ice.py``: Janus's ICE settings (enforce list, port range, 1:1 NAT, servers) for aioice.
-- ``aiortc_hooks.py``: the only module touching aiortc/aioice internals, version-checked.
+- ``aiortc_hooks/``: the only package touching aiortc/aioice internals, version-checked; one module
+  per concern, nothing changed at import (``prepare_relay_legs`` / ``prepare_relay_process``).
 - ``media.py``: a call's media: both legs' fast paths linked once connected, the relay's RTCP, ``set``.
 - ``forwarder.py``: the hot path: SRTP at each leg's socket, unprotect -> rewrite -> protect -> sendto.
 - ``routes.py``: what goes where, read from both legs' SDP (payload types, SSRCs, extension ids; pure).

@@ -12,8 +12,9 @@
 
 ``IcePolicy`` holds the resolved settings; ``LOOPBACK`` is the one for a single machine (tests,
 benchmarks, load clients of a server on 127.0.0.1). ``install(policy)`` plugs a policy into
-aioice for the whole process (through ``aiortc_hooks``, the only module touching internals): a
-worker has one configuration, and aiortc clients in the same process gather the same way.
+aioice for the whole process (through ``aiortc_hooks.ice_sockets``, where the private names
+are): a worker has one configuration, and aiortc clients in the same process gather the same way.
+This module itself touches no private name.
 """
 
 from __future__ import annotations

@@ -18,8 +18,7 @@ from aiortc import RTCDataChannel, RTCIceParameters, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import SessionDescription
 
-from mediarelay import aiortc_hooks
-from mediarelay.aiortc_hooks import IceRestart
+from mediarelay.aiortc_hooks import IceRestart, ice_restart
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
@@ -136,7 +135,7 @@ async def test_an_ice_restart_moves_the_leg_to_new_credentials_and_sockets_keepi
 
 
 async def test_an_ice_restart_whose_checks_fail_is_ice_failed(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aiortc_hooks, "ICE_RESTART_TIMEOUT", 1.0)
+    monkeypatch.setattr(ice_restart, "ICE_RESTART_TIMEOUT", 1.0)
     call = await running.start()
     restart = await IceRestart.prepare(running.caller)
     mirrored = await call.renegotiate("caller", "offer", await make_offer(running.caller), restart=True)
