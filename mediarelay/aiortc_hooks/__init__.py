@@ -9,7 +9,7 @@ concern per module:
   (``install_host_sockets``: ``ice_enforce_list`` with loopback, ``rtp_port_range``).
 - ``rtp_tap``: media taken away from aiortc: RTP at relay receivers (``tap_rtp``), no loops in
   relay senders (``idle_sender``), SRTP at the ICE sockets for the fast path (``tap_datagrams``,
-  ``media_socket``), a load client's counters (``intercept_rtp``, ``intercept_rtcp``).
+  ``media_socket``), what an aiortc client sees (``intercept_rtp``, ``intercept_rtcp``...).
 - ``srtp``: ``FastSrtp``, aiortc's libsrtp sessions called straight from cffi.
 - ``negotiation``: aiortc's codec table and matching, a transceiver's negotiated codecs, its
   parsed descriptions, an SCTP transport without a data channel.
@@ -58,6 +58,8 @@ from mediarelay.aiortc_hooks.rtp_tap import (
     packets_sent,
     tap_datagrams,
     tap_rtp,
+    watch_decoder_input,
+    without_remb,
 )
 from mediarelay.aiortc_hooks.srtp import FastSrtp
 from mediarelay.aiortc_hooks.versions import (
@@ -74,5 +76,5 @@ __all__ = [
     "ice_agent_closed", "idle_sender", "install_host_sockets", "intercept_rtcp", "intercept_rtp",
     "is_codec_compatible", "media_socket", "negotiated_codecs", "packets_sent", "prepare_relay_legs",
     "prepare_relay_process", "probe", "session_descriptions", "set_negotiated_codecs", "tap_datagrams",
-    "tap_rtp", "watch_codecs",
+    "tap_rtp", "watch_codecs", "watch_decoder_input", "without_remb",
 ]

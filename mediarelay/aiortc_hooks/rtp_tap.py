@@ -6,8 +6,9 @@
 - ``tap_datagrams`` and ``media_socket``: the fast path (``forwarder.py``) sees each datagram at
   a leg's ICE sockets before aioice parses it as STUN, and sends on aioice's nominated pair with
   aiortc's SRTP sessions (``FastSrtp``).
-- ``intercept_rtp``, ``intercept_rtcp``, ``packets_sent``: a load client (``loadtest/media.py``)
-  counts what it receives, answers keyframe requests and reads its sender's count.
+- ``intercept_rtp``, ``intercept_rtcp``, ``watch_decoder_input``, ``without_remb``,
+  ``packets_sent``: an aiortc client (a load client in ``loadtest/media.py``, a test's client)
+  sees its RTP, RTCP and decoder input, sends no REMB of its own, reads its sender's count.
 
 Everything here changes one object when called; nothing changes aiortc for the whole process.
 """
@@ -15,6 +16,7 @@ Everything here changes one object when called; nothing changes aiortc for the w
 from __future__ import annotations
 
 import asyncio
+import queue
 import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -180,7 +182,7 @@ def tap_datagrams(dtls: RTCDtlsTransport, make: Callable[[DatagramHandler], Data
             protocol.datagram_received = make(protocol.datagram_received)  # type: ignore[method-assign,assignment]
 
 
-# --- a load client's receivers and senders ---------------------------------------------------
+# --- an aiortc client's receivers and senders ------------------------------------------------
 
 
 def intercept_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket], None], *, then_aiortc: bool) -> None:
@@ -202,16 +204,35 @@ def intercept_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket], None],
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
-def intercept_rtcp(sender: RTCRtpSender, on_rtcp: Callable[[AnyRtcpPacket], None]) -> None:
-    """Call ``on_rtcp(packet)`` for every RTCP packet addressed to this sender, before aiortc
-    handles it (aiortc tells only an encoder about PLI and FIR)."""
-    original: Callable[[AnyRtcpPacket], Awaitable[None]] = sender._handle_rtcp_packet
+def intercept_rtcp(end: RTCRtpSender | RTCRtpReceiver, on_rtcp: Callable[[AnyRtcpPacket], None]) -> None:
+    """Call ``on_rtcp(packet)`` for every RTCP packet the DTLS transport routes to this sender or
+    receiver, before aiortc handles it (aiortc tells only an encoder about PLI and FIR)."""
+    original: Callable[[AnyRtcpPacket], Awaitable[None]] = end._handle_rtcp_packet
 
     async def handle(packet: AnyRtcpPacket) -> None:
         on_rtcp(packet)
         await original(packet)
 
-    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+    end._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def watch_decoder_input(receiver: RTCRtpReceiver, on_frame: Callable[[bytes], None]) -> None:
+    """Call ``on_frame(data)`` with each whole encoded frame this receiver hands its decoder
+    (libvpx does not flag decoded keyframes: a test looks at what goes in). Call before the
+    receiver starts: its decoder thread takes the queue replaced here."""
+
+    class Watched(queue.Queue):  # type: ignore[type-arg]
+        def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+            if item is not None:  # None stops the decoder thread
+                on_frame(item[1].data)
+            super().put(item, block, timeout)
+
+    receiver._RTCRtpReceiver__decoder_queue = Watched()  # type: ignore[attr-defined]
+
+
+def without_remb(receiver: RTCRtpReceiver) -> None:
+    """This receiver estimates no bitrate and so sends no REMB of its own (a test sends its own)."""
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
 
 
 def packets_sent(sender: RTCRtpSender) -> int:

@@ -34,7 +34,9 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("aioice.ice", "StunProtocol", "protocol of the sockets we bind"),
     # rtp_tap: the relay's receivers
     ("RTCRtpReceiver", "_handle_rtp_packet", "replaced per receiver: count and drop RTP, never decode"),
-    ("RTCRtpReceiver", "_RTCRtpReceiver__remote_bitrate_estimator", "freed per receiver: memory (tap_rtp)"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__remote_bitrate_estimator",
+     "freed per receiver: memory (tap_rtp); a test client's REMBs sent by hand (without_remb)"),
+    ("RTCRtpReceiver", "_RTCRtpReceiver__decoder_queue", "watch_decoder_input: a test sees keyframes decoded"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__jitter_buffer", "freed per receiver: memory (tap_rtp)"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__nack_generator", "freed per receiver: memory (tap_rtp)"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__decoder_thread", "tap_rtp: receive() starts none"),
@@ -42,14 +44,15 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("RTCRtpReceiver", "_RTCRtpReceiver__rtcp_started", "set by the replaced _run_rtcp (stop() waits for it)"),
     ("RTCRtpReceiver", "_RTCRtpReceiver__rtcp_exited", "set by the replaced _run_rtcp (stop() waits for it)"),
     ("aiortc.rtcrtpreceiver", "threading", "tap_rtp: swapped while receive() runs (it never awaits): no thread"),
-    # rtp_tap: the relay's senders, the fast path's sockets, a load client's media
+    # rtp_tap: the relay's senders, the fast path's sockets, an aiortc client's media
     ("RTCRtpSender", "_run_rtp", "replaced per sender: no encoder, no 20 ms polling, no RTP of aiortc's"),
     ("RTCRtpSender", "_run_rtcp", "replaced per sender: the relay sends SR/SDES/BYE itself"),
     ("RTCRtpSender", "_RTCRtpSender__rtp_started", "set by the replaced _run_rtp (stop() waits for it)"),
     ("RTCRtpSender", "_RTCRtpSender__rtp_exited", "set by the replaced _run_rtp (stop() waits for it)"),
     ("RTCRtpSender", "_RTCRtpSender__rtcp_started", "set by the replaced _run_rtcp (stop() waits for it)"),
     ("RTCRtpSender", "_RTCRtpSender__rtcp_exited", "set by the replaced _run_rtcp (stop() waits for it)"),
-    ("RTCRtpSender", "_handle_rtcp_packet", "load client: PLI/FIR reach its clip track (intercept_rtcp)"),
+    ("RTCRtpSender", "_handle_rtcp_packet", "intercept_rtcp: a load client's PLI/FIR reach its clip track"),
+    ("RTCRtpReceiver", "_handle_rtcp_packet", "intercept_rtcp: a test client sees the relay's SR"),
     ("RTCRtpSender", "_RTCRtpSender__packet_count", "load client: RTP packets sent (packets_sent)"),
     ("aioice.ice.StunProtocol", "datagram_received", "fast path: shadowed per socket, sees SRTP before STUN parsing"),
     ("aioice.ice.Connection", "_nominated", "fast path: the selected pair's socket and remote address"),
