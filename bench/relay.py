@@ -289,7 +289,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
     senders: list[Sender] = []
     calls: list[Call] = []
     ticker = Ticker(senders)
-    with ice.installed(ice.IcePolicy(addresses=("127.0.0.1",))):
+    with ice.installed(ice.LOOPBACK):
         channel = await ipc.connect(address, node_id="bench")
         try:
             await asyncio.sleep(0.5)

@@ -81,7 +81,7 @@ class Worker:
 
 async def serve(listen: str) -> None:
     worker = Worker()
-    with ice.installed(ice.IcePolicy(addresses=("127.0.0.1",))):
+    with ice.installed(ice.LOOPBACK):
         server = await ipc.serve(listen, worker.handle, calls=lambda: len(worker.calls))
         try:
             await server.serve_forever()

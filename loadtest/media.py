@@ -9,17 +9,16 @@ rate and bitrate, for the cost of packetizing. A keyframe request (PLI or FIR) r
 sender makes the track jump to the clip's next keyframe, as an encoder would send one
 (:func:`answer_keyframe_requests`). Not modelled: bitrate adaptation to REMB.
 
-Receiving: :func:`tap_receiver` replaces one RTCRtpReceiver's ``_handle_rtp_packet`` (the
-entry point the DTLS transport calls with every decrypted, parsed RTP packet) by a counter
-(:class:`loadtest.rtp_stats.StreamStats`): no jitter buffer, no depacketizing, no decoder, so
+Receiving: :func:`tap_receiver` sends every decrypted, parsed RTP packet of one RTCRtpReceiver to
+a counter (:class:`loadtest.rtp_stats.StreamStats`): no jitter buffer, no depacketizing, no decoder, so
 a receiver costs little more than SRTP. The receiver then sends no NACK, PLI or REMB and its
 RR reports nothing received; that is the price of a cheap client. With ``verify`` the packet
 also goes on to aiortc's own path, is decoded by libvpx/libx264/libopus, and the decoded
 frames are counted with their size: the proof that what was relayed is intact media.
 
-This is the only module of ``loadtest`` that touches aiortc internals (rule 9 of STYLE.md):
-``RTCRtpReceiver._handle_rtp_packet``, ``RTCRtpSender._handle_rtcp_packet`` and the sender's
-packet counter, checked by :func:`check_aiortc` against the pinned aiortc version.
+The aiortc internals this needs (the receiver's RTP entry point, the sender's RTCP entry point
+and packet counter) are reached through ``mediarelay.aiortc_hooks`` (``intercept_rtp``,
+``intercept_rtcp``, ``packets_sent``), where every private name is listed and probed.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiortc
 import av
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
@@ -40,20 +38,11 @@ from aiortc.sdp import SessionDescription
 
 from loadtest.clip import Clip
 from loadtest.rtp_stats import StreamStats
+from mediarelay import aiortc_hooks
+from mediarelay.aiortc_hooks import packets_sent
 
-#: The aiortc release whose internals this module was written against (pyproject pins it).
-AIORTC_VERSION = "1.16.0"
-_SENDER_PACKETS = "_RTCRtpSender__packet_count"
-
-
-def check_aiortc() -> None:
-    """Fail loudly, before any call, if aiortc no longer has what this module hooks."""
-    if aiortc.__version__ != AIORTC_VERSION:
-        raise RuntimeError(f"loadtest.media was written for aiortc {AIORTC_VERSION}, found {aiortc.__version__}")
-    hooked = ((RTCRtpReceiver, "_handle_rtp_packet"), (RTCRtpSender, "_handle_rtcp_packet"))
-    missing = [f"{cls.__name__}.{name}" for cls, name in hooked if not callable(getattr(cls, name, None))]
-    if missing:
-        raise RuntimeError(f"aiortc has no {', '.join(missing)} to hook")
+__all__ = ["ClipTrack", "DecodeCheck", "ReceiverTap", "answer_keyframe_requests", "packets_sent", "receive_codecs",
+           "tap_receiver"]
 
 
 class ClipTrack(MediaStreamTrack):
@@ -122,19 +111,12 @@ class ClipTrack(MediaStreamTrack):
 
 def answer_keyframe_requests(sender: RTCRtpSender, track: ClipTrack) -> None:
     """Let PLI and FIR received for this sender reach its track (aiortc only tells an encoder)."""
-    original = sender._handle_rtcp_packet
 
-    async def handle(packet: Any) -> None:
+    def on_rtcp(packet: Any) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             track.request_keyframe()
-        await original(packet)
 
-    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
-
-
-def packets_sent(sender: RTCRtpSender) -> int:
-    """RTP packets this sender has sent (aiortc's own counter, as ``getStats`` reports it)."""
-    return int(getattr(sender, _SENDER_PACKETS, 0))
+    aiortc_hooks.intercept_rtcp(sender, on_rtcp)
 
 
 def receive_codecs(sdp: str) -> dict[str, dict[int, tuple[str, int]]]:
@@ -171,20 +153,8 @@ class ReceiverTap:
 
 def tap_receiver(receiver: RTCRtpReceiver, tap: ReceiverTap) -> None:
     """Route this receiver's RTP to ``tap`` (and, when verifying, on to aiortc's decoder)."""
-    original = receiver._handle_rtp_packet
     clock = time.monotonic
-
-    if tap.verify:
-        async def counted_then_decoded(packet: RtpPacket, arrival_time_ms: int) -> None:
-            tap.handle(packet, clock())
-            await original(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = counted_then_decoded  # type: ignore[method-assign]
-    else:
-        async def counted(packet: RtpPacket, arrival_time_ms: int) -> None:
-            tap.handle(packet, clock())
-
-        receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
+    aiortc_hooks.intercept_rtp(receiver, lambda packet: tap.handle(packet, clock()), then_aiortc=tap.verify)
 
 
 class DecodeCheck:

@@ -56,18 +56,13 @@ def main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: Any, stop
 
 
 async def _main(plan: WorkerPlan, worker: int, queue: Any, go: Any, start_at: Any, stop: Any) -> None:
-    import aioice.ice
-
     from loadtest.call import Call, CallOptions
-    from loadtest.media import check_aiortc
+    from mediarelay import ice
 
-    check_aiortc()
     # aioice never offers loopback; a load client must offer exactly the address the server
-    # can reach (127.0.0.1 for ours on loopback, 10.77.0.1 for Janus in its namespace).
-    def offered(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
-        return [plan.ice_address]
-
-    aioice.ice.get_host_addresses = offered
+    # can reach (127.0.0.1 for ours on loopback, 10.77.0.1 for Janus in its namespace). For the
+    # process's life; installing checks the pinned aiortc/aioice versions first.
+    ice.install(ice.IcePolicy(addresses=(plan.ice_address,)))
     clips = {"audio": load_or_make("opus")}
     if plan.codec != "opus":
         clips["video"] = load_or_make(plan.codec, plan.width, plan.height, plan.bitrate)

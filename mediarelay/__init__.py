@@ -8,7 +8,8 @@
 - ``media_flow.py``: per m-line counters and "receiving?" (``leg.media``); the forwarder counts there too.
 - ``sdp.py``: client SDP and candidates checked; mirroring and codec decisions (pure).
 - ``ice.py``: Janus's ICE settings (enforce list, port range, 1:1 NAT, servers) for aioice.
-- ``aiortc_hooks.py``: the only module touching aiortc/aioice internals, version-checked.
+- ``aiortc_hooks/``: the only package touching aiortc/aioice internals, version-checked; one module
+  per concern, nothing changed at import (``prepare_relay_legs`` / ``prepare_relay_process``).
 - ``media.py``: a call's media: both legs' fast paths linked once connected, ``set``.
 - ``rtcp.py``: the relay's RTCP to each client (reports, NACK, PLI, REMB, BYE) and its answers to theirs.
 - ``forwarder.py``: the hot path: a ``RecvStream`` per client m-line feeds a ``SendStream`` to the other client
@@ -17,5 +18,4 @@
 - ``rewriter.py``: outgoing sequence numbers and timestamps by offset, across mute and new SSRCs (pure).
 - ``rtp_header.py``: RTP header bytes: extensions rewritten between legs, RTX, keyframes (pure).
 - ``feedback.py``: the relay's RTCP duties per hop: RR/SR, NACK, PLI, REMB cap (pure, time passed in).
-- ``testing.py``: helpers for tests with real aiortc clients on 127.0.0.1.
 """

@@ -10,9 +10,11 @@
 - ``ice_servers``: always an explicit list for aiortc, empty by default. aiortc's own
   default is a public Google STUN server, which a relay must not contact unasked.
 
-``IcePolicy`` holds the resolved settings. ``install(policy)`` plugs it into aioice for the
-whole process (through ``aiortc_hooks``, the only module touching internals): a worker has
-one configuration, and test clients in the same process get loopback candidates too.
+``IcePolicy`` holds the resolved settings; ``LOOPBACK`` is the one for a single machine (tests,
+benchmarks, load clients of a server on 127.0.0.1). ``install(policy)`` plugs a policy into
+aioice for the whole process (through ``aiortc_hooks.ice_sockets``, where the private names
+are): a worker has one configuration, and aiortc clients in the same process gather the same way.
+This module itself touches no private name.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class IcePolicy:
     def advertise(self, sdp: str) -> str:
         """The relay's SDP as the client must see it: host addresses replaced by the public one."""
         return apply_nat_1_1(sdp, self.public_address) if self.public_address else sdp
+
+
+#: Host candidates on 127.0.0.1 only, any port: a relay and its clients on one machine.
+LOOPBACK = IcePolicy(addresses=("127.0.0.1",))
 
 
 def policy_from_settings(settings: Settings) -> IcePolicy:

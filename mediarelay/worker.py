@@ -173,8 +173,11 @@ async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") ->
     """Serve calls on ``listen`` (``unix:/path`` or ``tcp:host:port``) until cancelled.
 
     The ICE settings apply to the whole process while it runs; on the way out every call is
-    hung up and a Unix socket file is removed.
+    hung up and a Unix socket file is removed. The process is made ready for relay legs
+    (``aiortc_hooks.prepare_relay_legs``, idempotent): ``prepare_process`` does more, once, for
+    a process that only relays.
     """
+    aiortc_hooks.prepare_relay_legs()
     policy = ice.policy_from_settings(settings)
     worker = Worker(policy)
     kind, where = ipc.parse_address(listen)
@@ -197,10 +200,10 @@ async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") ->
 
 def prepare_process() -> None:
     """A process that only relays, before it serves: aiortc made lighter for relay legs (one
-    DTLS certificate, no receiver estimators: ``aiortc_hooks.relay_process``), and what was
+    DTLS certificate, no receiver estimators: ``aiortc_hooks.prepare_relay_process``), and what was
     loaded so far frozen out of the cyclic garbage collector's walks (``gc.freeze``), so a full
     collection looks at the calls' objects only."""
-    aiortc_hooks.relay_process()
+    aiortc_hooks.prepare_relay_process()
     gc.freeze()
 
 

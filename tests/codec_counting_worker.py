@@ -1,8 +1,7 @@
 """``python -m mediarelay.worker`` that counts every codec aiortc creates in the worker process.
 
-Run by ``test_mediarelay_media.py``: aiortc's ``get_decoder`` and ``get_encoder`` (looked up by
-its receivers and senders where they create a codec) are wrapped before the worker starts;
-when the worker exits, the MIME types asked for go to the JSON file named by
+Run by ``test_mediarelay_media.py``: the worker runs inside ``aiortc_hooks.watch_codecs``; when
+it exits, the MIME types of the decoders and encoders asked for go to the JSON file named by
 ``RELAY_CODEC_COUNTS``.
 """
 
@@ -12,25 +11,10 @@ import atexit
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
-import aiortc.codecs
-import aiortc.rtcrtpreceiver
-import aiortc.rtcrtpsender
+from mediarelay import aiortc_hooks
 
 created: dict[str, list[str]] = {"decoders": [], "encoders": []}
-
-
-def counting(kind: str, original: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def make(codec: Any) -> Any:
-        created[kind].append(codec.mimeType)
-        return original(codec)
-    return make
-
-
-aiortc.codecs.get_decoder = aiortc.rtcrtpreceiver.get_decoder = counting("decoders", aiortc.codecs.get_decoder)
-aiortc.codecs.get_encoder = aiortc.rtcrtpsender.get_encoder = counting("encoders", aiortc.codecs.get_encoder)
 
 
 @atexit.register
@@ -42,4 +26,6 @@ def report() -> None:
 if __name__ == "__main__":
     from mediarelay.worker import main
 
-    sys.exit(main())
+    with aiortc_hooks.watch_codecs(lambda kind, mime: created[f"{kind}s"].append(mime)):
+        code = main()
+    sys.exit(code)

@@ -16,9 +16,9 @@ notification and, when the wait fails, say what did arrive instead.
 - ``Peer``: an aiortc RTCPeerConnection built with ``RTCConfiguration(iceServers=[])`` (never a
   public STUN server) with aiortc's synthetic audio/video tracks and an optional data channel;
   counts the frames it receives.
-- ``offer_host_address(addr)``: aioice never offers loopback (``get_host_addresses`` skips
-  127.0.0.1), and Janus in its network namespace must be reached from 10.77.0.1; this patches
-  ``aioice.ice.get_host_addresses`` so every PeerConnection of this process offers ``addr`` as
+- ``offer_host_address(addr)``: aioice never offers loopback (it skips 127.0.0.1), and Janus in
+  its network namespace must be reached from 10.77.0.1; this installs the relay's ICE policy
+  for ``addr`` (``mediarelay.ice``) so every PeerConnection of this process offers ``addr`` as
   its only host candidate.
 
 Nothing here knows the VideoCall plugin beyond its name and where its data sits in an event.
@@ -34,11 +34,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import aioice.ice
 import websockets
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from websockets.asyncio.client import ClientConnection
+
+from mediarelay import ice
 
 VIDEOCALL = "janus.plugin.videocall"
 SUBPROTOCOL = "janus-protocol"
@@ -408,21 +409,13 @@ class Handle:
 def offer_host_address(address: str) -> Iterator[None]:
     """Make every aiortc PeerConnection of this process offer ``address`` as host candidate.
 
-    aioice gathers host candidates from ``aioice.ice.get_host_addresses``, which skips
-    127.0.0.1; our server is tested on loopback (``VIDEOCALL_ICE_ENFORCE_LIST=127.0.0.1``) and
-    Janus in its namespace is reached from 10.77.0.1. The patch is process-wide (also for
-    janus-client's PeerConnections) and undone on exit.
+    aioice never offers 127.0.0.1; our server is tested on loopback
+    (``VIDEOCALL_ICE_ENFORCE_LIST=127.0.0.1``) and Janus in its namespace is reached from
+    10.77.0.1. The relay's own ICE policy does it (``mediarelay.ice.installed``): process-wide
+    (also for janus-client's PeerConnections) and undone on exit.
     """
-    original = aioice.ice.get_host_addresses
-
-    def only(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
-        return [address]
-
-    aioice.ice.get_host_addresses = only
-    try:
+    with ice.installed(ice.IcePolicy(addresses=(address,))):
         yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 def jsep_of(description: RTCSessionDescription) -> Message:

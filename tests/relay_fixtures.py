@@ -10,11 +10,12 @@ import pytest
 
 @pytest.fixture
 def relay_on_loopback() -> Iterator[None]:
-    """Relay legs and test clients in this process offer 127.0.0.1 (aioice never would)."""
-    from mediarelay import ice
-    from mediarelay.testing import LOOPBACK
+    """This process is ready for relay legs, and they and the test clients offer 127.0.0.1
+    (aioice never would)."""
+    from mediarelay import aiortc_hooks, ice
 
-    with ice.installed(LOOPBACK):
+    aiortc_hooks.prepare_relay_legs()
+    with ice.installed(ice.LOOPBACK):
         yield
 
 

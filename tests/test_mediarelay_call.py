@@ -6,17 +6,16 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
-import aiortc.rtcrtpreceiver
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from mediarelay import ice
+from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
-from mediarelay.ice import IcePolicy
+from mediarelay.ice import LOOPBACK, IcePolicy
 from mediarelay.sdp import SdpError
-from mediarelay.testing import (LOOPBACK, Notifications, apply_answer, client, m_lines, make_answer, make_offer,
-                                split_candidates, wait_connected)
+from relay_clients import (Notifications, apply_answer, client, m_lines, make_answer, make_offer, split_candidates,
+                           wait_connected)
 
 
 from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
@@ -250,21 +249,18 @@ async def test_rtp_port_range_and_nat_1_1_mapping_apply_to_both_legs(clients: Cl
 # --- media ------------------------------------------------------------------------------------
 
 
-async def test_incoming_rtp_is_reported_per_m_line_and_never_decoded(
-        clients: Clients, notes: Notifications, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_incoming_rtp_is_reported_per_m_line_and_never_decoded(clients: Clients, notes: Notifications) -> None:
     decoders: list[str] = []
-    real_get_decoder = aiortc.rtcrtpreceiver.get_decoder
-    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder",
-                        lambda codec: decoders.append(codec.name) or real_get_decoder(codec))
-    audio = clients.caller.addTrack(AudioStreamTrack())
-    clients.caller.addTrack(VideoStreamTrack())
-    call, _, _ = await clients.call(notes)
-    call.configure("caller", audio=False, video=False)  # relayed, the callee's client would decode in this process
-    await notes.wait(lambda n: {("caller", "audio", "0", True), ("caller", "video", "1", True)} <= set(n.media()))
-    audio.replaceTrack(None)  # the caller stops sending audio ...
-    await notes.wait(lambda n: ("caller", "audio", "0", False) in n.media(), timeout=5)
-    audio.replaceTrack(AudioStreamTrack())  # ... and starts again
-    await notes.wait(lambda n: n.media().count(("caller", "audio", "0", True)) == 2, timeout=5)
+    with aiortc_hooks.watch_codecs(lambda kind, mime: decoders.append(mime) if kind == "decoder" else None):
+        audio = clients.caller.addTrack(AudioStreamTrack())
+        clients.caller.addTrack(VideoStreamTrack())
+        call, _, _ = await clients.call(notes)
+        call.configure("caller", audio=False, video=False)  # relayed, the callee's client would decode here
+        await notes.wait(lambda n: {("caller", "audio", "0", True), ("caller", "video", "1", True)} <= set(n.media()))
+        audio.replaceTrack(None)  # the caller stops sending audio ...
+        await notes.wait(lambda n: ("caller", "audio", "0", False) in n.media(), timeout=5)
+        audio.replaceTrack(AudioStreamTrack())  # ... and starts again
+        await notes.wait(lambda n: n.media().count(("caller", "audio", "0", True)) == 2, timeout=5)
     assert decoders == []
     assert all(t.receiver._RTCRtpReceiver__decoder_thread is None for t in call.caller.pc.getTransceivers())
     assert {s.mid: s.packets > 0 for s in call.caller.flows} == {"0": True, "1": True}

@@ -11,14 +11,8 @@ from worker_calls import WorkerCall
 
 from mediarelay import datachannels
 from mediarelay.call import Call
-from mediarelay.testing import (
-    LOOPBACK,
-    Notifications,
-    apply_answer,
-    client,
-    make_answer,
-    make_offer,
-)
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 
 
 from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)

@@ -1,9 +1,14 @@
-"""The relay's ICE settings (ice.py) and the private hooks they rest on (aiortc_hooks.py)."""
+"""The relay's ICE settings (ice.py) and the private hooks they rest on (aiortc_hooks)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +18,9 @@ from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection
 
 from mediarelay import aiortc_hooks, ice
-from mediarelay.testing import LOOPBACK, client, m_lines, make_offer
+from mediarelay.aiortc_hooks import ice_sockets, versions
+from mediarelay.ice import LOOPBACK
+from relay_clients import client, m_lines, make_offer
 from shared.settings import Settings
 
 
@@ -29,10 +36,10 @@ def _free_port_range(size: int = 20) -> tuple[int, int]:
 
 
 def test_hooks_refuse_other_aiortc_versions(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aiortc_hooks, "version", lambda name: {"aiortc": "1.17.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}[name])
+    monkeypatch.setattr(versions, "version", lambda name: {"aiortc": "1.17.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}[name])
     with pytest.raises(RuntimeError, match=r"aiortc 1\.17\.0 \(need 1\.16\.0\)"):
         aiortc_hooks.check_versions()
-    monkeypatch.setattr(aiortc_hooks, "version", lambda name: {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.1.0"}[name])
+    monkeypatch.setattr(versions, "version", lambda name: {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.1.0"}[name])
     with pytest.raises(RuntimeError, match=r"pylibsrtp 1\.1\.0 \(need 1\.0\.0\)"):
         aiortc_hooks.check_versions()
 
@@ -44,6 +51,64 @@ def test_installed_versions_are_the_pinned_ones() -> None:
 async def test_every_private_attribute_the_hooks_use_exists() -> None:
     assert await aiortc_hooks.probe() == []
     assert len(aiortc_hooks.PRIVATE_API) >= 10
+
+
+def test_each_private_name_is_listed_once() -> None:
+    names = [(owner, name) for owner, name, _ in aiortc_hooks.PRIVATE_API]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+#: Run in a fresh interpreter: a fingerprint of every attribute of every aiortc/aioice module and
+#: class (and aiortc's codec table, a list changed in place), taken before and after importing
+#: every module of ``mediarelay``, and again after ``prepare_relay_process()``.
+_IMPORT_CHANGES_NOTHING = """
+import importlib, inspect, json, pkgutil, sys
+import aioice, aiortc
+
+for package in (aiortc, aioice):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+
+def fingerprint():
+    seen = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("aiortc", "aioice"):
+            continue
+        for attr, value in vars(module).items():
+            seen[f"{name}.{attr}"] = id(value)
+            if inspect.isclass(value) and value.__module__ == name:
+                for member, inner in vars(value).items():
+                    seen[f"{name}.{attr}.{member}"] = id(inner)
+    seen["aiortc.codecs.CODECS[]"] = repr(aiortc.codecs.CODECS)
+    return seen
+
+def changed(before, after):
+    return sorted(k for k in before if k in after and before[k] != after[k])
+
+before = fingerprint()
+import mediarelay
+for info in pkgutil.walk_packages(mediarelay.__path__, "mediarelay."):
+    importlib.import_module(info.name)
+imported = fingerprint()
+from mediarelay import aiortc_hooks
+aiortc_hooks.prepare_relay_process()
+prepared = fingerprint()
+print(json.dumps({"import": changed(before, imported), "prepare": changed(imported, prepared),
+                  "loaded": sorted(m for m in sys.modules if m.startswith("mediarelay."))}))
+"""
+
+
+def test_importing_the_hooks_changes_nothing_until_a_process_is_prepared() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", _IMPORT_CHANGES_NOTHING], capture_output=True, text=True,
+                          check=False, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert "mediarelay.aiortc_hooks.process" in result["loaded"] and "mediarelay.worker" in result["loaded"]
+    assert result["import"] == []
+    # The fingerprint does see what preparing a relay process changes.
+    assert {"aiortc.codecs.CODECS[]", "aiortc.rtcrtpreceiver.RemoteBitrateEstimator",
+            "aiortc.rtcdtlstransport.RTCCertificate.generateCertificate"} <= set(result["prepare"])
 
 
 # --- host candidates -------------------------------------------------------------------------
@@ -67,7 +132,7 @@ async def test_leaving_the_policy_gives_aioice_its_own_gathering_back() -> None:
         assert aioice.ice.get_host_addresses is not original
         with ice.installed(ice.IcePolicy(addresses=("127.0.0.1",), port_range=(40000, 40010))):
             pass
-        assert aiortc_hooks._installed is LOOPBACK  # the outer policy is back
+        assert ice_sockets._installed is LOOPBACK  # the outer policy is back
     assert aioice.ice.get_host_addresses is original
     assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
 

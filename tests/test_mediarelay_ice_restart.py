@@ -12,24 +12,15 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
-import aioice.ice
 import pytest
 from aiortc import RTCDataChannel, RTCIceParameters, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import SessionDescription
 
-from mediarelay import aiortc_hooks
-from mediarelay.aiortc_hooks import IceRestart
+from mediarelay.aiortc_hooks import IceRestart, consent_interval, ice_restart
 from mediarelay.call import Call
-from mediarelay.testing import (
-    LOOPBACK,
-    Notifications,
-    apply_answer,
-    client,
-    m_lines,
-    make_answer,
-    make_offer,
-)
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
 
 
 from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
@@ -143,7 +134,7 @@ async def test_an_ice_restart_moves_the_leg_to_new_credentials_and_sockets_keepi
 
 
 async def test_an_ice_restart_whose_checks_fail_is_ice_failed(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aiortc_hooks, "ICE_RESTART_TIMEOUT", 1.0)
+    monkeypatch.setattr(ice_restart, "ICE_RESTART_TIMEOUT", 1.0)
     call = await running.start()
     restart = await IceRestart.prepare(running.caller)
     mirrored = await call.renegotiate("caller", "offer", await make_offer(running.caller), restart=True)
@@ -153,15 +144,14 @@ async def test_an_ice_restart_whose_checks_fail_is_ice_failed(running: Running, 
     await running.notes.wait(lambda n: ("caller", "failed", "ICE failed") in n.states(), timeout=10)
 
 
-async def test_a_client_that_vanishes_is_ice_failed_once_consent_expires(
-        running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_client_that_vanishes_is_ice_failed_once_consent_expires(running: Running) -> None:
     # aioice checks consent every 5 s (x0.8-1.2) and gives up after 6 failures in a row: about
     # 30 s by default (measured 27-39 s). Here every 0.05 s, so the test takes about 4 s.
-    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.05)
-    call = await running.start()
-    for protocol in running.caller.getTransceivers()[0].receiver.transport.transport._connection._protocols:
-        protocol.transport.close()  # no DTLS close_notify, no STUN: the machine is just gone
-    await running.notes.wait(lambda n: any(state != "connected" for _, state, _ in n.states()), timeout=20)
+    with consent_interval(0.05):
+        call = await running.start()
+        for protocol in running.caller.getTransceivers()[0].receiver.transport.transport._connection._protocols:
+            protocol.transport.close()  # no DTLS close_notify, no STUN: the machine is just gone
+        await running.notes.wait(lambda n: any(state != "connected" for _, state, _ in n.states()), timeout=20)
     assert [s for s in running.notes.states() if s[1] != "connected"] == [("caller", "failed", "ICE failed")]
     await call.close("Remote WebRTC hangup")  # what signalling asks next
     assert ("callee", "closed", "Remote WebRTC hangup") in running.notes.states()

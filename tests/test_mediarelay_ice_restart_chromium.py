@@ -22,7 +22,8 @@ import pytest
 from aiortc.sdp import SessionDescription
 
 from mediarelay.call import Call
-from mediarelay.testing import LOOPBACK, Notifications, client, make_answer
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, client, make_answer
 
 CHROMIUM = os.environ.get("VIDEOCALL_CHROMIUM", "/usr/bin/chromium")
 

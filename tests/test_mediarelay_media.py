@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import random
 import signal
 import sys
@@ -23,8 +22,10 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
 
+from mediarelay import aiortc_hooks
 from mediarelay.call import Call
-from mediarelay.testing import LOOPBACK, Notifications, apply_answer, client, make_answer, make_offer
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
 
@@ -47,23 +48,17 @@ class CountingVideo(VideoStreamTrack):
         return frame
 
 
-class KeyframeSpy(queue.Queue):  # type: ignore[type-arg]
-    """The receiver's decoder queue, noting when a whole keyframe goes to the decoder."""
+def keyframe_spy(keyframes: list[float], codec: str) -> Callable[[bytes], None]:
+    """For ``watch_decoder_input``: notes when a whole keyframe goes to the decoder."""
+    loop = asyncio.get_running_loop()
 
-    def __init__(self, keyframes: list[float], codec: str) -> None:
-        super().__init__()
-        self.keyframes = keyframes
-        self.codec = codec
-        self.loop = asyncio.get_running_loop()
+    def seen(data: bytes) -> None:
+        if codec == "VP8" and data and not data[0] & 0x01:  # RFC 6386 frame tag: key frame
+            keyframes.append(loop.time())
+        elif codec == "H264" and b"\x00\x00\x01\x65" in data:  # an IDR slice (Annex B)
+            keyframes.append(loop.time())
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is not None:
-            data = item[1].data
-            if self.codec == "VP8" and data and not data[0] & 0x01:  # RFC 6386 frame tag: key frame
-                self.keyframes.append(self.loop.time())
-            elif self.codec == "H264" and b"\x00\x00\x01\x65" in data:  # an IDR slice (Annex B)
-                self.keyframes.append(self.loop.time())
-        super().put(item, block, timeout)
+    return seen
 
 
 class Peer:
@@ -84,7 +79,7 @@ class Peer:
         self.pc.on("track", lambda track: self.tasks.append(asyncio.ensure_future(self._consume(track))))
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "video":  # libvpx does not flag decoded keyframes: look at what is decoded
-                transceiver.receiver._RTCRtpReceiver__decoder_queue = KeyframeSpy(self.keyframes, video_codec)
+                aiortc_hooks.watch_decoder_input(transceiver.receiver, keyframe_spy(self.keyframes, video_codec))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:
@@ -103,14 +98,7 @@ class Peer:
     def rtcp_to_video_sender(self) -> list[Any]:
         """Start recording the RTCP the relay sends about this client's video."""
         seen: list[Any] = []
-        sender = self.video_sender
-        original = sender._handle_rtcp_packet
-
-        async def handle(packet: Any) -> None:
-            seen.append(packet)
-            await original(packet)
-
-        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+        aiortc_hooks.intercept_rtcp(self.video_sender, seen.append)
         return seen
 
     async def close(self) -> None:
@@ -194,13 +182,7 @@ async def test_each_side_decodes_what_the_other_sent(codec: str) -> None:
 async def test_the_relay_reports_what_it_forwards_in_its_sender_reports(relayed: Relayed) -> None:
     seen: list[Any] = []
     receiver = next(t.receiver for t in relayed.callee.pc.getTransceivers() if t.kind == "video")
-    original = receiver._handle_rtcp_packet
-
-    async def handle(packet: Any) -> None:
-        seen.append(packet)
-        await original(packet)
-
-    receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+    aiortc_hooks.intercept_rtcp(receiver, seen.append)
     call = await relayed.start()
     await relayed.until(lambda: any(hasattr(p, "sender_info") for p in seen), 3)
     report = [p for p in seen if hasattr(p, "sender_info")][-1]
@@ -246,7 +228,7 @@ async def test_muting_audio_stops_it_and_unmuting_resumes_it(relayed: Relayed) -
 async def test_a_bitrate_cap_reaches_the_sender_as_remb(relayed: Relayed) -> None:
     seen = relayed.caller.rtcp_to_video_sender()
     callee_video = next(t.receiver for t in relayed.callee.pc.getTransceivers() if t.kind == "video")
-    callee_video._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]  # REMBs sent by hand
+    aiortc_hooks.without_remb(callee_video)  # REMBs sent by hand
     call = await relayed.start()
     sender = relayed.caller.video_sender
 
@@ -334,13 +316,7 @@ async def test_losses_between_sender_and_relay_are_nacked_by_the_relay_and_repai
 async def test_header_extensions_are_renumbered_for_a_leg_with_other_ids(relayed: Relayed) -> None:
     seen: list[RtpPacket] = []
     receiver = next(t.receiver for t in relayed.callee.pc.getTransceivers() if t.kind == "video")
-    original = receiver._handle_rtp_packet
-
-    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
-        seen.append(packet)
-        await original(packet, arrival_time_ms)
-
-    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    aiortc_hooks.intercept_rtp(receiver, seen.append, then_aiortc=True)
 
     def other_ids(sdp: str) -> str:  # the caller's client numbers mid 5 and abs-send-time 7
         return (sdp.replace("a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid", "a=extmap:5 urn:ietf:params:rtp-hdrext:sdes:mid")

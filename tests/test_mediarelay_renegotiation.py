@@ -14,15 +14,8 @@ from worker_calls import WorkerCall
 from mediarelay.call import Call
 from mediarelay.renegotiation import keep_negotiated
 from mediarelay.sdp import SdpError
-from mediarelay.testing import (
-    LOOPBACK,
-    Notifications,
-    apply_answer,
-    client,
-    m_lines,
-    make_answer,
-    make_offer,
-)
+from mediarelay.ice import LOOPBACK
+from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
 from shared.ipc import IpcError
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mediarelay.testing import Notifications, apply_answer, client, make_answer, make_offer
+from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 from mediarelay.worker import run_worker
 from shared import ipc
 from shared.ipc import IpcError

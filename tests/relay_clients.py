@@ -1,8 +1,8 @@
 """Helpers for tests that drive the relay with real aiortc clients on 127.0.0.1.
 
-Not used by the worker. Clients are plain aiortc PeerConnections with an explicit, empty
-ICE server list; their host candidates are loopback because the tests install
-``LOOPBACK`` (``ice.installed``), which applies to every aioice connection in the process.
+Clients are plain aiortc PeerConnections with an explicit, empty ICE server list; their host
+candidates are loopback because the tests install ``mediarelay.ice.LOOPBACK``
+(``ice.installed``), which applies to every aioice connection in the process.
 """
 
 from __future__ import annotations
@@ -14,10 +14,6 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from pydantic import BaseModel
-
-from mediarelay.ice import IcePolicy
-
-LOOPBACK = IcePolicy(addresses=("127.0.0.1",))
 
 
 def client() -> RTCPeerConnection:
