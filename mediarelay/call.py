@@ -31,10 +31,11 @@ from aiortc.sdp import SessionDescription
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.ice import IcePolicy
-from mediarelay.leg import CLOSE_PC, Leg, LegName, Notify
+from mediarelay.leg import Leg, LegName, Notify
 from mediarelay.media import CallMedia
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
+from shared.messages import CLOSE_PC
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from pydantic import BaseModel
 
 from mediarelay.ice import IcePolicy
+from shared.messages import Notification
 
 LOOPBACK = IcePolicy(addresses=("127.0.0.1",))
 
@@ -87,8 +88,8 @@ class Notifications:
     seen: list[tuple[str, BaseModel]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __call__(self, method: str, model: BaseModel) -> None:
-        self.seen.append((method, model))
+    def __call__(self, model: Notification) -> None:
+        self.seen.append((model.METHOD, model))
         self._changed.set()
 
     def states(self, leg: str | None = None) -> list[tuple[str, str, str]]:
