@@ -262,11 +262,11 @@ async def place_call(channel: ipc.Channel, number: int, media: Media, senders: l
     call = Call(ThinClient(media, senders), ThinClient(media, senders))
     await call.caller.pc.setLocalDescription(await call.caller.pc.createOffer())
     call.started = time.perf_counter()
-    created = await channel.request("call.create", CallCreate(call_id=f"bench-{number}",
+    created = await channel.request(CallCreate(call_id=f"bench-{number}",
                                                                caller_offer=call.caller.pc.localDescription.sdp))
     await call.callee.pc.setRemoteDescription(RTCSessionDescription(sdp=created.callee_offer, type="offer"))  # type: ignore[attr-defined]
     await call.callee.pc.setLocalDescription(await call.callee.pc.createAnswer())
-    accepted = await channel.request("call.accept", CallAccept(call_id=f"bench-{number}",
+    accepted = await channel.request(CallAccept(call_id=f"bench-{number}",
                                                                callee_answer=call.callee.pc.localDescription.sdp))
     await call.caller.pc.setRemoteDescription(RTCSessionDescription(sdp=accepted.caller_answer, type="answer"))  # type: ignore[attr-defined]
     return call
@@ -354,7 +354,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             ticker.task.cancel()
             for number, call in enumerate(calls):
                 try:
-                    await channel.request("call.hangup", CallHangup(call_id=f"bench-{number}"), timeout=5)
+                    await channel.request(CallHangup(call_id=f"bench-{number}"), timeout=5)
                 except Exception:
                     pass
                 await call.caller.pc.close()

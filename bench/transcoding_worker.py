@@ -28,7 +28,7 @@ from pydantic import BaseModel  # noqa: E402
 from mediarelay import ice  # noqa: E402
 from shared import ipc  # noqa: E402
 from shared.ipc import IpcError  # noqa: E402
-from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup,  # noqa: E402
+from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Request,  # noqa: E402
                              Empty)
 
 
@@ -65,7 +65,7 @@ class Worker:
     def __init__(self) -> None:
         self.calls: dict[str, TranscodingCall] = {}
 
-    async def handle(self, method: str, body: BaseModel) -> BaseModel:
+    async def handle(self, channel: ipc.Channel, body: Request[Any]) -> BaseModel:
         if isinstance(body, CallCreate):
             call = self.calls[body.call_id] = TranscodingCall()
             return CallCreateResult(callee_offer=await call.create(body.caller_offer))
@@ -76,7 +76,7 @@ class Worker:
             if call is not None:
                 await call.close()
             return Empty()
-        raise IpcError(f"'{method}' is not handled by the transcoding worker")
+        raise IpcError(f"'{body.METHOD}' is not handled by the transcoding worker")
 
 
 async def serve(listen: str) -> None:

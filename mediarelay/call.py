@@ -32,12 +32,12 @@ from aiortc import RTCIceCandidate
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.ice import IcePolicy
-from mediarelay.leg import CLOSE_PC, Leg, Notify
+from mediarelay.leg import Leg, Notify
 from mediarelay.media import CallMedia
 from mediarelay.negotiation import MediaPair, apply_answer
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
-from shared.messages import Leg as LegName
+from shared.messages import CLOSE_PC, LegName
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.exceptions import InvalidStateError
 
-from shared.messages import Leg as LegName
+from shared.messages import LegName
 
 log = logging.getLogger(__name__)
 

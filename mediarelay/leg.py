@@ -21,23 +21,18 @@ from typing import Literal
 
 from aiortc import RTCBundlePolicy, RTCDtlsTransport, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket
-from pydantic import BaseModel
 
 from mediarelay import aiortc_hooks
 from mediarelay.ice import IcePolicy
 from mediarelay.media_flow import MediaFlow
 from mediarelay.sdp import MEDIA_KINDS, SdpError
-from shared.messages import Leg as LegName
-from shared.messages import LegMedia, LegState
+from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED, LegMedia, LegName, LegState, Notification
 
 log = logging.getLogger(__name__)
 
-#: ``notify(method, model)``: how a leg reports ``leg.state`` / ``leg.media``; must not block.
-Notify = Callable[[str, BaseModel], None]
+#: ``notify(model)``: how a leg reports ``leg.state`` / ``leg.media``; must not block.
+Notify = Callable[[Notification], None]
 
-ICE_FAILED = "ICE failed"
-DTLS_ALERT = "DTLS alert"
-CLOSE_PC = "Close PC"
 
 #: Candidates kept for a leg that has no remote description yet.
 MAX_PENDING_CANDIDATES = 128
@@ -218,7 +213,7 @@ class Leg:
             self._watch_task = asyncio.ensure_future(self._watch_media())
         elif self._watch_task is not None:
             self._watch_task.cancel()
-        self._emit("leg.state", LegState(call_id=self.call_id, leg=self.name, state=state, reason=reason))
+        self._emit(LegState(call_id=self.call_id, leg=self.name, state=state, reason=reason))
 
     async def close(self, reason: str = CLOSE_PC, *, report: bool = True) -> None:
         """Close the PeerConnection (its sockets too); idempotent, concurrent calls wait for one close.
@@ -268,16 +263,16 @@ class Leg:
             return
         log.info("call %s: %s leg %s mid %s receiving=%s", self.call_id, self.name, flow.kind,
                  flow.mid, flow.receiving)
-        self._emit("leg.media", LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,  # type: ignore[arg-type]
-                                         mid=flow.mid, receiving=flow.receiving))
+        self._emit(LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,  # type: ignore[arg-type]
+                            mid=flow.mid, receiving=flow.receiving))
 
-    def _emit(self, method: str, model: BaseModel) -> None:
+    def _emit(self, model: Notification) -> None:
         if self._quiet:
             return
         try:
-            self._notify(method, model)
+            self._notify(model)
         except Exception:  # a broken listener must not break aiortc's event handling
-            log.exception("call %s: %s leg: notifying %s failed", self.call_id, self.name, method)
+            log.exception("call %s: %s leg: notifying %s failed", self.call_id, self.name, model.METHOD)
 
 
 def _sentence(exc: Exception) -> str:

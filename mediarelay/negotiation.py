@@ -20,7 +20,7 @@ from aiortc.sdp import SessionDescription
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.leg import Leg
 from mediarelay.sdp import SdpError
-from shared.messages import Leg as LegName
+from shared.messages import LegName
 
 
 @dataclass(frozen=True)

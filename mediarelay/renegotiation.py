@@ -52,7 +52,7 @@ from mediarelay.aiortc_hooks import IceRestart, is_codec_compatible
 from mediarelay.leg import Leg
 from mediarelay.negotiation import MediaPair, apply_answer, other_leg
 from mediarelay.sdp import MEDIA_KINDS, SdpError, is_rtx
-from shared.messages import Leg as LegName
+from shared.messages import LegName
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import DIRECTIONS, MediaDescription, SessionDescription
 
 from mediarelay.aiortc_hooks import CODECS, find_common_codecs, is_codec_compatible
-from shared.messages import MAX_SDP
+from shared.messages import MAX_SDP, MEDIA_KINDS
 
 #: More m-lines than a 1:1 call needs is a sign of abuse (each costs a transceiver).
 MAX_MLINES = 16
-#: The m-line kinds that carry RTP (the rest, ``application``, is SCTP for data channels).
-MEDIA_KINDS = ("audio", "video")
 
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]{1,32}")
 _MDNS = re.compile(r"[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.local")

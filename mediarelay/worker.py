@@ -21,8 +21,7 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Coroutine, Sequence
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,20 +30,14 @@ from pydantic import BaseModel
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
-from mediarelay.leg import CLOSE_PC
 from shared import ipc
 from shared.ipc import Channel, IpcError
-from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Empty,
-                             LegConfigure, LegRenegotiate, LegRenegotiateResult, LegState, LegTrickle,
-                             WorkerStatsResult)
+from shared.messages import (CLOSE_PC, CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup,
+                             Empty, LegConfigure, LegRenegotiate, LegRenegotiateResult, LegState, LegTrickle,
+                             Notification, Request, WorkerStats, WorkerStatsResult)
 from shared.settings import Settings, load
 
 log = logging.getLogger(__name__)
-
-#: The channel whose request is being handled. ``serve`` calls ``on_channel`` inside the
-#: connection's task, and each request runs in a task started from it, which inherits this.
-_current_channel: ContextVar[Channel | None] = ContextVar("mediarelay_channel", default=None)
-
 
 @dataclass
 class _Hosted:
@@ -70,7 +63,6 @@ class Worker:
     def attach(self, channel: Channel) -> None:
         """``on_channel``: remember the channel, and hang up its calls when its connection ends."""
         self.channels.add(channel)
-        _current_channel.set(channel)
         task = asyncio.current_task()
         if task is not None:
             task.add_done_callback(lambda _: self.detach(channel))
@@ -83,7 +75,7 @@ class Worker:
         for call_id in orphans:
             self._spawn(self.hangup(call_id, CLOSE_PC))
 
-    def _send(self, owner: Channel | None, call_id: str, method: str, model: BaseModel) -> None:
+    def _send(self, owner: Channel | None, call_id: str, model: Notification) -> None:
         """A leg's notification: to the call's channel (dropped once it is closed), or to every
         channel for a call created outside a channel."""
         if owner is not None:
@@ -92,9 +84,9 @@ class Worker:
             targets = [c for c in self.channels if not c.closed]
         for channel in targets:
             try:
-                channel.notify(method, model)
+                channel.notify(model)
             except Exception:
-                log.exception("call %s: could not send %s on %s", call_id, method, channel.name)
+                log.exception("call %s: could not send %s on %s", call_id, model.METHOD, channel.name)
         if isinstance(model, LegState) and model.state != "connected":
             hosted = self.calls.get(call_id)
             if hosted is not None and {hosted.call.caller.state, hosted.call.callee.state} <= {"failed", "closed"}:
@@ -107,31 +99,39 @@ class Worker:
 
     # --- requests -----------------------------------------------------------------------------
 
-    async def handle(self, method: str, body: BaseModel) -> BaseModel:
+    async def handle(self, channel: Channel, body: Request[Any]) -> BaseModel:
         """The IPC handler: one request, one result (or ValueError / IpcError with a reason)."""
-        if isinstance(body, CallCreate):
-            return await self.create(body, _current_channel.get())
-        if isinstance(body, CallAccept):
-            return CallAcceptResult(caller_answer=await self._call(body.call_id).accept(body.callee_answer))
-        if isinstance(body, LegTrickle):
-            candidates = [c.model_dump(exclude_none=True) for c in body.candidates]
-            await self._call(body.call_id).add_candidates(body.leg, candidates, body.completed)
-            return Empty()
-        if isinstance(body, LegConfigure):
-            self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate)
-            return Empty()
-        if isinstance(body, CallHangup):
-            await self.hangup(body.call_id, body.reason or CLOSE_PC)
-            return Empty()
-        if method == "worker.stats":
-            return WorkerStatsResult(calls=len(self.calls), legs=2 * len(self.calls), pid=os.getpid())
-        if isinstance(body, LegRenegotiate):
-            sdp = await self._call(body.call_id).renegotiate(body.leg, body.sdp_type, body.sdp, body.restart)
-            # An offer goes on to the other client as an offer, an answer back to the offerer.
-            return LegRenegotiateResult(sdp_type=body.sdp_type, sdp=sdp)
-        raise IpcError(f"'{method}' is not handled by the relay worker")
+        handler = _HANDLERS.get(type(body))
+        if handler is None:
+            raise IpcError(f"'{body.METHOD}' is not handled by the relay worker")
+        return await handler(self, channel, body)
 
-    async def create(self, body: CallCreate, owner: Channel | None) -> CallCreateResult:
+    async def _accept(self, channel: Channel, body: CallAccept) -> CallAcceptResult:
+        return CallAcceptResult(caller_answer=await self._call(body.call_id).accept(body.callee_answer))
+
+    async def _trickle(self, channel: Channel, body: LegTrickle) -> Empty:
+        candidates = [c.model_dump(exclude_none=True) for c in body.candidates]
+        await self._call(body.call_id).add_candidates(body.leg, candidates, body.completed)
+        return Empty()
+
+    async def _configure(self, channel: Channel, body: LegConfigure) -> Empty:
+        self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate)
+        return Empty()
+
+    async def _renegotiate(self, channel: Channel, body: LegRenegotiate) -> LegRenegotiateResult:
+        sdp = await self._call(body.call_id).renegotiate(body.leg, body.sdp_type, body.sdp, body.restart)
+        # An offer goes on to the other client as an offer, an answer back to the offerer.
+        return LegRenegotiateResult(sdp_type=body.sdp_type, sdp=sdp)
+
+    async def _hangup(self, channel: Channel, body: CallHangup) -> Empty:
+        await self.hangup(body.call_id, body.reason or CLOSE_PC)
+        return Empty()
+
+    async def _stats(self, channel: Channel, body: WorkerStats) -> WorkerStatsResult:
+        return WorkerStatsResult(calls=len(self.calls), legs=2 * len(self.calls), pid=os.getpid())
+
+    async def create(self, owner: Channel | None, body: CallCreate) -> CallCreateResult:
+        """Prepare a call; it belongs to ``owner``, the channel that asked (None: in-process use)."""
         call_id = body.call_id
         if call_id in self.calls or call_id in self._creating:
             raise IpcError(f"call '{call_id}' already exists")
@@ -139,7 +139,7 @@ class Worker:
         try:
             call, callee_offer = await Call.create(
                 call_id, body.caller_offer, policy=self.policy,
-                notify=lambda method, model: self._send(owner, call_id, method, model))
+                notify=lambda model: self._send(owner, call_id, model))
         finally:
             hung_up = self._creating.pop(call_id)
         if hung_up or (owner is not None and owner.closed):
@@ -167,6 +167,18 @@ class Worker:
         if hosted is None:
             raise IpcError(f"no call '{call_id}' on this worker")
         return hosted.call
+
+
+#: Request model -> the ``Worker`` method that answers it (``hello`` is answered by ``ipc.serve``).
+_HANDLERS: dict[type[Request[Any]], Callable[[Worker, Channel, Any], Awaitable[BaseModel]]] = {
+    CallCreate: Worker.create,
+    CallAccept: Worker._accept,
+    LegTrickle: Worker._trickle,
+    LegConfigure: Worker._configure,
+    LegRenegotiate: Worker._renegotiate,
+    CallHangup: Worker._hangup,
+    WorkerStats: Worker._stats,
+}
 
 
 async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") -> None:

@@ -28,12 +28,12 @@ import socket
 import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from shared.framing import MAX_FRAME, MAX_ID, FrameDecoder, FrameError, encode_frame
-from shared.messages import NOTIFICATIONS, PROTOCOL_VERSION, REQUESTS, Hello, HelloResult
+from shared.messages import NOTIFICATIONS, PROTOCOL_VERSION, REQUESTS, Hello, HelloResult, Notification, Request
 
 __all__ = [
     "MAX_FRAME", "IpcError", "ChannelClosed", "RequestTimeout", "FrameError", "FrameDecoder",
@@ -42,7 +42,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, BaseModel], Awaitable[BaseModel]]
+#: Answers one request from the peer; it is told which channel the request came on.
+Handler = Callable[["Channel", Request[Any]], Awaitable[BaseModel]]
+NotificationHandler = Callable[[Notification], None]
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 _READ_SIZE = 64 * 1024
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, NUL included
@@ -66,7 +69,7 @@ class RequestTimeout(IpcError):
 
 @dataclass
 class _Pending:
-    method: str
+    request: type[Request[Any]]
     future: asyncio.Future[BaseModel]
     timer: asyncio.TimerHandle
 
@@ -87,7 +90,7 @@ class Channel:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  handler: Handler | None = None,
-                 on_notification: Callable[[str, BaseModel], None] | None = None,
+                 on_notification: NotificationHandler | None = None,
                  on_close: Callable[[], None] | None = None,
                  timeout: float = 10.0, max_frame: int = MAX_FRAME, name: str = "") -> None:
         self._reader = reader
@@ -111,14 +114,11 @@ class Channel:
     def closed(self) -> bool:
         return self._closed
 
-    async def request(self, method: str, body: BaseModel, *, timeout: float | None = None) -> BaseModel:
-        """Send a request and wait for its result, validated with ``REQUESTS[method][1]``."""
+    async def request(self, body: Request[ResultT], *, timeout: float | None = None) -> ResultT:
+        """Send a request and wait for its result, validated with the request's ``RESULT`` model."""
         if self._closed:
             raise ChannelClosed(f"channel {self.name} is closed")
-        if method not in REQUESTS:
-            raise IpcError(f"unknown method {_quoted(method)}")
-        if not isinstance(body, REQUESTS[method][0]):
-            raise TypeError(f"'{method}' takes a {REQUESTS[method][0].__name__}, not {type(body).__name__}")
+        method = body.METHOD
         request_id = self._next_id()
         try:
             frame = encode_frame({"t": "req", "id": request_id, "method": method, "body": body.model_dump()},
@@ -127,25 +127,21 @@ class Channel:
             raise IpcError(f"'{method}' not sent: {exc}") from exc
         loop = asyncio.get_running_loop()
         wait = self._timeout if timeout is None else timeout
-        entry = _Pending(method, loop.create_future(), loop.call_later(wait, self._expire, request_id, wait))
+        entry = _Pending(type(body), loop.create_future(), loop.call_later(wait, self._expire, request_id, wait))
         self._pending[request_id] = entry
         self._writer.write(frame)
         try:
             # Awaited directly (no wait_for): the caller resumes one tick after the response
             # is read, before any notification that followed it is delivered.
-            return await entry.future
+            return await entry.future  # type: ignore[return-value]  # validated as body.RESULT
         finally:
             entry.timer.cancel()
             if self._pending.get(request_id) is entry:
                 del self._pending[request_id]
 
-    def notify(self, method: str, body: BaseModel) -> None:
+    def notify(self, body: Notification) -> None:
         """Send a notification; dropped (logged at debug) if the channel is closed."""
-        if method not in NOTIFICATIONS:
-            raise ValueError(f"unknown notification {_quoted(method)}")
-        if not isinstance(body, NOTIFICATIONS[method]):
-            raise TypeError(f"'{method}' takes a {NOTIFICATIONS[method].__name__}, not {type(body).__name__}")
-        self._send({"t": "ntf", "method": method, "body": body.model_dump()})
+        self._send({"t": "ntf", "method": body.METHOD, "body": body.model_dump()})
 
     async def run(self) -> None:
         """Read and dispatch frames until EOF or a bad frame; then close the channel."""
@@ -197,7 +193,7 @@ class Channel:
     def _expire(self, request_id: int, wait: float) -> None:
         entry = self._pending.pop(request_id, None)
         if entry is not None and not entry.future.done():
-            entry.future.set_exception(RequestTimeout(f"'{entry.method}' got no response within {wait:g} s"))
+            entry.future.set_exception(RequestTimeout(f"'{entry.request.METHOD}' got no response within {wait:g} s"))
 
     def _shutdown(self, reason: str) -> None:
         if self._closed:
@@ -233,33 +229,35 @@ class Channel:
             entry.future.set_exception(IpcError(message["error"] or "error response without a reason"))
             return
         try:
-            entry.future.set_result(REQUESTS[entry.method][1].model_validate(message["body"] or {}))
+            entry.future.set_result(entry.request.RESULT.model_validate(message["body"] or {}))
         except ValidationError as exc:
-            entry.future.set_exception(IpcError(f"invalid result for '{entry.method}': {_summary(exc)}"))
+            entry.future.set_exception(IpcError(f"invalid result for '{entry.request.METHOD}': {_summary(exc)}"))
 
     def _on_request(self, message: dict[str, Any]) -> None:
         request_id, method = message["id"], message["method"]
-        if method not in REQUESTS:
+        model = REQUESTS.get(method)
+        if model is None:
             self._reply_error(request_id, f"unknown method {_quoted(method)}")
             return
         try:
-            body = REQUESTS[method][0].model_validate(message["body"])
+            body = model.model_validate(message["body"])
         except ValidationError as exc:
             self._reply_error(request_id, f"invalid body for '{method}': {_summary(exc)}")
             return
         if self._handler is None:
             self._reply_error(request_id, f"this side takes no requests ({_quoted(method)} refused)")
             return
-        task = asyncio.get_running_loop().create_task(self._answer(request_id, method, body))
+        task = asyncio.get_running_loop().create_task(self._answer(request_id, body))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, request_id: int, method: str, body: BaseModel) -> None:
+    async def _answer(self, request_id: int, body: Request[Any]) -> None:
         assert self._handler is not None
+        method = body.METHOD
         try:
-            result = await self._handler(method, body)
-            if not isinstance(result, REQUESTS[method][1]):
-                raise TypeError(f"handler returned {type(result).__name__}, not {REQUESTS[method][1].__name__}")
+            result = await self._handler(self, body)
+            if not isinstance(result, body.RESULT):
+                raise TypeError(f"handler returned {type(result).__name__}, not {body.RESULT.__name__}")
             self._send({"t": "res", "id": request_id, "ok": True, "body": result.model_dump(), "error": None})
         except Exception as exc:
             if isinstance(exc, IpcError):
@@ -289,7 +287,7 @@ class Channel:
             log.debug("ipc %s: no listener, dropped notification %r", self.name, method)
             return
         # A tick later, so a caller awaiting the response read just before has resumed first.
-        asyncio.get_running_loop().call_soon(self._call_back, self._on_notification, method, body)
+        asyncio.get_running_loop().call_soon(self._call_back, self._on_notification, body)
 
 
 # --- addresses, connecting and serving ------------------------------------------------------
@@ -328,8 +326,7 @@ async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> 
     channel = Channel(reader, writer, **channel_kwargs)
     channel._run_task = asyncio.get_running_loop().create_task(channel.run())
     try:
-        result = await channel.request("hello", Hello(version=PROTOCOL_VERSION, node_id=node_id))
-        assert isinstance(result, HelloResult)
+        result = await channel.request(Hello(version=PROTOCOL_VERSION, node_id=node_id))
         if result.version != PROTOCOL_VERSION:
             raise IpcError(f"protocol version mismatch: worker speaks {result.version}, node speaks {PROTOCOL_VERSION}")
     except BaseException:
@@ -349,7 +346,7 @@ async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         greeted = False
 
-        async def gate(method: str, body: BaseModel) -> BaseModel:
+        async def gate(channel: Channel, body: Request[Any]) -> BaseModel:
             nonlocal greeted
             if isinstance(body, Hello):
                 if body.version != PROTOCOL_VERSION:
@@ -360,8 +357,8 @@ async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel
                 load = calls() if calls is not None else 0
                 return HelloResult(version=PROTOCOL_VERSION, worker_id=me, pid=os.getpid(), calls=load)
             if not greeted:
-                raise IpcError(f"'{method}' refused: send 'hello' first")
-            return await handler(method, body)
+                raise IpcError(f"'{body.METHOD}' refused: send 'hello' first")
+            return await handler(channel, body)
 
         kwargs = {"name": f"{address}#{next(numbers)}", **channel_kwargs}
         channel = Channel(reader, writer, handler=gate, **kwargs)

@@ -12,7 +12,7 @@ A leg is ``"caller"`` or ``"callee"``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,16 +22,51 @@ PROTOCOL_VERSION = 1
 #: The largest SDP we accept from a client or pass across the channel (bytes of text).
 MAX_SDP = 64 * 1024
 
-Leg = Literal["caller", "callee"]
+#: The m-line kinds that carry RTP (the rest, ``application``, is SCTP for data channels).
+MediaKind = Literal["audio", "video"]
+MEDIA_KINDS: tuple[MediaKind, ...] = ("audio", "video")
+#: Which side of a call: the one who called, or the one who was called.
+LegName = Literal["caller", "callee"]
 CallId = Annotated[str, Field(min_length=1, max_length=64)]
 Sdp = Annotated[str, Field(max_length=MAX_SDP)]
-ShortText = Annotated[str, Field(max_length=256)]
+#: Characters of a short text field (names, reasons).
+MAX_TEXT = 256
+ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
 
 
 class _Model(BaseModel):
     """Strict, closed models: unknown fields and coercions are refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+ResultT = TypeVar("ResultT", bound=_Model)
+
+
+class Request(_Model, Generic[ResultT]):
+    """A request: its model names its method on the wire and the model of its result.
+
+    ``Channel.request(body)`` reads both from here, so a method string and its pair of
+    models are written once, on the class (``METHOD``, and the type parameter).
+    """
+
+    METHOD: ClassVar[str]
+    RESULT: ClassVar[type[_Model]]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for base in cls.__mro__:
+            args = base.__dict__.get("__pydantic_generic_metadata__", {}).get("args", ())
+            if args and isinstance(args[0], type) and issubclass(args[0], _Model):
+                cls.RESULT = args[0]
+                break
+
+
+class Notification(_Model):
+    """A notification (worker -> signalling): its model names its method on the wire."""
+
+    METHOD: ClassVar[str]
 
 
 # --- ICE candidates as the Janus API carries them -----------------------------------------
@@ -46,14 +81,7 @@ class IceCandidate(_Model):
     usernameFragment: Annotated[str, Field(max_length=256)] | None = None
 
 
-# --- requests (signalling -> worker) and their results -------------------------------------
-
-
-class Hello(_Model):
-    """First request on a channel: both sides must speak the same protocol version."""
-
-    version: int
-    node_id: ShortText
+# --- results ----------------------------------------------------------------------------------
 
 
 class HelloResult(_Model):
@@ -63,63 +91,12 @@ class HelloResult(_Model):
     calls: int
 
 
-class CallCreate(_Model):
-    """Prepare both legs of a new call from the caller's offer.
-
-    The worker sets the caller's offer on the caller leg and builds the callee leg with
-    the same media (kinds, order, directions; codecs both the caller and the relay
-    support). It answers with the relay's offer for the callee.
-    """
-
-    call_id: CallId
-    caller_offer: Sdp
-
-
 class CallCreateResult(_Model):
     callee_offer: Sdp
 
 
-class CallAccept(_Model):
-    """The callee's answer fixes the call's codecs; the worker answers the caller with them."""
-
-    call_id: CallId
-    callee_answer: Sdp
-
-
 class CallAcceptResult(_Model):
     caller_answer: Sdp
-
-
-class LegTrickle(_Model):
-    """Candidates a client trickled for its leg; ``completed`` ends its gathering."""
-
-    call_id: CallId
-    leg: Leg
-    candidates: Annotated[list[IceCandidate], Field(max_length=64)] = []
-    completed: bool = False
-
-
-class LegConfigure(_Model):
-    """What a user sends is relayed or not (``audio``/``video``) and capped (``bitrate``).
-
-    ``None`` leaves a setting as it is. The leg named is the *sending* side.
-    """
-
-    call_id: CallId
-    leg: Leg
-    audio: bool | None = None
-    video: bool | None = None
-    bitrate: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
-
-
-class LegRenegotiate(_Model):
-    """A new offer or answer from one leg's client, to be mirrored to the other leg."""
-
-    call_id: CallId
-    leg: Leg
-    sdp_type: Literal["offer", "answer"]
-    sdp: Sdp
-    restart: bool = False
 
 
 class LegRenegotiateResult(_Model):
@@ -129,19 +106,8 @@ class LegRenegotiateResult(_Model):
     sdp: Sdp
 
 
-class CallHangup(_Model):
-    """Close both legs of a call (unknown call ids are fine: hangup is idempotent)."""
-
-    call_id: CallId
-    reason: ShortText = ""
-
-
 class Empty(_Model):
     """Result of requests that only succeed or fail."""
-
-
-class WorkerStats(_Model):
-    """Ask a worker how loaded it is."""
 
 
 class WorkerStatsResult(_Model):
@@ -150,43 +116,124 @@ class WorkerStatsResult(_Model):
     pid: int
 
 
+# --- requests (signalling -> worker) -------------------------------------------------------
+
+
+class Hello(Request[HelloResult]):
+    """First request on a channel: both sides must speak the same protocol version."""
+
+    METHOD = "hello"
+    version: int
+    node_id: ShortText
+
+
+class CallCreate(Request[CallCreateResult]):
+    """Prepare both legs of a new call from the caller's offer.
+
+    The worker sets the caller's offer on the caller leg and builds the callee leg with
+    the same media (kinds, order, directions; codecs both the caller and the relay
+    support). It answers with the relay's offer for the callee.
+    """
+
+    METHOD = "call.create"
+    call_id: CallId
+    caller_offer: Sdp
+
+
+class CallAccept(Request[CallAcceptResult]):
+    """The callee's answer fixes the call's codecs; the worker answers the caller with them."""
+
+    METHOD = "call.accept"
+    call_id: CallId
+    callee_answer: Sdp
+
+
+class LegTrickle(Request[Empty]):
+    """Candidates a client trickled for its leg; ``completed`` ends its gathering."""
+
+    METHOD = "leg.trickle"
+    call_id: CallId
+    leg: LegName
+    candidates: Annotated[list[IceCandidate], Field(max_length=64)] = []
+    completed: bool = False
+
+
+class LegConfigure(Request[Empty]):
+    """What a user sends is relayed or not (``audio``/``video``) and capped (``bitrate``).
+
+    ``None`` leaves a setting as it is. The leg named is the *sending* side.
+    """
+
+    METHOD = "leg.configure"
+    call_id: CallId
+    leg: LegName
+    audio: bool | None = None
+    video: bool | None = None
+    bitrate: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+
+
+class LegRenegotiate(Request[LegRenegotiateResult]):
+    """A new offer or answer from one leg's client, to be mirrored to the other leg."""
+
+    METHOD = "leg.renegotiate"
+    call_id: CallId
+    leg: LegName
+    sdp_type: Literal["offer", "answer"]
+    sdp: Sdp
+    restart: bool = False
+
+
+class CallHangup(Request[Empty]):
+    """Close both legs of a call (unknown call ids are fine: hangup is idempotent)."""
+
+    METHOD = "call.hangup"
+    call_id: CallId
+    reason: ShortText = ""
+
+
+class WorkerStats(Request[WorkerStatsResult]):
+    """Ask a worker how loaded it is."""
+
+    METHOD = "worker.stats"
+
+
 # --- notifications (worker -> signalling) ---------------------------------------------------
 
+#: Why a leg closed, in Janus's words (``janus_ice_webrtc_hangup``): they reach the client
+#: as the core ``hangup`` reason. "Close PC" is also the reason of every PeerConnection the
+#: server closes itself.
+ICE_FAILED = "ICE failed"
+DTLS_ALERT = "DTLS alert"
+CLOSE_PC = "Close PC"
 
-class LegState(_Model):
+
+class LegState(Notification):
     """A leg's transport changed: ``connected`` = ICE and DTLS up (-> ``webrtcup``);
     ``failed``/``closed`` end the call (-> ``hangup`` with ``reason``)."""
 
+    METHOD = "leg.state"
     call_id: CallId
-    leg: Leg
+    leg: LegName
     state: Literal["connected", "failed", "closed"]
     reason: ShortText = ""
 
 
-class LegMedia(_Model):
+class LegMedia(Notification):
     """Media started or stopped arriving from a leg's client on one m-line (-> ``media``)."""
 
+    METHOD = "leg.media"
     call_id: CallId
-    leg: Leg
-    kind: Literal["audio", "video"]
+    leg: LegName
+    kind: MediaKind
     mid: ShortText
     receiving: bool
 
 
-#: method name -> (request model, result model)
-REQUESTS: dict[str, tuple[type[_Model], type[_Model]]] = {
-    "hello": (Hello, HelloResult),
-    "call.create": (CallCreate, CallCreateResult),
-    "call.accept": (CallAccept, CallAcceptResult),
-    "leg.trickle": (LegTrickle, Empty),
-    "leg.configure": (LegConfigure, Empty),
-    "leg.renegotiate": (LegRenegotiate, LegRenegotiateResult),
-    "call.hangup": (CallHangup, Empty),
-    "worker.stats": (WorkerStats, WorkerStatsResult),
+#: method name -> request model (its ``RESULT`` is the result's model), for the receiving side.
+REQUESTS: dict[str, type[Request[Any]]] = {
+    model.METHOD: model
+    for model in (Hello, CallCreate, CallAccept, LegTrickle, LegConfigure, LegRenegotiate, CallHangup, WorkerStats)
 }
 
 #: method name -> notification model
-NOTIFICATIONS: dict[str, type[_Model]] = {
-    "leg.state": LegState,
-    "leg.media": LegMedia,
-}
+NOTIFICATIONS: dict[str, type[Notification]] = {model.METHOD: model for model in (LegState, LegMedia)}

@@ -1,16 +1,25 @@
 """What the VideoCall state machine asks for: the effects it returns.
 
-Plain frozen dataclasses, no behaviour. Events and notifications go to a handle's
-WebSocket; ``Claim``/``Lookup``/``Relay*`` are I/O whose outcome the adapter feeds back
-into the machine (``signaling/node.py`` carries them all out).
+Plain frozen dataclasses, no behaviour. ``Event``, ``CoreHangup``, ``Webrtcup`` and
+``Media`` are delivered to a handle's client; ``Claim``, ``Release``, ``ListNames``,
+``Lookup`` and ``Relay`` are I/O whose outcome the plugin runner
+(``signaling/plugin_runner.py``) feeds back into the machine. A ``Relay`` effect carries
+the IPC request itself (``shared.messages``), so a relay command has one definition: the
+model the worker receives.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-LegName = Literal["caller", "callee"]
+from shared.messages import CLOSE_PC, LegName, Request
+
+__all__ = [
+    "Jsep", "LegName", "Event", "CoreHangup", "Webrtcup", "Media", "Claim", "Release", "ListNames",
+    "Lookup", "Relay", "RelayFailure", "Delivery", "Effect",
+]
+
 Jsep = dict[str, Any]
 
 
@@ -29,16 +38,20 @@ class CoreHangup:
     """The core ``hangup`` notification: this handle's PeerConnection is closed."""
 
     handle: int
-    reason: str = "Close PC"
+    reason: str = CLOSE_PC
 
 
 @dataclass(frozen=True)
 class Webrtcup:
+    """The core ``webrtcup`` notification: the handle's PeerConnection is up."""
+
     handle: int
 
 
 @dataclass(frozen=True)
 class Media:
+    """The core ``media`` notification: media started or stopped arriving on one m-line."""
+
     handle: int
     mid: str
     kind: str
@@ -56,8 +69,18 @@ class Claim:
 
 @dataclass(frozen=True)
 class Release:
+    """Give ``name`` back to the registry (it was held by ``handle``)."""
+
     name: str
     handle: int
+
+
+@dataclass(frozen=True)
+class ListNames:
+    """Read every registered name; answer with ``VideoCall.listed``."""
+
+    handle: int
+    transaction: str | None
 
 
 @dataclass(frozen=True)
@@ -71,57 +94,27 @@ class Lookup:
 
 
 @dataclass(frozen=True)
-class RelayCreate:
-    """Ask a worker to prepare a call; answer with ``VideoCall.call_created``."""
+class Relay:
+    """Send ``request`` to the worker holding its call.
 
-    call_id: str
-    caller_offer: str
+    ``CallCreate``, ``CallAccept`` and ``LegRenegotiate`` are answered back into the machine
+    (``call_created``, ``call_accepted``, ``renegotiated``, with ``transaction``); the
+    others change nothing here when they succeed, and a failure is only logged.
+    """
 
-
-@dataclass(frozen=True)
-class RelayAccept:
-    """Give the worker the callee's answer; answer with ``VideoCall.call_accepted``."""
-
-    call_id: str
-    callee_answer: str
+    request: Request[Any]
+    transaction: str | None = None
 
 
 @dataclass(frozen=True)
-class RelayTrickle:
-    call_id: str
-    leg: LegName
-    candidates: tuple[dict[str, Any], ...]
-    completed: bool
+class RelayFailure:
+    """Why the relay could not do a request: it refused it (``detail`` says why: a bad SDP)
+    or no worker could be reached (``unavailable``: not the client's fault, try again)."""
+
+    detail: str
+    unavailable: bool = False
 
 
-@dataclass(frozen=True)
-class RelayConfigure:
-    call_id: str
-    leg: LegName
-    audio: bool | None = None
-    video: bool | None = None
-    bitrate: int | None = None
-
-
-@dataclass(frozen=True)
-class RelayRenegotiate:
-    """A new offer/answer from ``leg``; answer with ``VideoCall.renegotiated``."""
-
-    call_id: str
-    leg: LegName
-    sdp_type: str
-    sdp: str
-    restart: bool
-    transaction: str | None
-
-
-@dataclass(frozen=True)
-class RelayHangup:
-    call_id: str
-    reason: str
-
-
-Effect = (
-    Event | CoreHangup | Webrtcup | Media | Claim | Release | Lookup | RelayCreate
-    | RelayAccept | RelayTrickle | RelayConfigure | RelayRenegotiate | RelayHangup
-)
+#: Effects that are messages to a handle's client.
+Delivery = Event | CoreHangup | Webrtcup | Media
+Effect = Delivery | Claim | Release | ListNames | Lookup | Relay

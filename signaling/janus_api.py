@@ -1,8 +1,8 @@
 """The Janus API envelope: a text frame becomes a typed request or ONE :class:`JanusError`;
 every reply and notification envelope is built here, once.
 
-Our sans-I/O ``frames.py`` + ``exceptions.py``. Owns the core error codes and reason texts
-and the order of checks of ``janus_process_incoming_request`` (janus.c). Must not touch
+Our sans-I/O ``frames.py``. Owns the order of checks of ``janus_process_incoming_request``
+(janus.c); the codes and texts it raises are declared in ``janus_errors.py``. Must not touch
 sockets, asyncio, clocks, session/handle state (the server holds it) or plugin bodies
 (``videocall_body.py``); strict JSON decoding lives in ``strict_json.py``.
 
@@ -22,100 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 from functools import partial
 from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.messages import MAX_SDP, IceCandidate
+from signaling.janus_errors import DEFAULT_REASONS, ErrorCode, quote
 from signaling.janus_replies import PLUGIN_VIDEOCALL, error
 from signaling.strict_json import JsonError, loads
 
-#: Characters of a client's string quoted in an error text.
-QUOTE_LIMIT = 64
 #: Candidates one ``trickle`` may carry (``shared.messages.LegTrickle`` takes 64).
 MAX_TRICKLE_CANDIDATES = 64
-
-
-class ErrorCode(IntEnum):
-    """Janus core API error codes (apierror.h, ``JANUS_ERROR_*``)."""
-
-    UNAUTHORIZED = 403
-    UNAUTHORIZED_PLUGIN = 405
-    TRANSPORT_SPECIFIC = 450
-    MISSING_REQUEST = 452
-    UNKNOWN_REQUEST = 453
-    INVALID_JSON = 454
-    INVALID_JSON_OBJECT = 455
-    MISSING_MANDATORY_ELEMENT = 456
-    INVALID_REQUEST_PATH = 457
-    SESSION_NOT_FOUND = 458
-    HANDLE_NOT_FOUND = 459
-    PLUGIN_NOT_FOUND = 460
-    PLUGIN_ATTACH = 461
-    PLUGIN_MESSAGE = 462
-    PLUGIN_DETACH = 463
-    JSEP_UNKNOWN_TYPE = 464
-    JSEP_INVALID_SDP = 465
-    TRICKLE_INVALID_STREAM = 466
-    INVALID_ELEMENT_TYPE = 467
-    SESSION_CONFLICT = 468
-    UNEXPECTED_ANSWER = 469
-    TOKEN_NOT_FOUND = 470
-    WEBRTC_STATE = 471
-    NOT_ACCEPTING_SESSIONS = 472
-    UNKNOWN = 490
-
-    @property
-    def reason(self) -> str:
-        """The text Janus gives when it raises this code without one of its own."""
-        return DEFAULT_REASONS[self]
-
-
-#: janus_get_api_error (apierror.c).
-DEFAULT_REASONS: dict[int, str] = {
-    ErrorCode.UNAUTHORIZED: "Unauthorized request (wrong or missing secret/token)",
-    ErrorCode.UNAUTHORIZED_PLUGIN: "Unauthorized access to plugin (token is not allowed to)",
-    ErrorCode.TRANSPORT_SPECIFIC: "Transport specific error",
-    ErrorCode.MISSING_REQUEST: "Missing request",
-    ErrorCode.UNKNOWN_REQUEST: "Unknown request",
-    ErrorCode.INVALID_JSON: "Invalid JSON",
-    ErrorCode.INVALID_JSON_OBJECT: "Invalid JSON Object",
-    ErrorCode.MISSING_MANDATORY_ELEMENT: "Missing mandatory element",
-    ErrorCode.INVALID_REQUEST_PATH: "Invalid path for this request",
-    ErrorCode.SESSION_NOT_FOUND: "Session not found",
-    ErrorCode.HANDLE_NOT_FOUND: "Handle not found",
-    ErrorCode.PLUGIN_NOT_FOUND: "Plugin not found",
-    ErrorCode.PLUGIN_ATTACH: "Error attaching plugin",
-    ErrorCode.PLUGIN_MESSAGE: "Error sending message to plugin",
-    ErrorCode.PLUGIN_DETACH: "Error detaching from plugin",
-    ErrorCode.JSEP_UNKNOWN_TYPE: "Unsupported JSEP type",
-    ErrorCode.JSEP_INVALID_SDP: "Invalid SDP",
-    ErrorCode.TRICKLE_INVALID_STREAM: "Invalid stream",
-    ErrorCode.INVALID_ELEMENT_TYPE: "Invalid element type",
-    ErrorCode.SESSION_CONFLICT: "Session ID already in use",
-    ErrorCode.UNEXPECTED_ANSWER: "Unexpected ANSWER (no OFFER)",
-    ErrorCode.TOKEN_NOT_FOUND: "Token not found",
-    ErrorCode.WEBRTC_STATE: "Wrong WebRTC state",
-    ErrorCode.NOT_ACCEPTING_SESSIONS: "Currently not accepting new sessions",
-    ErrorCode.UNKNOWN: "Unknown error",
-}
 _MISSING, _TYPE = ErrorCode.MISSING_MANDATORY_ELEMENT, ErrorCode.INVALID_ELEMENT_TYPE
-
-
-def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """A client's string, safe to put in an error text: at most ``limit`` characters (then
-    "..."), cut between characters, lone surrogates replaced, control characters escaped.
-
-    Janus cuts such texts at a byte count, inside a UTF-8 character, and then drops the
-    whole ``reason`` field; this cut keeps the text valid UTF-8 and bounded.
-    """
-    cut = text if len(text) <= limit else text[:limit] + "..."
-    cut = cut.encode("utf-8", "replace").decode("utf-8")
-    if cut.isprintable():
-        return cut
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in cut)
 
 
 class JanusError(Exception):
@@ -320,9 +239,9 @@ class MessageRequest(_Request):
 
 
 class TrickleRequest(_Request):
-    """``trickle``: candidates (each an ``IceCandidate``-shaped dict), or end of gathering."""
+    """``trickle``: candidates (checked as the relay will take them), or end of gathering."""
 
-    candidates: list[dict[str, Any]]
+    candidates: list[IceCandidate]
     completed: bool = False
 
 
@@ -440,7 +359,7 @@ def _trickle(env: Envelope, ids: dict[str, Any]) -> TrickleRequest:
     if len(items) > MAX_TRICKLE_CANDIDATES:
         most = MAX_TRICKLE_CANDIDATES
         raise refuse(_TYPE, f"Invalid element type (candidates should be an array of at most {most} candidates)")
-    candidates: list[dict[str, Any]] = []
+    candidates: list[IceCandidate] = []
     completed = False
     for item in items:
         if item is None or (isinstance(item, dict) and "completed" in item):
@@ -453,7 +372,7 @@ def _trickle(env: Envelope, ids: dict[str, Any]) -> TrickleRequest:
             raise refuse(*problem)
         try:  # the relay takes what IceCandidate takes: bound it here, with a readable error
             known = {key: item[key] for key in IceCandidate.model_fields if key in item}
-            candidates.append(IceCandidate.model_validate(known).model_dump(exclude_none=True))
+            candidates.append(IceCandidate.model_validate(known))
         except ValidationError as exc:
             field = ".".join(str(part) for part in exc.errors()[0]["loc"])
             raise refuse(_TYPE, f"Trickle error: invalid element ({field} is out of bounds)") from None

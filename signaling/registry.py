@@ -1,9 +1,10 @@
 """Who is registered under which username: the interface and the in-memory registry.
 
-The state machine (``signaling/videocall.py``) decides *whether* a name may be taken;
-the registry makes the claim atomic across everything that shares it (one process now,
-several signalling nodes on Redis later). A claim is one step, never read-then-write,
-so two handles racing for a name cannot both win.
+The state machine (``signaling/videocall.py``) decides *whether* a handle may register;
+the registry alone knows who holds which name, and makes a claim atomic across
+everything that shares it. ``MemoryRegistry`` serves one signalling process; a registry
+shared by several nodes implements the same ``Registry`` protocol. A claim is one step,
+never read-then-write, so two handles racing for a name cannot both win.
 
 An owner is an opaque string naming the node and the handle (``"<node>/<handle>"``),
 so a shared registry can tell which node holds a name.
@@ -15,7 +16,7 @@ from typing import Protocol
 
 
 class Registry(Protocol):
-    """What the signalling node needs from a username registry. All methods are async
+    """What the plugin runner needs from a username registry. All methods are async
     so that a networked implementation fits behind the same interface."""
 
     async def claim(self, name: str, owner: str) -> bool:
@@ -35,6 +36,7 @@ class Registry(Protocol):
         ...
 
     async def close(self) -> None:
+        """Let go of connections (the server is stopping)."""
         ...
 
 

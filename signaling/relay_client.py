@@ -2,7 +2,7 @@
 
 A call is placed on the least loaded connected worker when it is created and stays
 there; every later request for it goes to the same worker. Worker notifications
-(``leg.state``, ``leg.media``) are handed to the node as they come. When a worker's
+(``leg.state``, ``leg.media``) are handed to the plugin runner as they come. When a worker's
 channel closes (it died, or the network failed), the calls it held are reported lost so
 both users get a clean ``hangup``, and the pool keeps reconnecting in the background:
 signalling goes on serving with the workers it has.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,15 +22,14 @@ from shared import messages as m
 
 log = logging.getLogger("videocall.relay_client")
 
-#: Prefix of every error text that means "no worker could do it" (not the client's fault).
-UNAVAILABLE = "relay unavailable"
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
 class RelayUnavailable(ipc.IpcError):
-    """No connected worker, or the call's worker is gone."""
+    """No connected worker, or the call's worker is gone: not the client's fault, try again."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(f"{UNAVAILABLE}: {detail}")
+        super().__init__(f"relay unavailable: {detail}")
 
 
 @dataclass
@@ -40,7 +39,6 @@ class Worker:
     calls: set[str] = field(default_factory=set)
 
 
-NotificationHandler = Callable[[str, BaseModel], None]
 LostHandler = Callable[[list[str]], None]
 
 
@@ -53,7 +51,7 @@ class RelayPool:
         *,
         node_id: str,
         timeout: float,
-        on_notification: NotificationHandler,
+        on_notification: ipc.NotificationHandler,
         on_calls_lost: LostHandler,
         reconnect_delay: float = 0.5,
     ) -> None:
@@ -91,12 +89,17 @@ class RelayPool:
         loop = asyncio.get_running_loop()
         while not self._closing:
             closed: asyncio.Future[None] = loop.create_future()
+
+            def on_close(closed: asyncio.Future[None] = closed) -> None:
+                if not closed.done():
+                    closed.set_result(None)
+
             try:
                 channel = await ipc.connect(
                     worker.address,
                     node_id=self.node_id,
                     on_notification=self.on_notification,
-                    on_close=lambda: closed.done() or closed.set_result(None),
+                    on_close=on_close,
                     timeout=self.timeout,
                     name=worker.address,
                 )
@@ -122,44 +125,48 @@ class RelayPool:
 
     # --- requests -----------------------------------------------------------------------
 
-    async def create_call(self, call_id: str, caller_offer: str) -> str:
-        """Place a new call on the least loaded worker; returns the callee's offer."""
+    async def request(self, body: m.Request[ResultT]) -> ResultT:
+        """Send ``body`` to the worker of its call: ``call.create`` places a new call on
+        the least loaded worker, ``call.hangup`` forgets it (and never fails: an unknown or
+        unreachable call is already hung up), anything else goes where its call lives."""
+        if isinstance(body, m.CallCreate):
+            return await self._create(body)  # type: ignore[return-value]
+        if isinstance(body, m.CallHangup):
+            return await self._hangup(body)  # type: ignore[return-value]
+        call_id: str = getattr(body, "call_id", "")
+        worker = self._call_worker.get(call_id)
+        if worker is None:
+            raise RelayUnavailable(f"call {call_id} is not on any connected worker")
+        return await self._request(worker, body)
+
+    async def _create(self, body: m.CallCreate) -> m.CallCreateResult:
         candidates = self.connected()
         if not candidates:
             raise RelayUnavailable("no relay worker is connected")
         worker = min(candidates, key=lambda w: len(w.calls))
-        worker.calls.add(call_id)
-        self._call_worker[call_id] = worker
+        worker.calls.add(body.call_id)
+        self._call_worker[body.call_id] = worker
         try:
-            result = await self._request(worker, "call.create", m.CallCreate(call_id=call_id, caller_offer=caller_offer))
+            return await self._request(worker, body)
         except ipc.IpcError:
-            self._forget(call_id)
+            self._forget(body.call_id)
             raise
-        assert isinstance(result, m.CallCreateResult)
-        return result.callee_offer
 
-    async def request(self, call_id: str, method: str, body: BaseModel) -> BaseModel:
-        """Any other request about an existing call, sent to the worker holding it."""
-        worker = self._call_worker.get(call_id)
-        if worker is None:
-            raise RelayUnavailable(f"call {call_id} is not on any connected worker")
-        return await self._request(worker, method, body)
+    async def _hangup(self, body: m.CallHangup) -> m.Empty:
+        worker = self._call_worker.get(body.call_id)
+        self._forget(body.call_id)
+        if worker is not None and worker.channel is not None:
+            try:
+                await self._request(worker, body)
+            except ipc.IpcError as exc:
+                log.warning("hangup of %s on %s failed: %s", body.call_id, worker.address, exc.reason)
+        return m.Empty()
 
-    async def hangup(self, call_id: str, reason: str) -> None:
-        worker = self._call_worker.get(call_id)
-        self._forget(call_id)
-        if worker is None or worker.channel is None:
-            return
-        try:
-            await self._request(worker, "call.hangup", m.CallHangup(call_id=call_id, reason=reason[:256]))
-        except ipc.IpcError as exc:
-            log.warning("hangup of %s on %s failed: %s", call_id, worker.address, exc.reason)
-
-    async def _request(self, worker: Worker, method: str, body: BaseModel) -> BaseModel:
+    async def _request(self, worker: Worker, body: m.Request[ResultT]) -> ResultT:
         channel = worker.channel
         if channel is None or channel.closed:
             raise RelayUnavailable(f"worker {worker.address} is not connected")
-        return await channel.request(method, body)
+        return await channel.request(body)
 
     def _forget(self, call_id: str) -> None:
         worker = self._call_worker.pop(call_id, None)

@@ -1,7 +1,8 @@
 """The WebSocket adapter: Janus API frames in, replies and notifications out.
 
 One task per connection reads frames, asks ``janus_api`` to parse them, applies the
-session-level verbs on ``Sessions`` and hands plugin work to the ``Node``. Each
+session-level verbs on ``Sessions`` and hands plugin work to the ``PluginRunner``, whose
+deliveries it turns into envelopes for the handle's connection. Each
 connection has a bounded outgoing queue drained by its own writer task, so a client that
 stops reading is disconnected instead of stalling anyone else. Session expiry is a timer
 here (the sessions table itself is pure). Plain HTTP GETs get the demo page and its
@@ -21,12 +22,17 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.http11 import Request, Response
 
 from shared.settings import Settings
+from shared import messages as m
 from signaling import janus_api as api
 from signaling import janus_replies as replies
+from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.http_static import StaticFiles, demo_url
-from signaling.node import Node
-from signaling.registry import Registry
-from signaling.sessions import SessionError
+from signaling.janus_errors import ErrorCode
+from signaling.plugin_runner import PluginRunner
+from signaling.registry import MemoryRegistry, Registry
+from signaling.relay_client import RelayPool
+from signaling.sessions import SessionError, Sessions
+from signaling.videocall import VideoCall
 
 log = logging.getLogger("videocall.server")
 
@@ -69,7 +75,25 @@ class SignalingServer:
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
         self.connections: dict[Hashable, Connection] = {}
-        self.node = Node(settings, self._send, registry)
+        self.sessions = Sessions(
+            max_sessions_per_connection=settings.max_sessions_per_connection,
+            max_handles_per_session=settings.max_handles_per_session,
+        )
+        self.registry: Registry = registry or MemoryRegistry()
+        self.relay = RelayPool(
+            settings.worker_addresses,
+            node_id=settings.node_id,
+            timeout=settings.ipc_timeout,
+            on_notification=self._on_relay_notification,
+            on_calls_lost=self._on_calls_lost,
+        )
+        self.plugin = PluginRunner(
+            VideoCall(max_pending_trickles=settings.max_pending_trickles),
+            registry=self.registry,
+            relay=self.relay,
+            deliver=self._deliver,
+            node_id=settings.node_id,
+        )
         self._keys = itertools.count(1)
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -80,10 +104,34 @@ class SignalingServer:
         if connection is not None:
             connection.send(message)
 
+    def _deliver(self, effect: Delivery) -> None:
+        """A plugin event or notification, in its envelope, to the connection of its handle."""
+        session_id = self.sessions.session_of(effect.handle)
+        owner = self.sessions.owner_of(session_id) if session_id is not None else None
+        if session_id is None or owner is None:
+            return
+        handle = effect.handle
+        match effect:
+            case Event(_, data, transaction, jsep):
+                message = replies.plugin_event(session_id, handle, data, transaction=transaction, jsep=jsep)
+            case CoreHangup(_, reason):
+                message = replies.hangup(session_id, handle, reason)
+            case Webrtcup():
+                message = replies.webrtcup(session_id, handle)
+            case Media(_, mid, kind, receiving):
+                message = replies.media(session_id, handle, mid, kind, receiving)
+        self._send(owner, message)
+
+    def _on_relay_notification(self, body: m.Notification) -> None:
+        self.plugin.on_relay_notification(body)
+
+    def _on_calls_lost(self, call_ids: list[str]) -> None:
+        self.plugin.on_calls_lost(call_ids)
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> Server:
-        await self.node.start()
+        await self.relay.start(wait=5.0)
         self._server = await websockets.serve(
             self._serve_connection,
             self.settings.host,
@@ -108,7 +156,9 @@ class SignalingServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        await self.node.close()
+        await self.relay.close()
+        await self.plugin.close()
+        await self.registry.close()
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -131,7 +181,7 @@ class SignalingServer:
         finally:
             del self.connections[key]
             writer.cancel()
-            for session_id in self.node.sessions.owned_by(key):
+            for session_id in self.sessions.owned_by(key):
                 await self._destroy_session(session_id)
             log.info("connection %s closed", key)
 
@@ -139,7 +189,7 @@ class SignalingServer:
         try:
             if len(frame) > self.settings.max_message_size:
                 raise api.JanusError(
-                    api.ErrorCode.TRANSPORT_SPECIFIC,
+                    ErrorCode.TRANSPORT_SPECIFIC,
                     f"Message too large ({len(frame)} bytes, the limit is {self.settings.max_message_size})",
                 )
             envelope = api.parse_envelope(frame, max_depth=self.settings.max_json_depth)
@@ -148,13 +198,13 @@ class SignalingServer:
             reply = exc.reply()
         except Exception:
             log.exception("internal error handling a frame on connection %s", connection.key)
-            reply = api.JanusError(api.ErrorCode.UNKNOWN, "Internal error").reply()
+            reply = api.JanusError(ErrorCode.UNKNOWN, "Internal error").reply()
         if reply is not None:
             connection.send(reply)
 
     async def _dispatch(self, connection: Connection, env: api.Envelope) -> dict[str, Any] | None:
         tx, now = env.transaction, asyncio.get_running_loop().time()
-        sessions = self.node.sessions
+        sessions = self.sessions
 
         def error(code: int, reason: str) -> api.JanusError:
             return api.JanusError(code, reason, transaction=tx, session_id=env.session_id)
@@ -185,7 +235,7 @@ class SignalingServer:
                 return replies.ack(tx, sid)
             if isinstance(request, api.AttachRequest):
                 new_handle = sessions.attach(session)
-                self.node.attach(new_handle)
+                self.plugin.attach(new_handle)
                 return replies.success(tx, session_id=sid, data={"id": new_handle})
             if isinstance(request, api.DestroyRequest):
                 connection.send(replies.success(tx, session_id=sid))
@@ -195,30 +245,36 @@ class SignalingServer:
             if isinstance(request, api.MessageRequest):
                 connection.send(replies.ack(tx, sid))
                 jsep = request.jsep.model_dump(exclude_none=True) if request.jsep is not None else None
-                self.node.plugin_message(handle, request.body, jsep, tx)
+                self.plugin.message(handle, request.body, jsep, tx)
                 return None
             if isinstance(request, api.TrickleRequest):
                 connection.send(replies.ack(tx, sid))
-                self.node.trickle(handle, request.candidates, request.completed)
+                self.plugin.trickle(handle, request.candidates, request.completed)
                 return None
             if isinstance(request, api.HangupRequest):
                 connection.send(replies.success(tx, session_id=sid))
-                await self.node.pc_closed(handle)
+                await self.plugin.pc_closed(handle)
                 return None
             if isinstance(request, api.DetachRequest):
                 connection.send(replies.success(tx, session_id=sid))
-                await self.node.detach(handle)
+                await self._detach(handle)
                 connection.send(replies.detached(sid, handle))
                 return None
-            raise error(api.ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
+            raise error(ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
         except SessionError as exc:
             raise error(exc.code, exc.reason) from None
 
+    async def _detach(self, handle: int) -> None:
+        """The handle goes: the plugin lets go of it (its peer may still be told), then the
+        sessions table forgets it."""
+        await self.plugin.detach(handle)
+        self.sessions.detach(handle)
+
     async def _destroy_session(self, session_id: int) -> None:
-        session = self.node.sessions.sessions.get(session_id)
+        session = self.sessions.sessions.get(session_id)
         for handle in sorted(session.handles) if session is not None else []:
-            await self.node.detach(handle)
-        self.node.sessions.destroy(session_id)
+            await self._detach(handle)
+        self.sessions.destroy(session_id)
         log.info("session %s destroyed", session_id)
 
     async def _sweep_sessions(self) -> None:
@@ -229,8 +285,8 @@ class SignalingServer:
         while True:
             await asyncio.sleep(period)
             now = asyncio.get_running_loop().time()
-            for session_id in self.node.sessions.expired(now, timeout):
-                owner = self.node.sessions.owner_of(session_id)
+            for session_id in self.sessions.expired(now, timeout):
+                owner = self.sessions.owner_of(session_id)
                 log.info("session %s timed out", session_id)
                 if owner is not None:
                     self._send(owner, replies.timeout(session_id))

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Hashable
 
+from signaling.janus_errors import ErrorCode
+
 #: Ids stay below 2**53 so JavaScript clients (janus.js) hold them exactly, as Janus does.
 MAX_ID = 2**53 - 1
 
@@ -21,7 +23,7 @@ MAX_ID = 2**53 - 1
 class SessionError(Exception):
     """A refusal with its Janus core code (458, 459, 468, 490...)."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -60,17 +62,22 @@ class Sessions:
 
     # --- sessions -----------------------------------------------------------------------
 
-    def create(self, owner: Hashable, now: float, requested_id: int | None = None) -> Session:
+    def _owned_with_room(self, owner: Hashable) -> set[int]:
+        """The sessions ``owner`` holds, if it may hold one more (else 490, ours: Janus has no cap)."""
         owned = self._by_owner.setdefault(owner, set())
         if len(owned) >= self.max_sessions_per_connection:
             raise SessionError(
-                490, f"Too many sessions on this connection (at most {self.max_sessions_per_connection})"
+                ErrorCode.UNKNOWN, f"Too many sessions on this connection (at most {self.max_sessions_per_connection})"
             )
+        return owned
+
+    def create(self, owner: Hashable, now: float, requested_id: int | None = None) -> Session:
+        owned = self._owned_with_room(owner)
         if requested_id is not None:
             if not 1 <= requested_id <= MAX_ID:
-                raise SessionError(467, "Invalid element type (id should be a positive integer)")
+                raise SessionError(ErrorCode.INVALID_ELEMENT_TYPE, "Invalid element type (id should be a positive integer)")
             if requested_id in self.sessions or requested_id in self.handle_session:
-                raise SessionError(468, "Session ID already in use")
+                raise SessionError(ErrorCode.SESSION_CONFLICT, "Session ID already in use")
             session_id = requested_id
         else:
             session_id = self._new_id()
@@ -83,7 +90,7 @@ class Sessions:
         """The session, if ``owner`` holds it; refreshes its timer when ``now`` is given."""
         session = self.sessions.get(session_id)
         if session is None or session.owner != owner:
-            raise SessionError(458, f"No such session {session_id}")
+            raise SessionError(ErrorCode.SESSION_NOT_FOUND, f"No such session {session_id}")
         if now is not None:
             session.last_seen = now
         return session
@@ -92,13 +99,9 @@ class Sessions:
         """Move a session to ``owner`` (reconnect), as Janus's ``claim`` does."""
         session = self.sessions.get(session_id)
         if session is None:
-            raise SessionError(458, f"No such session {session_id}")
+            raise SessionError(ErrorCode.SESSION_NOT_FOUND, f"No such session {session_id}")
         if session.owner != owner:
-            owned = self._by_owner.setdefault(owner, set())
-            if len(owned) >= self.max_sessions_per_connection:
-                raise SessionError(
-                    490, f"Too many sessions on this connection (at most {self.max_sessions_per_connection})"
-                )
+            owned = self._owned_with_room(owner)
             self._by_owner.get(session.owner, set()).discard(session_id)
             owned.add(session_id)
             session.owner = owner
@@ -137,7 +140,7 @@ class Sessions:
     def attach(self, session: Session) -> int:
         if len(session.handles) >= self.max_handles_per_session:
             raise SessionError(
-                461, f"Too many handles in this session (at most {self.max_handles_per_session})"
+                ErrorCode.PLUGIN_ATTACH, f"Too many handles in this session (at most {self.max_handles_per_session})"
             )
         handle = self._new_id()
         session.handles.add(handle)
@@ -146,7 +149,7 @@ class Sessions:
 
     def handle(self, session: Session, handle_id: int) -> int:
         if handle_id not in session.handles:
-            raise SessionError(459, f"No such handle {handle_id} in session {session.session_id}")
+            raise SessionError(ErrorCode.HANDLE_NOT_FOUND, f"No such handle {handle_id} in session {session.session_id}")
         return handle_id
 
     def detach(self, handle_id: int) -> None:

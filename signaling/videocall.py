@@ -1,17 +1,17 @@
 """The VideoCall plugin as a pure state machine: requests in, effects out.
 
-This module owns who is registered on which handle (as far as this node knows), who is
-in a call with whom and in which phase, and what each request answers. It opens no
+This module owns the name each of its handles registered, who is in a call with whom and in which phase, and what each request answers. It opens no
 socket, starts no task and reads no clock: every input is a method call and every output
 is a list of effects (``Event`` to a handle, ``CoreHangup``, ``Webrtcup``, registry and
-relay commands) that the asyncio adapter (``signaling/plugin_runner.py``) carries out.
+relay commands) that the plugin runner (``signaling/plugin_runner.py``) carries out.
 
 Work that must wait for I/O (claiming a name in the registry, the relay preparing a call)
 is split in two: the first call returns a command carrying everything needed to go on,
-and the adapter feeds its outcome back (``claimed``, ``looked_up``, ``call_created``...).
-The adapter processes one plugin message per handle at a time, so a handle never has two
+and the runner feeds its outcome back (``claimed``, ``looked_up``, ``call_created``...).
+The runner processes one plugin message per handle at a time, so a handle never has two
 requests in flight; other handles' actions may interleave, which is why each
-continuation re-checks the state it relies on.
+continuation re-checks the state it relies on. Who holds which name is the registry's
+alone (it may be shared by several nodes): ``list``, ``register`` and ``call`` ask it.
 
 Behaviour mirrors ``janus_videocall_handler`` in Janus's ``janus_videocall.c`` (codes,
 texts, check order, which events carry a transaction). Deliberate differences are marked
@@ -24,28 +24,39 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import messages as m
 from signaling import videocall_body as vb
-from signaling.janus_api import quote
-from signaling.videocall_body import PluginError
 from signaling.effects import (
-    Event,
-    CoreHangup,
-    Webrtcup,
-    Media,
     Claim,
-    Release,
-    Lookup,
-    RelayCreate,
-    RelayAccept,
-    RelayTrickle,
-    RelayConfigure,
-    RelayRenegotiate,
-    RelayHangup,
+    CoreHangup,
     Effect,
+    Event,
     Jsep,
     LegName,
+    ListNames,
+    Lookup,
+    Media,
+    Relay,
+    RelayFailure,
+    Release,
+    Webrtcup,
+)
+from signaling.janus_errors import (
+    CLOSE_PC,
+    DETACH,
+    EXPLICIT_HANGUP,
+    JANUS_API,
+    PEER_HANGUP_DEFAULT,
+    REASON_LIMIT,
+    REMOTE_HANGUP,
+    USER_BUSY,
+    PluginCode,
+    PluginError,
+    quote,
 )
 
+#: Candidates one ``leg.trickle`` carries (``LegTrickle`` takes at most this many).
+TRICKLE_BATCH = 64
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -95,24 +106,8 @@ class HandleState:
     call: Call | None = None
     controls: Controls = field(default_factory=Controls)
     #: Candidates trickled before the handle has a call leg (bounded).
-    pending_trickles: list[dict[str, Any]] = field(default_factory=list)
+    pending_trickles: list[m.IceCandidate] = field(default_factory=list)
     pending_completed: bool = False
-
-
-SUCCESS_HANGUP = "Explicit hangup"
-REMOTE_HANGUP = "Remote WebRTC hangup"
-PEER_HANGUP_DEFAULT = "We did the hangup"
-USER_BUSY = "User busy"
-#: Characters of a hangup reason passed on to the peer.
-REASON_LIMIT = 256
-
-
-def _result(data: dict[str, Any]) -> dict[str, Any]:
-    return {"videocall": "event", "result": data}
-
-
-def _error(exc: PluginError) -> dict[str, Any]:
-    return {"videocall": "event", "error_code": exc.code, "error": exc.text}
 
 
 class VideoCall:
@@ -120,7 +115,6 @@ class VideoCall:
 
     def __init__(self, max_pending_trickles: int = 128, call_ids: Any = None) -> None:
         self.handles: dict[int, HandleState] = {}
-        self.names: dict[str, int] = {}
         self.calls: dict[str, Call] = {}
         self.max_pending_trickles = max_pending_trickles
         self._call_ids = call_ids if call_ids is not None else (f"call-{n}" for n in itertools.count(1))
@@ -138,15 +132,13 @@ class VideoCall:
         effects: list[Effect] = []
         if state.call is not None:
             # Janus tells a detaching handle its PeerConnection closed ("Detach") first.
-            effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc="Detach")
+            effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=DETACH)
         del self.handles[handle]
         if state.username is not None:
-            if self.names.get(state.username) == handle:
-                del self.names[state.username]
             effects.append(Release(state.username, handle))
         return effects
 
-    def pc_closed(self, handle: int, reason: str = "Janus API") -> list[Effect]:
+    def pc_closed(self, handle: int, reason: str = JANUS_API) -> list[Effect]:
         """The client asked the core to close the handle's PeerConnection (``hangup``
         request): it gets the core ``hangup`` with ``reason``, the peer is told "Remote
         WebRTC hangup" (``janus_videocall_hangup_media``)."""
@@ -169,7 +161,7 @@ class VideoCall:
                 raise vb.unknown_request(body["request"])
             return handler(self, state, body, jsep, transaction)
         except PluginError as exc:
-            effects: list[Effect] = [Event(handle, _error(exc), transaction)]
+            effects: list[Effect] = [Event(handle, error_data(exc), transaction)]
             if state.call is None:
                 self._drop_pending(state)  # a refused call leaves the handle ready for the next
                 if jsep is not None and exc.code in _CALL_REFUSALS_CLOSING_PC and isinstance(body, dict) and str(body.get("request")).lower() == "call":
@@ -177,26 +169,30 @@ class VideoCall:
             return effects
 
     def _list(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
-        return [Event(state.handle, _result({"list": sorted(self.names)}), tx)]
+        return [ListNames(state.handle, tx)]
+
+    def listed(self, handle: int, names: list[str], transaction: str | None) -> list[Effect]:
+        """The registry's answer to ``ListNames``: every registered name."""
+        if handle not in self.handles:
+            return []
+        return [Event(handle, _result({"list": sorted(names)}), transaction)]
 
     def _register(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
         name = vb.validate_username(body)
         if state.username is not None:
-            raise PluginError(vb.ALREADY_REGISTERED, f"Already registered ({state.username})")
-        if name in self.names:
-            raise PluginError(vb.USERNAME_TAKEN, f"Username '{quote(name)}' already taken")
+            raise PluginError(PluginCode.ALREADY_REGISTERED, f"Already registered ({state.username})")
         return [Claim(state.handle, name, tx)]
 
     def claimed(self, handle: int, name: str, ok: bool, transaction: str | None) -> list[Effect]:
-        """The registry's answer to ``Claim``."""
+        """The registry's answer to ``Claim``: the name is this handle's now, or someone else's."""
         state = self.handles.get(handle)
-        if state is None or state.username is not None or (ok and name in self.names):
+        if state is None or state.username is not None:
             # The handle went away (or got a name) meanwhile: give the claim back.
             return [Release(name, handle)] if ok else []
         if not ok:
-            return [Event(handle, _error(PluginError(vb.USERNAME_TAKEN, f"Username '{quote(name)}' already taken")), transaction)]
+            taken = PluginError(PluginCode.USERNAME_TAKEN, f"Username '{quote(name)}' already taken")
+            return [Event(handle, error_data(taken), transaction)]
         state.username = name
-        self.names[name] = handle
         return [Event(handle, _result({"event": "registered", "username": name}), transaction)]
 
     def _call(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
@@ -204,12 +200,12 @@ class VideoCall:
         # busy, SDP present. Differs from Janus: a refused call never ends a call in
         # progress (Janus closes the caller's PeerConnection on 480).
         if state.username is None:
-            raise PluginError(vb.REGISTER_FIRST, "Register a username first")
+            raise PluginError(PluginCode.REGISTER_FIRST, "Register a username first")
         if state.call is not None:
-            raise PluginError(vb.ALREADY_IN_CALL, "Already in a call")
+            raise PluginError(PluginCode.ALREADY_IN_CALL, "Already in a call")
         name = vb.validate_username(body)
         if name == state.username:
-            raise PluginError(vb.USE_ECHO_TEST, "You can't call yourself... use the EchoTest for that")
+            raise PluginError(PluginCode.USE_ECHO_TEST, "You can't call yourself... use the EchoTest for that")
         return [Lookup(state.handle, name, tx, jsep)]
 
     def looked_up(self, handle: int, name: str, callee: int | None, transaction: str | None, jsep: Jsep | None) -> list[Effect]:
@@ -218,11 +214,11 @@ class VideoCall:
         if state is None or state.username is None:
             return []
         if state.call is not None:
-            return [Event(handle, _error(PluginError(vb.ALREADY_IN_CALL, "Already in a call")), transaction)]
+            return [Event(handle, error_data(PluginError(PluginCode.ALREADY_IN_CALL, "Already in a call")), transaction)]
         peer = self.handles.get(callee) if callee is not None else None
         if peer is None or peer.username != name:
             self._drop_pending(state)
-            refusal = Event(handle, _error(PluginError(vb.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)
+            refusal = Event(handle, error_data(PluginError(PluginCode.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)
             return [refusal, CoreHangup(handle)] if jsep is not None else [refusal]
         had_pc = jsep is not None
         if peer.call is not None:
@@ -235,28 +231,30 @@ class VideoCall:
             return effects
         if jsep is None or jsep.get("sdp") is None:
             self._drop_pending(state)
-            return [Event(handle, _error(PluginError(vb.MISSING_SDP, "Missing SDP")), transaction)]
+            return [Event(handle, error_data(PluginError(PluginCode.MISSING_SDP, "Missing SDP")), transaction)]
         if jsep.get("type") != "offer":
             self._drop_pending(state)
-            return [Event(handle, _error(PluginError(vb.INVALID_SDP, "Error parsing offer: not an offer")), transaction)]
+            return [Event(handle, error_data(PluginError(PluginCode.INVALID_SDP, "Error parsing offer: not an offer")), transaction)]
         call = Call(next(self._call_ids), caller=handle, callee=peer.handle, caller_offer=jsep["sdp"])
+        create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer)
         call.pending_tx = transaction
         state.call = peer.call = call
         self.calls[call.call_id] = call
-        return [RelayCreate(call.call_id, jsep["sdp"])]
+        return [Relay(create, transaction)]
 
-    def call_created(self, call_id: str, callee_offer: str | None, error: str | None) -> list[Effect]:
-        """The worker prepared the call (``callee_offer``) or refused it (``error``)."""
+    def call_created(self, call_id: str, outcome: m.CallCreateResult | RelayFailure) -> list[Effect]:
+        """The worker prepared the call (the callee's offer) or could not (``RelayFailure``)."""
         call = self.calls.get(call_id)
         if call is None or call.phase != "creating":
             # Ended meanwhile (a side detached): make sure the worker forgets it too.
-            return [RelayHangup(call_id, "Call ended during setup")]
+            return [Relay(m.CallHangup(call_id=call_id, reason="Call ended during setup"))]
         tx = call.pending_tx
         caller = self.handles[call.caller]
-        if callee_offer is None:
+        if isinstance(outcome, RelayFailure):
             self._forget(call)
             self._drop_pending(caller)
-            return [Event(call.caller, _error(_relay_error("offer", error)), tx), CoreHangup(call.caller)]
+            return [Event(call.caller, error_data(_relay_error("offer", outcome)), tx), CoreHangup(call.caller)]
+        callee_offer = outcome.callee_offer
         call.phase = "ringing"
         effects: list[Effect] = [
             Event(call.callee, _result({"event": "incomingcall", "username": caller.username}), None, {"type": "offer", "sdp": callee_offer}),
@@ -269,25 +267,28 @@ class VideoCall:
     def _accept(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
         call = state.call
         if call is None or call.callee != state.handle or call.phase != "ringing":
-            raise PluginError(vb.NO_CALL, "No incoming call to accept")
+            raise PluginError(PluginCode.NO_CALL, "No incoming call to accept")
         if jsep is None or jsep.get("sdp") is None:
-            raise PluginError(vb.MISSING_SDP, "Missing SDP")
+            raise PluginError(PluginCode.MISSING_SDP, "Missing SDP")
         if jsep.get("type") != "answer":
-            raise PluginError(vb.INVALID_SDP, "Error parsing answer: not an answer")
+            raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: not an answer")
+        accept = m.CallAccept(call_id=call.call_id, callee_answer=jsep["sdp"])
         call.phase = "accepting"
         call.pending_tx = tx
-        return [RelayAccept(call.call_id, jsep["sdp"])]
+        return [Relay(accept, tx)]
 
-    def call_accepted(self, call_id: str, caller_answer: str | None, error: str | None) -> list[Effect]:
+    def call_accepted(self, call_id: str, outcome: m.CallAcceptResult | RelayFailure) -> list[Effect]:
+        """The worker took the callee's answer (and answers the caller) or refused it."""
         call = self.calls.get(call_id)
         if call is None or call.phase != "accepting":
             return []
         tx = call.pending_tx
-        if caller_answer is None:
+        if isinstance(outcome, RelayFailure):
             # The callee's answer was refused: the call cannot go on (Janus would have
             # refused the accept before ringing the caller's answer; we end it cleanly).
             call.phase = "ringing"
-            return [Event(call.callee, _error(_relay_error("answer", error)), tx)]
+            return [Event(call.callee, error_data(_relay_error("answer", outcome)), tx)]
+        caller_answer = outcome.caller_answer
         call.phase = "active"
         callee = self.handles[call.callee]
         effects: list[Effect] = [
@@ -311,31 +312,36 @@ class VideoCall:
         call = state.call
         live = call is not None and call.phase == "active"
         if live and call is not None and (parsed.audio is not None or parsed.video is not None or parsed.bitrate is not None):
-            effects.append(RelayConfigure(call.call_id, call.leg_of(state.handle), parsed.audio, parsed.video, parsed.bitrate))
+            configure = m.LegConfigure(call_id=call.call_id, leg=call.leg_of(state.handle), audio=parsed.audio,
+                                       video=parsed.video, bitrate=parsed.bitrate)
+            effects.append(Relay(configure))
         if jsep is not None and live and call is not None:
             sdp_type = jsep.get("type")
             leg = call.leg_of(state.handle)
             if sdp_type == "answer" and call.renegotiating in (None, leg):
-                raise PluginError(vb.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
-            effects.append(RelayRenegotiate(call.call_id, leg, str(sdp_type), jsep["sdp"], bool(parsed.restart), tx))
+                raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
+            renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=sdp_type, sdp=jsep["sdp"],
+                                           restart=bool(parsed.restart))
+            effects.append(Relay(renegotiate, tx))
             return effects
         # Janus answers `set` at once; with a jsep it is answered once the relay has it.
         effects.append(Event(state.handle, _result({"event": "set"}), tx))
         return effects
 
-    def renegotiated(self, call_id: str, leg: LegName, sdp_type: str, sdp: str | None, error: str | None, transaction: str | None) -> list[Effect]:
-        """The worker's answer to ``RelayRenegotiate``: the SDP for the other leg."""
-        call = self.calls.get(call_id)
+    def renegotiated(self, request: m.LegRenegotiate, outcome: m.LegRenegotiateResult | RelayFailure,
+                     transaction: str | None) -> list[Effect]:
+        """The worker's answer to ``LegRenegotiate``: the SDP for the other leg."""
+        call = self.calls.get(request.call_id)
         if call is None:
             return []
-        handle = call.handle_of(leg)
-        if sdp is None:
-            return [Event(handle, _error(_relay_error("offer" if sdp_type == "offer" else "answer", error)), transaction)]
-        call.renegotiating = leg if sdp_type == "offer" else None
+        handle = call.handle_of(request.leg)
+        if isinstance(outcome, RelayFailure):
+            return [Event(handle, error_data(_relay_error(request.sdp_type, outcome)), transaction)]
+        call.renegotiating = request.leg if outcome.sdp_type == "offer" else None
         peer = call.peer_of(handle)
         return [
             Event(handle, _result({"event": "set"}), transaction),
-            Event(peer, _result({"event": "update"}), None, {"type": sdp_type, "sdp": sdp}),
+            Event(peer, _result({"event": "update"}), None, {"type": outcome.sdp_type, "sdp": outcome.sdp}),
         ]
 
     def _hangup(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
@@ -345,24 +351,24 @@ class VideoCall:
         result: dict[str, Any] = {"event": "hangup"}
         if state.username is not None:
             result["username"] = state.username
-        result["reason"] = SUCCESS_HANGUP
+        result["reason"] = EXPLICIT_HANGUP
         effects: list[Effect] = [Event(state.handle, _result(result), tx)]
         call = state.call
         self._drop_pending(state)
         if call is not None:
-            effects += self._end_call(call, dropped=state.handle, reason=reason or PEER_HANGUP_DEFAULT, dropped_pc="Close PC")
+            effects += self._end_call(call, dropped=state.handle, reason=reason or PEER_HANGUP_DEFAULT, dropped_pc=CLOSE_PC)
         return effects
 
     # --- trickle and relay notifications --------------------------------------------------
 
-    def trickle(self, handle: int, candidates: list[dict[str, Any]], completed: bool) -> list[Effect]:
+    def trickle(self, handle: int, candidates: list[m.IceCandidate], completed: bool) -> list[Effect]:
         """Candidates from a client: to its leg if it has one, else kept (bounded)."""
         state = self.handles.get(handle)
         if state is None:
             return []
         call = state.call
         if call is not None and self._leg_ready(call, call.leg_of(handle)):
-            return [RelayTrickle(call.call_id, call.leg_of(handle), tuple(candidates), completed)]
+            return _trickles(call.call_id, call.leg_of(handle), candidates, completed)
         # Differs from Janus: Janus keeps every early trickle forever; we keep a bounded few.
         room = self.max_pending_trickles - len(state.pending_trickles)
         state.pending_trickles.extend(candidates[: max(room, 0)])
@@ -377,7 +383,7 @@ class VideoCall:
         handle = call.handle_of(leg)
         if connected:
             return [Webrtcup(handle)]
-        return self._end_call(call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=reason or "Close PC")
+        return self._end_call(call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=reason or CLOSE_PC)
 
     def leg_media(self, call_id: str, leg: LegName, kind: str, mid: str, receiving: bool) -> list[Effect]:
         call = self.calls.get(call_id)
@@ -400,13 +406,13 @@ class VideoCall:
         """End ``call``; ``dropped`` is the side that caused it (None: the relay failed).
 
         Janus (``janus_videocall_hangup_media``): the other side gets the plugin ``hangup``
-        event naming the dropper with ``reason``, then its core ``hangup`` ("Close PC");
+        event naming the dropper with ``reason``, then its core ``hangup`` (``CLOSE_PC``);
         the side that dropped gets only a core ``hangup`` with ``dropped_pc`` (none when
         its handle is gone). A side that never made a PeerConnection gets no core hangup.
         Differs from Janus: after an explicit hangup the peer is not sent a second, late
         "Remote WebRTC hangup" event.
         """
-        effects: list[Effect] = [RelayHangup(call.call_id, reason)]
+        effects: list[Effect] = [Relay(m.CallHangup(call_id=call.call_id, reason=reason[:m.MAX_TEXT]))]
         names = {side: getattr(self.handles.get(side), "username", None) for side in (call.caller, call.callee)}
         had_pc = {call.caller: True, call.callee: call.phase in ("accepting", "active")}
         self._forget(call)
@@ -448,16 +454,16 @@ class VideoCall:
         state = self.handles.get(call.handle_of(leg))
         if state is None or not (state.pending_trickles or state.pending_completed):
             return []
-        effect = RelayTrickle(call.call_id, leg, tuple(state.pending_trickles), state.pending_completed)
+        effects = _trickles(call.call_id, leg, state.pending_trickles, state.pending_completed)
         self._drop_pending(state)
-        return [effect]
+        return effects
 
     def _apply_controls(self, call: Call, leg: LegName) -> list[Effect]:
         state = self.handles.get(call.handle_of(leg))
         if state is None or not state.controls.changed():
             return []
         c = state.controls
-        return [RelayConfigure(call.call_id, leg, c.audio, c.video, c.bitrate)]
+        return [Relay(m.LegConfigure(call_id=call.call_id, leg=leg, audio=c.audio, video=c.video, bitrate=c.bitrate))]
 
     @staticmethod
     def _drop_pending(state: HandleState) -> None:
@@ -465,18 +471,39 @@ class VideoCall:
         state.pending_completed = False
 
 
-def _relay_error(what: str, error: str | None) -> PluginError:
+def _result(data: dict[str, Any]) -> dict[str, Any]:
+    return {"videocall": "event", "result": data}
+
+
+def error_data(exc: PluginError) -> dict[str, Any]:
+    """The body of a plugin error event, as Janus sends it."""
+    return {"videocall": "event", "error_code": exc.code, "error": exc.text}
+
+
+def _relay_error(what: str, failure: RelayFailure) -> PluginError:
     """A worker's refusal of an SDP becomes 483; an unreachable worker 499."""
-    text = error or "unknown error"
-    if text.startswith("relay unavailable"):
-        return PluginError(vb.UNKNOWN_ERROR, f"Media relay unavailable, try again ({text})")
-    return PluginError(vb.INVALID_SDP, f"Error parsing {what}: {text}")
+    if failure.unavailable:
+        return PluginError(PluginCode.UNKNOWN_ERROR, f"Media relay unavailable, try again ({failure.detail})")
+    return PluginError(PluginCode.INVALID_SDP, f"Error parsing {what}: {failure.detail}")
+
+
+def _trickles(call_id: str, leg: LegName, candidates: list[m.IceCandidate], completed: bool) -> list[Effect]:
+    """``leg.trickle`` requests for ``candidates`` in batches the IPC model takes;
+    ``completed`` rides on the last."""
+    batches = [candidates[i:i + TRICKLE_BATCH] for i in range(0, len(candidates), TRICKLE_BATCH)] or [[]]
+    last = len(batches) - 1
+    return [
+        Relay(m.LegTrickle(call_id=call_id, leg=leg, candidates=batch, completed=completed and i == last))
+        for i, batch in enumerate(batches)
+    ]
 
 
 #: Refusals of ``call`` after which Janus closes the caller's PeerConnection (``close_pc``),
 #: so a client that sent an offer gets a core ``hangup`` and starts the next call afresh.
 #: Differs from Janus: not on 480, which would kill the call in progress.
-_CALL_REFUSALS_CLOSING_PC = frozenset({vb.REGISTER_FIRST, vb.INVALID_ELEMENT, vb.MISSING_ELEMENT, vb.USE_ECHO_TEST})
+_CALL_REFUSALS_CLOSING_PC = frozenset({
+    PluginCode.REGISTER_FIRST, PluginCode.INVALID_ELEMENT, PluginCode.MISSING_ELEMENT, PluginCode.USE_ECHO_TEST,
+})
 
 
 _HANDLERS = {

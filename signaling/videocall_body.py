@@ -13,36 +13,10 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from signaling.janus_api import quote
-
-# VideoCall plugin error codes (janus_videocall.c, JANUS_VIDEOCALL_ERROR_*).
-NO_MESSAGE = 470
-INVALID_JSON = 471
-INVALID_REQUEST = 472
-REGISTER_FIRST = 473
-INVALID_ELEMENT = 474
-MISSING_ELEMENT = 475
-USERNAME_TAKEN = 476
-ALREADY_REGISTERED = 477
-NO_SUCH_USERNAME = 478
-USE_ECHO_TEST = 479
-ALREADY_IN_CALL = 480
-NO_CALL = 481
-MISSING_SDP = 482
-INVALID_SDP = 483
-UNKNOWN_ERROR = 499
+from signaling.janus_errors import PluginCode, PluginError, quote
 
 #: Longest username we accept (Janus has no limit; we bound what we store and echo).
 MAX_USERNAME = 128
-
-
-class PluginError(Exception):
-    """A refusal to send back as ``{"videocall":"event","error_code":N,"error":text}``."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 class _Body(BaseModel):
@@ -87,9 +61,9 @@ def validate(model: type[_Body], body: dict[str, Any]) -> Any:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         if first["type"] == "missing":
-            raise PluginError(MISSING_ELEMENT, f"Missing mandatory element ({field})") from None
+            raise PluginError(PluginCode.MISSING_ELEMENT, f"Missing mandatory element ({field})") from None
         kind = model.janus_types.get(field, "valid")
-        raise PluginError(INVALID_ELEMENT, f"Invalid element type ({field} should be {kind})") from None
+        raise PluginError(PluginCode.INVALID_ELEMENT, f"Invalid element type ({field} should be {kind})") from None
 
 
 def validate_username(body: dict[str, Any]) -> str:
@@ -100,10 +74,10 @@ def validate_username(body: dict[str, Any]) -> str:
     """
     name: str = validate(UsernameBody, body).username
     if not name:
-        raise PluginError(INVALID_ELEMENT, "Invalid element type (username should be a non-empty string)")
+        raise PluginError(PluginCode.INVALID_ELEMENT, "Invalid element type (username should be a non-empty string)")
     if len(name) > MAX_USERNAME:
         raise PluginError(
-            INVALID_ELEMENT, f"Invalid value (username should be at most {MAX_USERNAME} characters)"
+            PluginCode.INVALID_ELEMENT, f"Invalid value (username should be at most {MAX_USERNAME} characters)"
         )
     return name
 
@@ -114,22 +88,22 @@ def validate_set(body: dict[str, Any]) -> SetBody:
     for field in ("substream", "temporal"):
         value = body.get(field)
         if value is not None and (type(value) is not int or not 0 <= value <= 2):
-            raise PluginError(INVALID_ELEMENT, f"Invalid value ({field} should be 0, 1 or 2)")
+            raise PluginError(PluginCode.INVALID_ELEMENT, f"Invalid value ({field} should be 0, 1 or 2)")
     fallback = body.get("fallback")
     if fallback is not None and (type(fallback) is not int or fallback < 0):
-        raise PluginError(INVALID_ELEMENT, "Invalid value (fallback should be a positive integer)")
+        raise PluginError(PluginCode.INVALID_ELEMENT, "Invalid value (fallback should be a positive integer)")
     return parsed
 
 
 def request_name(body: Any) -> str:
     """The request verb, lower-cased (Janus matches it case-insensitively)."""
     if body is None:
-        raise PluginError(NO_MESSAGE, "No message??")
+        raise PluginError(PluginCode.NO_MESSAGE, "No message??")
     if not isinstance(body, dict):
-        raise PluginError(INVALID_JSON, "JSON error: not an object")
+        raise PluginError(PluginCode.INVALID_JSON, "JSON error: not an object")
     request: str = validate(RequestBody, body).request
     return request.lower()
 
 
 def unknown_request(request: str) -> PluginError:
-    return PluginError(INVALID_REQUEST, f"Unknown request ({quote(request)})")
+    return PluginError(PluginCode.INVALID_REQUEST, f"Unknown request ({quote(request)})")

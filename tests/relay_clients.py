@@ -15,6 +15,8 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from pydantic import BaseModel
 
+from shared.messages import Notification
+
 
 def client() -> RTCPeerConnection:
     """A client PeerConnection that contacts no STUN server."""
@@ -83,8 +85,8 @@ class Notifications:
     seen: list[tuple[str, BaseModel]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __call__(self, method: str, model: BaseModel) -> None:
-        self.seen.append((method, model))
+    def __call__(self, model: Notification) -> None:
+        self.seen.append((model.METHOD, model))
         self._changed.set()
 
     def states(self, leg: str | None = None) -> list[tuple[str, str, str]]:

@@ -29,6 +29,7 @@ from shared.ipc import (
 )
 from shared.messages import (
     PROTOCOL_VERSION,
+    Request,
     CallCreate,
     CallCreateResult,
     CallHangup,
@@ -170,8 +171,8 @@ class Worker:
         self.release = asyncio.Event()
         self.seen: list[str] = []
 
-    async def handle(self, method: str, body: BaseModel) -> BaseModel:
-        self.seen.append(method)
+    async def handle(self, channel: Channel, body: Request[Any]) -> BaseModel:
+        self.seen.append(body.METHOD)
         if isinstance(body, CallCreate):
             if body.call_id == "slow":
                 await self.release.wait()
@@ -182,7 +183,7 @@ class Worker:
             return CallCreateResult(callee_offer=body.caller_offer.upper())
         if isinstance(body, LegTrickle):  # answer, then notify: the response must arrive first
             asyncio.get_running_loop().call_soon(
-                self.channels[-1].notify, "leg.state", LegState(call_id=body.call_id, leg=body.leg, state="connected"))
+                channel.notify, LegState(call_id=body.call_id, leg=body.leg, state="connected"))
         return Empty()
 
 
@@ -212,7 +213,7 @@ async def test_hello_reports_the_worker(node: Channel, worker: tuple[Worker, str
 
 
 async def test_request_response_over_unix_socket(node: Channel, worker: tuple[Worker, str]) -> None:
-    result = await node.request("call.create", CallCreate(call_id="c1", caller_offer="v=0"))
+    result = await node.request(CallCreate(call_id="c1", caller_offer="v=0"))
     assert result == CallCreateResult(callee_offer="V=0")
     assert stat.S_IMODE(os.stat(worker[1].removeprefix("unix:")).st_mode) == 0o600
 
@@ -223,7 +224,7 @@ async def test_request_response_over_tcp() -> None:
     port = server.sockets[0].getsockname()[1]
     channel = await connect(f"tcp:127.0.0.1:{port}")
     assert channel.peer is not None and channel.peer.worker_id == f"pid-{os.getpid()}"
-    assert await channel.request("call.hangup", CallHangup(call_id="c1")) == Empty()
+    assert await channel.request(CallHangup(call_id="c1")) == Empty()
     await channel.close()
     server.close()
     for c in w.channels:
@@ -231,8 +232,8 @@ async def test_request_response_over_tcp() -> None:
 
 
 async def test_slow_request_does_not_block_others(node: Channel, worker: tuple[Worker, str]) -> None:
-    slow = asyncio.create_task(node.request("call.create", CallCreate(call_id="slow", caller_offer="")))
-    assert await node.request("leg.trickle", LegTrickle(call_id="c1", leg="caller", completed=True)) == Empty()
+    slow = asyncio.create_task(node.request(CallCreate(call_id="slow", caller_offer="")))
+    assert await node.request(LegTrickle(call_id="c1", leg="caller", completed=True)) == Empty()
     assert not slow.done()
     worker[0].release.set()
     assert await slow == CallCreateResult(callee_offer="")
@@ -264,7 +265,7 @@ async def test_error_responses(worker: tuple[Worker, str], method: str, body: di
 
 async def test_error_response_raises_ipc_error_with_reason(node: Channel) -> None:
     with pytest.raises(IpcError) as caught:
-        await node.request("call.create", CallCreate(call_id="bad", caller_offer=""))
+        await node.request(CallCreate(call_id="bad", caller_offer=""))
     assert type(caught.value) is IpcError and caught.value.reason == "offer has no media"
 
 
@@ -273,7 +274,7 @@ async def test_requests_before_hello_are_refused(worker: tuple[Worker, str]) -> 
     channel = Channel(reader, writer)
     run = asyncio.create_task(channel.run())
     with pytest.raises(IpcError, match="^'worker.stats' refused: send 'hello' first$"):
-        await channel.request("worker.stats", WorkerStats())
+        await channel.request(WorkerStats())
     await channel.close()
     await run
     assert worker[0].seen == []
@@ -282,10 +283,10 @@ async def test_requests_before_hello_are_refused(worker: tuple[Worker, str]) -> 
 async def test_timeout_fails_the_request_and_ignores_the_late_response(
         node: Channel, worker: tuple[Worker, str], caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(RequestTimeout, match="^'call.create' got no response within 0.05 s$"):
-        await node.request("call.create", CallCreate(call_id="slow", caller_offer=""), timeout=0.05)
+        await node.request(CallCreate(call_id="slow", caller_offer=""), timeout=0.05)
     assert node._pending == {}
     worker[0].release.set()
-    assert await node.request("call.hangup", CallHangup(call_id="c1")) == Empty()
+    assert await node.request(CallHangup(call_id="c1")) == Empty()
     assert "response to unknown request id 2 ignored" in caplog.text
     assert not node.closed
 
@@ -308,7 +309,7 @@ class RawPeer:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         self.events: list[tuple[str, object]] = []
         self.channel = Channel(reader, writer, timeout=2, name="raw",
-                               on_notification=lambda m, b: self.events.append(("ntf", b)),
+                               on_notification=lambda b: self.events.append(("ntf", b)),
                                on_close=lambda: self.events.append(("closed", None)))
         self.run = asyncio.create_task(self.channel.run())
         return self.channel, self.events
@@ -333,12 +334,12 @@ async def test_peer_closing_mid_request_fails_pending_with_channel_closed() -> N
 
     async with RawPeer(hang_up) as (channel, events):
         with pytest.raises(ChannelClosed, match="^channel raw closed: peer closed the connection$"):
-            await channel.request("call.hangup", CallHangup(call_id="c1"))
+            await channel.request(CallHangup(call_id="c1"))
         await asyncio.sleep(0)
         assert channel.closed and events == [("closed", None)]
         with pytest.raises(ChannelClosed):
-            await channel.request("call.hangup", CallHangup(call_id="c1"))
-        channel.notify("leg.state", LegState(call_id="c1", leg="caller", state="closed"))  # dropped quietly
+            await channel.request(CallHangup(call_id="c1"))
+        channel.notify(LegState(call_id="c1", leg="caller", state="closed"))  # dropped quietly
         await channel.close()
         await asyncio.sleep(0)
         assert events == [("closed", None)]  # on_close once, however the channel ends
@@ -355,7 +356,7 @@ async def test_notification_is_delivered_after_the_response_sent_before_it() -> 
         await reader.read()
 
     async with RawPeer(answer_then_notify) as (channel, events):
-        result = await channel.request("call.hangup", CallHangup(call_id="c1"))
+        result = await channel.request(CallHangup(call_id="c1"))
         events.append(("result", result))
         await asyncio.sleep(0.05)
         assert [kind for kind, _ in events] == ["result", "ntf", "ntf"]
@@ -364,8 +365,8 @@ async def test_notification_is_delivered_after_the_response_sent_before_it() -> 
 
 async def test_notification_after_response_over_serve(worker: tuple[Worker, str]) -> None:
     events: list[object] = []
-    channel = await connect(worker[1], on_notification=lambda m, b: events.append((m, b)))
-    events.append(await channel.request("leg.trickle", LegTrickle(call_id="c9", leg="callee")))
+    channel = await connect(worker[1], on_notification=lambda b: events.append((b.METHOD, b)))
+    events.append(await channel.request(LegTrickle(call_id="c9", leg="callee")))
     await asyncio.sleep(0.05)
     assert events == [Empty(), ("leg.state", LegState(call_id="c9", leg="callee", state="connected"))]
     await channel.close()
@@ -393,7 +394,7 @@ async def test_version_mismatch_is_refused_by_the_worker(worker: tuple[Worker, s
     run = asyncio.create_task(channel.run())
     with pytest.raises(IpcError, match=f"^protocol version mismatch: worker speaks {PROTOCOL_VERSION}, "
                                        "node speaks 99$"):
-        await channel.request("hello", Hello(version=99, node_id="old"))
+        await channel.request(Hello(version=99, node_id="old"))
     await channel.close()
     await run
 
@@ -420,7 +421,7 @@ async def test_garbage_peer_is_disconnected_while_another_channel_keeps_working(
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert await asyncio.wait_for(reader.read(), 2) == b""  # EOF: the worker hung up
     assert "closing, bad frame from peer: frame length 1195725856 exceeds the limit of 1048576 bytes" in caplog.text
-    assert await node.request("call.create", CallCreate(call_id="c2", caller_offer="ok")) == \
+    assert await node.request(CallCreate(call_id="c2", caller_offer="ok")) == \
         CallCreateResult(callee_offer="OK")
     writer.close()
 
@@ -433,14 +434,14 @@ async def test_bad_frame_fails_pending_requests_with_channel_closed() -> None:
 
     async with RawPeer(answer_garbage) as (channel, _):
         with pytest.raises(ChannelClosed, match="bad frame from peer: frame is a msgpack array, not a map$"):
-            await channel.request("call.hangup", CallHangup(call_id="c1"))
+            await channel.request(CallHangup(call_id="c1"))
 
 
 async def test_oversized_request_is_refused_locally(worker: tuple[Worker, str]) -> None:
     channel = await connect(worker[1], max_frame=200)
     with pytest.raises(IpcError, match="^'call.create' not sent: frame length 2.. exceeds the limit of 200 bytes$"):
-        await channel.request("call.create", CallCreate(call_id="c1", caller_offer="v" * 200))
-    assert await channel.request("call.create", CallCreate(call_id="c1", caller_offer="v")) == \
+        await channel.request(CallCreate(call_id="c1", caller_offer="v" * 200))
+    assert await channel.request(CallCreate(call_id="c1", caller_offer="v")) == \
         CallCreateResult(callee_offer="V")
     await channel.close()
 

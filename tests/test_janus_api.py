@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from shared.messages import IceCandidate
 from signaling import janus_api as api
 from signaling import janus_replies as replies
-from signaling.janus_api import ErrorCode, JanusError, parse_envelope, parse_request
+from signaling.janus_api import JanusError, parse_envelope, parse_request
+from signaling.janus_errors import ErrorCode, quote
 from signaling.strict_json import JsonError, loads
 
 TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "janus" / "traces" / "videocall-session.jsonl"
@@ -408,7 +410,8 @@ CANDIDATE = {"candidate": "candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host",
 def test_trickle_forms(fields: dict[str, Any], candidates: list[dict[str, Any]], completed: bool) -> None:
     req = parse_request(parse_envelope(trickle(**fields)))
     assert req == api.TrickleRequest(
-        transaction="t1", session_id=S, handle_id=H, candidates=candidates, completed=completed
+        transaction="t1", session_id=S, handle_id=H, completed=completed,
+        candidates=[IceCandidate.model_validate(c) for c in candidates],
     )
 
 
@@ -686,8 +689,8 @@ def test_dumps_is_compact_utf8_json() -> None:
     ],
 )
 def test_quote_cuts_between_characters_and_stays_utf8(text: str, quoted: str) -> None:
-    assert api.quote(text) == quoted
-    assert api.quote(text).encode("utf-8")
+    assert quote(text) == quoted
+    assert quote(text).encode("utf-8")
 
 
 def test_quote_is_bounded_for_any_text() -> None:
@@ -696,7 +699,7 @@ def test_quote_is_bounded_for_any_text() -> None:
         text = "".join(
             chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0, 0x110000)])) for _ in range(rng.randrange(200))
         )
-        out = api.quote(text, limit=16)
+        out = quote(text, limit=16)
         out.encode("utf-8")
         assert len(out) <= 16 * 10 + 3  # each character at most "\U0010ffff"
 

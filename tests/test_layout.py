@@ -9,7 +9,7 @@ import sys
 def test_signalling_never_imports_aiortc() -> None:
     code = (
         "import sys\n"
-        "import videocall.cli, signaling.server, signaling.node, signaling.relay_client, shared.ipc\n"
+        "import videocall.cli, signaling.server, signaling.plugin_runner, signaling.relay_client, shared.ipc\n"
         "videocall.cli.build_parser()\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'aiortc', 'aioice', 'av', 'mediarelay'})\n"
         "print(','.join(loaded))\n"

@@ -364,16 +364,16 @@ async def test_the_worker_creates_no_decoder_and_no_encoder(tmp_path: Any) -> No
                 break
             await asyncio.sleep(0.01)
         channel = await ipc.connect(f"unix:{socket_path}", node_id="test")
-        created = await channel.request("call.create", CallCreate(call_id="c", caller_offer=await make_offer(caller.pc)))
+        created = await channel.request(CallCreate(call_id="c", caller_offer=await make_offer(caller.pc)))
         answer = await make_answer(callee.pc, created.callee_offer)  # type: ignore[attr-defined]
-        accepted = await channel.request("call.accept", CallAccept(call_id="c", callee_answer=answer))
+        accepted = await channel.request(CallAccept(call_id="c", callee_answer=answer))
         await apply_answer(caller.pc, accepted.caller_answer)  # type: ignore[attr-defined]
         for _ in range(500):
             if min(caller.frames["video"], callee.frames["video"], caller.frames["audio"], callee.frames["audio"]) > 30:
                 break
             await asyncio.sleep(0.02)
         assert min(caller.frames["video"], callee.frames["video"]) > 30, (caller.frames, callee.frames)
-        await channel.request("call.hangup", CallHangup(call_id="c"))
+        await channel.request(CallHangup(call_id="c"))
         await channel.close()
     finally:
         await caller.close()

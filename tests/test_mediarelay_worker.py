@@ -50,20 +50,20 @@ async def test_a_call_through_the_worker_connects_and_hangs_up(worker_address: s
         assert channel.peer is not None and channel.peer.worker_id == "w1"
         caller.addTransceiver("audio")
         caller.createDataChannel("chat")
-        created = await channel.request("call.create", CallCreate(call_id="c1", caller_offer=await make_offer(caller)))
+        created = await channel.request(CallCreate(call_id="c1", caller_offer=await make_offer(caller)))
         answer = await make_answer(callee, created.callee_offer)  # type: ignore[attr-defined]
-        accepted = await channel.request("call.accept", CallAccept(call_id="c1", callee_answer=answer))
+        accepted = await channel.request(CallAccept(call_id="c1", callee_answer=answer))
         await apply_answer(caller, accepted.caller_answer)  # type: ignore[attr-defined]
         await notes.wait(lambda n: {("caller", "connected", ""), ("callee", "connected", "")} <= set(n.states()))
-        await channel.request("leg.trickle", LegTrickle(call_id="c1", leg="caller", completed=True))
-        await channel.request("leg.configure", LegConfigure(call_id="c1", leg="callee", video=False, bitrate=64000))
-        assert (await channel.request("worker.stats", WorkerStats())).calls == 1  # type: ignore[attr-defined]
+        await channel.request(LegTrickle(call_id="c1", leg="caller", completed=True))
+        await channel.request(LegConfigure(call_id="c1", leg="callee", video=False, bitrate=64000))
+        assert (await channel.request(WorkerStats())).calls == 1  # type: ignore[attr-defined]
 
-        await channel.request("call.hangup", CallHangup(call_id="c1", reason="Explicit hangup"))
-        await channel.request("call.hangup", CallHangup(call_id="c1"))  # idempotent
+        await channel.request(CallHangup(call_id="c1", reason="Explicit hangup"))
+        await channel.request(CallHangup(call_id="c1"))  # idempotent
         await notes.wait(lambda n: {("caller", "closed", "Explicit hangup"),
                                     ("callee", "closed", "Explicit hangup")} <= set(n.states()))
-        assert (await channel.request("worker.stats", WorkerStats())).calls == 0  # type: ignore[attr-defined]
+        assert (await channel.request(WorkerStats())).calls == 0  # type: ignore[attr-defined]
     finally:
         await channel.close()
         await caller.close()
@@ -76,9 +76,9 @@ async def test_a_call_whose_clients_both_left_is_dropped_by_the_worker(worker_ad
     caller, callee = client(), client()
     try:
         caller.addTransceiver("audio")
-        created = await channel.request("call.create", CallCreate(call_id="c4", caller_offer=await make_offer(caller)))
+        created = await channel.request(CallCreate(call_id="c4", caller_offer=await make_offer(caller)))
         answer = await make_answer(callee, created.callee_offer)  # type: ignore[attr-defined]
-        accepted = await channel.request("call.accept", CallAccept(call_id="c4", callee_answer=answer))
+        accepted = await channel.request(CallAccept(call_id="c4", callee_answer=answer))
         await apply_answer(caller, accepted.caller_answer)  # type: ignore[attr-defined]
         await notes.wait(lambda n: len(n.states()) == 2)
         await caller.close()
@@ -86,7 +86,7 @@ async def test_a_call_whose_clients_both_left_is_dropped_by_the_worker(worker_ad
         await notes.wait(lambda n: {("caller", "closed", "DTLS alert"), ("callee", "closed", "DTLS alert")}
                          <= set(n.states()))
         for _ in range(100):
-            if (await channel.request("worker.stats", WorkerStats())).calls == 0:  # type: ignore[attr-defined]
+            if (await channel.request(WorkerStats())).calls == 0:  # type: ignore[attr-defined]
                 break
             await asyncio.sleep(0.01)
         else:
@@ -100,20 +100,20 @@ async def test_bad_requests_get_a_reason_and_the_worker_goes_on(worker_address: 
     caller = client()
     try:
         with pytest.raises(IpcError, match="the offer is not SDP"):
-            await channel.request("call.create", CallCreate(call_id="c1", caller_offer="hello"))
+            await channel.request(CallCreate(call_id="c1", caller_offer="hello"))
         with pytest.raises(IpcError, match="no call 'nope' on this worker"):
-            await channel.request("call.accept", CallAccept(call_id="nope", callee_answer="v=0"))
+            await channel.request(CallAccept(call_id="nope", callee_answer="v=0"))
         caller.addTransceiver("audio")
-        await channel.request("call.create", CallCreate(call_id="c2", caller_offer=await make_offer(caller)))
+        await channel.request(CallCreate(call_id="c2", caller_offer=await make_offer(caller)))
         with pytest.raises(IpcError, match="call 'c2' already exists"):
-            await channel.request("call.create", CallCreate(call_id="c2", caller_offer=await make_offer(caller)))
+            await channel.request(CallCreate(call_id="c2", caller_offer=await make_offer(caller)))
         with pytest.raises(IpcError, match="a candidate's address"):
-            await channel.request("leg.trickle", LegTrickle(call_id="c2", leg="caller", candidates=[
+            await channel.request(LegTrickle(call_id="c2", leg="caller", candidates=[
                 IceCandidate(candidate="candidate:1 1 udp 1 nowhere 9 typ host", sdpMid="0")]))
         with pytest.raises(IpcError, match="not accepted yet"):
-            await channel.request("leg.renegotiate", LegRenegotiate(call_id="c2", leg="caller", sdp_type="offer",
+            await channel.request(LegRenegotiate(call_id="c2", leg="caller", sdp_type="offer",
                                                                      sdp="v=0"))
-        assert (await channel.request("worker.stats", WorkerStats())).calls == 1  # type: ignore[attr-defined]
+        assert (await channel.request(WorkerStats())).calls == 1  # type: ignore[attr-defined]
     finally:
         await channel.close()
         await caller.close()
@@ -124,11 +124,11 @@ async def test_calls_of_a_closed_channel_are_hung_up(worker_address: str) -> Non
     caller = client()
     try:
         caller.addTransceiver("audio")
-        await first.request("call.create", CallCreate(call_id="c3", caller_offer=await make_offer(caller)))
+        await first.request(CallCreate(call_id="c3", caller_offer=await make_offer(caller)))
         await first.close()
         second = await ipc.connect(worker_address, node_id="other")
         for _ in range(200):
-            if (await second.request("worker.stats", WorkerStats())).calls == 0:  # type: ignore[attr-defined]
+            if (await second.request(WorkerStats())).calls == 0:  # type: ignore[attr-defined]
                 break
             await asyncio.sleep(0.01)
         else:

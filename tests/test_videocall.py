@@ -1,94 +1,138 @@
-"""The VideoCall state machine, driven directly: no sockets, no tasks, microseconds each.
+"""The VideoCall state machine, driven by the real plugin runner: no sockets, a millisecond each.
 
-Each test feeds requests and the outcomes of registry/relay commands, and checks the
-effects against what real Janus sends (../shared/janus/traces/videocall-session.jsonl).
+Each test feeds requests through ``PluginRunner.carry_out`` with an in-memory registry and
+a scripted relay, and checks what the clients receive (codes, texts, transactions, order)
+against what real Janus sends (../shared/janus/traces/videocall-session.jsonl). The trace
+``carry_out`` returns shows every effect, relay commands included.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from shared import ipc
+from shared import messages as m
 from signaling import videocall as vc
+from signaling.effects import CoreHangup, Delivery, Effect, Event, Media, Relay, Release, Webrtcup
+from signaling.plugin_runner import PluginRunner
+from signaling.registry import MemoryRegistry, owner_id
+from signaling.relay_client import RelayUnavailable
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}
 ANSWER = {"type": "answer", "sdp": "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\n"}
 ALICE, BOB, CAROL = 1, 2, 3
+NODE = "n1"
 
 
-def events(effects: list[vc.Effect], handle: int | None = None) -> list[vc.Event]:
-    return [e for e in effects if isinstance(e, vc.Event) and (handle is None or e.handle == handle)]
+def events(effects: Sequence[Effect], handle: int | None = None) -> list[Event]:
+    return [e for e in effects if isinstance(e, Event) and (handle is None or e.handle == handle)]
 
 
-def result(effect: vc.Event) -> dict[str, Any]:
+def result(effect: Event) -> dict[str, Any]:
     assert "result" in effect.data, effect.data
     return effect.data["result"]
 
 
-def assert_error(effects: list[vc.Effect], code: int, text: str, tx: str = "t") -> None:
+def assert_error(effects: Sequence[Effect], code: int, text: str, tx: str = "t") -> None:
     (event,) = events(effects)
     assert event.data == {"videocall": "event", "error_code": code, "error": text}
     assert event.transaction == tx
 
 
-def of_type(effects: list[vc.Effect], kind: type) -> list[Any]:
+def of_type(effects: Sequence[Effect], kind: type) -> list[Any]:
     return [e for e in effects if isinstance(e, kind)]
 
 
+def relayed(effects: Sequence[Effect], kind: type) -> list[Any]:
+    """The relay requests of type ``kind`` in a trace."""
+    return [e.request for e in effects if isinstance(e, Relay) and isinstance(e.request, kind)]
+
+
+class ScriptedRelay:
+    """Answers every relay request at once, as a worker would; records them in order.
+
+    ``refuse`` maps a request type to the reason the worker gives (``ipc.IpcError``);
+    ``unavailable`` names request types for which no worker can be reached.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[m.Request[Any]] = []
+        self.refuse: dict[type, str] = {}
+        self.unavailable: set[type] = set()
+        self.renegotiated_sdp = "relay-sdp-for-peer"
+        #: When set, ``call.create`` waits for it (a worker still preparing the call).
+        self.hold: asyncio.Event | None = None
+
+    async def request(self, body: m.Request[Any]) -> Any:
+        self.requests.append(body)
+        if isinstance(body, m.CallCreate) and self.hold is not None:
+            await self.hold.wait()
+        if type(body) in self.unavailable:
+            raise RelayUnavailable("no relay worker is connected")
+        if type(body) in self.refuse:
+            raise ipc.IpcError(self.refuse[type(body)])
+        answer: BaseModel
+        match body:
+            case m.CallCreate():
+                answer = m.CallCreateResult(callee_offer="relay-offer-for-callee")
+            case m.CallAccept():
+                answer = m.CallAcceptResult(caller_answer="relay-answer-for-caller")
+            case m.LegRenegotiate(sdp_type=sdp_type):
+                answer = m.LegRenegotiateResult(sdp_type=sdp_type, sdp=self.renegotiated_sdp)
+            case _:
+                answer = m.Empty()
+        return answer
+
+
 class Harness:
-    """The state machine plus a toy registry and relay that answer every command."""
+    """The state machine, the plugin runner, a memory registry and a scripted relay."""
 
     def __init__(self) -> None:
         self.vc = vc.VideoCall(max_pending_trickles=4)
-        self.registry: dict[str, int] = {}
-        self.relay_refuses: str | None = None
-        self.relay_log: list[vc.Effect] = []
+        self.registry = MemoryRegistry()
+        self.relay = ScriptedRelay()
+        self.delivered: list[Delivery] = []
+        self.runner = PluginRunner(self.vc, registry=self.registry, relay=self.relay,
+                                   deliver=self.delivered.append, node_id=NODE)
 
-    def run(self, effects: list[vc.Effect]) -> list[vc.Effect]:
-        """Carry out registry/relay commands as the adapter would; return every effect."""
-        out: list[vc.Effect] = []
-        queue = list(effects)
-        while queue:
-            e = queue.pop(0)
-            out.append(e)
-            if isinstance(e, vc.Claim):
-                ok = self.registry.setdefault(e.name, e.handle) == e.handle
-                queue[:0] = self.vc.claimed(e.handle, e.name, ok, e.transaction)
-            elif isinstance(e, vc.Release):
-                if self.registry.get(e.name) == e.handle:
-                    del self.registry[e.name]
-            elif isinstance(e, vc.Lookup):
-                queue[:0] = self.vc.looked_up(e.handle, e.name, self.registry.get(e.name), e.transaction, e.jsep)
-            elif isinstance(e, vc.RelayCreate):
-                self.relay_log.append(e)
-                if self.relay_refuses:
-                    queue[:0] = self.vc.call_created(e.call_id, None, self.relay_refuses)
-                else:
-                    queue[:0] = self.vc.call_created(e.call_id, "relay-offer-for-callee", None)
-            elif isinstance(e, vc.RelayAccept):
-                self.relay_log.append(e)
-                queue[:0] = self.vc.call_accepted(e.call_id, "relay-answer-for-caller", None)
-            elif isinstance(e, (vc.RelayTrickle, vc.RelayConfigure, vc.RelayHangup)):
-                self.relay_log.append(e)
-        return out
+    async def run(self, effects: list[Effect]) -> list[Effect]:
+        """Carry out ``effects`` with the runner; return every effect, outcomes' included."""
+        before = len(self.delivered)
+        trace = await self.runner.carry_out(effects)
+        # what reached the clients is exactly the trace's deliveries, in order
+        assert self.delivered[before:] == [e for e in trace if isinstance(e, (Event, CoreHangup, Webrtcup, Media))]
+        return trace
 
-    def msg(self, handle: int, body: Any, jsep: dict[str, Any] | None = None, tx: str = "t") -> list[vc.Effect]:
-        return self.run(self.vc.message(handle, body, jsep, tx))
+    async def msg(self, handle: int, body: Any, jsep: dict[str, Any] | None = None, tx: str = "t") -> list[Effect]:
+        return await self.run(self.vc.message(handle, body, jsep, tx))
 
-    def users(self, *handles_names: tuple[int, str]) -> None:
+    async def users(self, *handles_names: tuple[int, str]) -> None:
         for handle, name in handles_names:
-            self.vc.attach(handle)
+            self.runner.attach(handle)
             if name:
-                self.msg(handle, {"request": "register", "username": name})
+                await self.msg(handle, {"request": "register", "username": name})
 
-    def connect(self) -> vc.Call:
-        self.users((ALICE, "alice"), (BOB, "bob"))
-        self.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-        self.msg(BOB, {"request": "accept"}, ANSWER)
+    async def connect(self) -> vc.Call:
+        await self.users((ALICE, "alice"), (BOB, "bob"))
+        await self.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+        await self.msg(BOB, {"request": "accept"}, ANSWER)
         call = self.vc.handles[ALICE].call
         assert call is not None and call.phase == "active"
         return call
+
+    async def registered(self) -> dict[str, str | None]:
+        """The registry's view: name -> owner."""
+        return {name: await self.registry.lookup(name) for name in await self.registry.names()}
+
+    async def relay_requests(self) -> list[m.Request[Any]]:
+        """Every request the relay got, fire-and-forget ones included once sent."""
+        await self.runner.drain()
+        return self.relay.requests
 
 
 @pytest.fixture
@@ -99,36 +143,36 @@ def h() -> Harness:
 # --- list and register ---------------------------------------------------------------------
 
 
-def test_list_empty_then_registered_names(h: Harness) -> None:
-    h.users((ALICE, ""))
-    (e,) = events(h.msg(ALICE, {"request": "list"}))
+async def test_list_empty_then_registered_names(h: Harness) -> None:
+    await h.users((ALICE, ""))
+    (e,) = events(await h.msg(ALICE, {"request": "list"}))
     assert result(e) == {"list": []} and e.transaction == "t"
-    h.users((BOB, "bob"), (CAROL, "carol"))
-    assert result(events(h.msg(ALICE, {"request": "LIST"}))[0]) == {"list": ["bob", "carol"]}
+    await h.users((BOB, "bob"), (CAROL, "carol"))
+    assert result(events(await h.msg(ALICE, {"request": "LIST"}))[0]) == {"list": ["bob", "carol"]}
 
 
-def test_register_result_and_name_in_registry(h: Harness) -> None:
-    h.vc.attach(ALICE)
-    effects = h.msg(ALICE, {"request": "register", "username": "alice"}, tx="r1")
+async def test_register_result_and_name_in_registry(h: Harness) -> None:
+    h.runner.attach(ALICE)
+    effects = await h.msg(ALICE, {"request": "register", "username": "alice"}, tx="r1")
     (e,) = events(effects)
     assert result(e) == {"event": "registered", "username": "alice"} and e.transaction == "r1"
-    assert h.registry == {"alice": ALICE}
+    assert await h.registered() == {"alice": owner_id(NODE, ALICE)}
 
 
-def test_register_twice_is_already_registered(h: Harness) -> None:
-    h.users((ALICE, "alice"))
-    assert_error(h.msg(ALICE, {"request": "register", "username": "alice2"}), 477, "Already registered (alice)")
+async def test_register_twice_is_already_registered(h: Harness) -> None:
+    await h.users((ALICE, "alice"))
+    assert_error(await h.msg(ALICE, {"request": "register", "username": "alice2"}), 477, "Already registered (alice)")
 
 
-def test_register_taken_name(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, ""))
-    assert_error(h.msg(BOB, {"request": "register", "username": "alice"}), 476, "Username 'alice' already taken")
+async def test_register_taken_name(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, ""))
+    assert_error(await h.msg(BOB, {"request": "register", "username": "alice"}), 476, "Username 'alice' already taken")
 
 
-def test_register_claim_lost_in_registry_is_taken(h: Harness) -> None:
-    h.vc.attach(BOB)
-    h.registry["alice"] = 99  # held elsewhere (another node)
-    assert_error(h.msg(BOB, {"request": "register", "username": "alice"}), 476, "Username 'alice' already taken")
+async def test_register_claim_lost_in_registry_is_taken(h: Harness) -> None:
+    h.runner.attach(BOB)
+    assert await h.registry.claim("alice", owner_id("n2", 99))  # held elsewhere (another node)
+    assert_error(await h.msg(BOB, {"request": "register", "username": "alice"}), 476, "Username 'alice' already taken")
 
 
 @pytest.mark.parametrize(
@@ -140,10 +184,10 @@ def test_register_claim_lost_in_registry_is_taken(h: Harness) -> None:
         ({"request": "register", "username": "x" * 129}, 474, "Invalid value (username should be at most 128 characters)"),
     ],
 )
-def test_register_validation(h: Harness, body: dict[str, Any], code: int, text: str) -> None:
-    h.vc.attach(BOB)
-    assert_error(h.msg(BOB, body), code, text)
-    assert h.registry == {}
+async def test_register_validation(h: Harness, body: dict[str, Any], code: int, text: str) -> None:
+    h.runner.attach(BOB)
+    assert_error(await h.msg(BOB, body), code, text)
+    assert await h.registered() == {}
 
 
 # --- request-level errors ------------------------------------------------------------------
@@ -160,23 +204,23 @@ def test_register_validation(h: Harness, body: dict[str, Any], code: int, text: 
         ({"request": "é" * 500}, 472, "Unknown request (" + "é" * 64 + "...)"),
     ],
 )
-def test_request_errors(h: Harness, body: Any, code: int, text: str) -> None:
-    h.vc.attach(ALICE)
-    assert_error(h.msg(ALICE, body), code, text)
+async def test_request_errors(h: Harness, body: Any, code: int, text: str) -> None:
+    h.runner.attach(ALICE)
+    assert_error(await h.msg(ALICE, body), code, text)
 
 
-def test_message_for_unknown_handle_does_nothing(h: Harness) -> None:
-    assert h.msg(77, {"request": "list"}) == []
+async def test_message_for_unknown_handle_does_nothing(h: Harness) -> None:
+    assert await h.msg(77, {"request": "list"}) == []
 
 
 # --- call ----------------------------------------------------------------------------------
 
 
-def test_call_before_register(h: Harness) -> None:
-    h.users((ALICE, ""), (BOB, "bob"))
-    effects = h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+async def test_call_before_register(h: Harness) -> None:
+    await h.users((ALICE, ""), (BOB, "bob"))
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
     assert_error(effects, 473, "Register a username first")
-    assert of_type(effects, vc.CoreHangup) == [vc.CoreHangup(ALICE)]
+    assert of_type(effects, CoreHangup) == [CoreHangup(ALICE)]
 
 
 @pytest.mark.parametrize(
@@ -190,21 +234,21 @@ def test_call_before_register(h: Harness) -> None:
         ({"request": "call", "username": "bob"}, ANSWER, 483, "Error parsing offer: not an offer"),
     ],
 )
-def test_call_errors(h: Harness, body: dict[str, Any], jsep: Any, code: int, text: str) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    effects = h.msg(ALICE, body, jsep)
+async def test_call_errors(h: Harness, body: dict[str, Any], jsep: Any, code: int, text: str) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    effects = await h.msg(ALICE, body, jsep)
     assert_error(effects, code, text)
     # Janus closes the caller's PeerConnection when it refuses a call that carried an offer
     closes = code in (473, 474, 475, 478, 479) and jsep is not None
-    assert of_type(effects, vc.CoreHangup) == ([vc.CoreHangup(ALICE, "Close PC")] if closes else [])
+    assert of_type(effects, CoreHangup) == ([CoreHangup(ALICE, "Close PC")] if closes else [])
     assert h.vc.handles[ALICE].call is None and h.vc.handles[BOB].call is None
-    assert h.relay_log == []
+    assert await h.relay_requests() == []
 
 
-def test_call_rings_callee_with_relay_offer(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    effects = h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER, tx="c1")
-    (create,) = of_type(effects, vc.RelayCreate)
+async def test_call_rings_callee_with_relay_offer(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER, tx="c1")
+    (create,) = relayed(effects, m.CallCreate)
     assert create.caller_offer == OFFER["sdp"]
     (incoming,) = events(effects, BOB)
     assert result(incoming) == {"event": "incomingcall", "username": "alice"}
@@ -215,86 +259,87 @@ def test_call_rings_callee_with_relay_offer(h: Harness) -> None:
     assert h.vc.handles[BOB].call is h.vc.handles[ALICE].call
 
 
-def test_call_refused_by_relay_is_483_and_frees_both(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.relay_refuses = "no codec in common"
-    effects = h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+async def test_call_refused_by_relay_is_483_and_frees_both(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    h.relay.refuse[m.CallCreate] = "no codec in common"
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
     (e,) = events(effects)
     assert e.data["error_code"] == 483 and e.data["error"] == "Error parsing offer: no codec in common"
-    assert of_type(effects, vc.CoreHangup) == [vc.CoreHangup(ALICE, "Close PC")]
+    assert of_type(effects, CoreHangup) == [CoreHangup(ALICE, "Close PC")]
     assert h.vc.handles[ALICE].call is None and h.vc.handles[BOB].call is None
 
 
-def test_call_with_no_worker_is_499(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.relay_refuses = "relay unavailable: no relay worker is connected"
-    (e,) = events(h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER))
+async def test_call_with_no_worker_is_499(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    h.relay.unavailable.add(m.CallCreate)
+    (e,) = events(await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER))
     assert e.data["error_code"] == 499
     assert "relay unavailable" in e.data["error"]
 
 
-def test_call_busy_user_gets_user_busy_hangup(h: Harness) -> None:
-    h.connect()
-    h.users((CAROL, "carol"))
-    effects = h.msg(CAROL, {"request": "call", "username": "alice"}, OFFER, tx="b")
+async def test_call_busy_user_gets_user_busy_hangup(h: Harness) -> None:
+    await h.connect()
+    await h.users((CAROL, "carol"))
+    effects = await h.msg(CAROL, {"request": "call", "username": "alice"}, OFFER, tx="b")
     (e,) = events(effects)
     assert result(e) == {"event": "hangup", "username": "carol", "reason": "User busy"}
     assert e.transaction == "b"
-    assert of_type(effects, vc.CoreHangup) == [vc.CoreHangup(CAROL, "Close PC")]
+    assert of_type(effects, CoreHangup) == [CoreHangup(CAROL, "Close PC")]
     assert h.vc.handles[ALICE].call is not None and h.vc.handles[CAROL].call is None
 
 
-def test_callee_ringing_is_busy_too(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"))
-    h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    (e,) = events(h.msg(CAROL, {"request": "call", "username": "bob"}, OFFER))
+async def test_callee_ringing_is_busy_too(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    (e,) = events(await h.msg(CAROL, {"request": "call", "username": "bob"}, OFFER))
     assert result(e)["reason"] == "User busy"
 
 
-def test_call_while_in_call_is_480_and_keeps_the_call(h: Harness) -> None:
-    call = h.connect()
-    h.users((CAROL, "carol"))
-    effects = h.msg(ALICE, {"request": "call", "username": "carol"}, OFFER)
+async def test_call_while_in_call_is_480_and_keeps_the_call(h: Harness) -> None:
+    call = await h.connect()
+    await h.users((CAROL, "carol"))
+    effects = await h.msg(ALICE, {"request": "call", "username": "carol"}, OFFER)
     assert_error(effects, 480, "Already in a call")
-    assert of_type(effects, vc.CoreHangup) == []  # the call in progress keeps its PeerConnection
+    assert of_type(effects, CoreHangup) == []  # the call in progress keeps its PeerConnection
     assert h.vc.handles[ALICE].call is call and call.phase == "active"
     # the callee of a ringing call cannot call either
     h2 = Harness()
-    h2.users((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"))
-    h2.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    assert_error(h2.msg(BOB, {"request": "call", "username": "carol"}, OFFER), 480, "Already in a call")
+    await h2.users((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"))
+    await h2.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    assert_error(await h2.msg(BOB, {"request": "call", "username": "carol"}, OFFER), 480, "Already in a call")
 
 
 # --- accept --------------------------------------------------------------------------------
 
 
-def test_accept_without_call(h: Harness) -> None:
-    h.users((BOB, "bob"))
-    assert_error(h.msg(BOB, {"request": "accept"}, ANSWER), 481, "No incoming call to accept")
+async def test_accept_without_call(h: Harness) -> None:
+    await h.users((BOB, "bob"))
+    assert_error(await h.msg(BOB, {"request": "accept"}, ANSWER), 481, "No incoming call to accept")
 
 
-def test_caller_cannot_accept_own_call(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    assert_error(h.msg(ALICE, {"request": "accept"}, ANSWER), 481, "No incoming call to accept")
+async def test_caller_cannot_accept_own_call(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    assert_error(await h.msg(ALICE, {"request": "accept"}, ANSWER), 481, "No incoming call to accept")
 
 
 @pytest.mark.parametrize(
     ("jsep", "code", "text"),
     [(None, 482, "Missing SDP"), (OFFER, 483, "Error parsing answer: not an answer")],
 )
-def test_accept_sdp_errors(h: Harness, jsep: Any, code: int, text: str) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    assert_error(h.msg(BOB, {"request": "accept"}, jsep), code, text)
-    assert h.vc.handles[BOB].call is not None and h.vc.handles[BOB].call.phase == "ringing"
+async def test_accept_sdp_errors(h: Harness, jsep: Any, code: int, text: str) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    assert_error(await h.msg(BOB, {"request": "accept"}, jsep), code, text)
+    call = h.vc.handles[BOB].call
+    assert call is not None and call.phase == "ringing"
 
 
-def test_accept_sends_relay_answer_to_caller(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    effects = h.msg(BOB, {"request": "accept"}, ANSWER, tx="a1")
-    (accept,) = of_type(effects, vc.RelayAccept)
+async def test_accept_sends_relay_answer_to_caller(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    effects = await h.msg(BOB, {"request": "accept"}, ANSWER, tx="a1")
+    (accept,) = relayed(effects, m.CallAccept)
     assert accept.callee_answer == ANSWER["sdp"]
     (to_bob,) = events(effects, BOB)
     assert result(to_bob) == {"event": "accepted"} and to_bob.transaction == "a1"
@@ -304,13 +349,14 @@ def test_accept_sends_relay_answer_to_caller(h: Harness) -> None:
     assert to_alice.jsep == {"type": "answer", "sdp": "relay-answer-for-caller"}
 
 
-def test_accept_refused_by_relay_keeps_ringing(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+async def test_accept_refused_by_relay_keeps_ringing(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
     call = h.vc.handles[BOB].call
     assert call is not None
-    h.vc.message(BOB, {"request": "accept"}, ANSWER, "a")
-    (e,) = events(h.vc.call_accepted(call.call_id, None, "no codec in common"))
+    h.relay.refuse[m.CallAccept] = "no codec in common"
+    (e,) = events(await h.msg(BOB, {"request": "accept"}, ANSWER, tx="a"))
+    assert e.handle == BOB and e.transaction == "a"
     assert e.data["error_code"] == 483 and e.data["error"] == "Error parsing answer: no codec in common"
     assert call.phase == "ringing"
 
@@ -318,9 +364,9 @@ def test_accept_refused_by_relay_keeps_ringing(h: Harness) -> None:
 # --- set -----------------------------------------------------------------------------------
 
 
-def test_set_without_call_succeeds(h: Harness) -> None:
-    h.users((ALICE, "alice"))
-    (e,) = events(h.msg(ALICE, {"request": "set", "bitrate": 128000}))
+async def test_set_without_call_succeeds(h: Harness) -> None:
+    await h.users((ALICE, "alice"))
+    (e,) = events(await h.msg(ALICE, {"request": "set", "bitrate": 128000}))
     assert result(e) == {"event": "set"}
 
 
@@ -340,179 +386,195 @@ def test_set_without_call_succeeds(h: Harness) -> None:
         ({"request": "set", "fallback": -5}, "Invalid value (fallback should be a positive integer)"),
     ],
 )
-def test_set_validation(h: Harness, body: dict[str, Any], text: str) -> None:
-    h.users((ALICE, "alice"))
-    assert_error(h.msg(ALICE, body), 474, text)
+async def test_set_validation(h: Harness, body: dict[str, Any], text: str) -> None:
+    await h.users((ALICE, "alice"))
+    assert_error(await h.msg(ALICE, body), 474, text)
 
 
-def test_set_in_call_configures_own_leg(h: Harness) -> None:
-    h.connect()
-    effects = h.msg(BOB, {"request": "set", "video": False, "bitrate": 256000})
-    (conf,) = of_type(effects, vc.RelayConfigure)
+async def test_set_in_call_configures_own_leg(h: Harness) -> None:
+    await h.connect()
+    effects = await h.msg(BOB, {"request": "set", "video": False, "bitrate": 256000})
+    (conf,) = relayed(effects, m.LegConfigure)
     assert (conf.leg, conf.audio, conf.video, conf.bitrate) == ("callee", None, False, 256000)
     assert result(events(effects, BOB)[0]) == {"event": "set"}
 
 
-def test_set_before_call_applies_when_call_starts(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.msg(ALICE, {"request": "set", "audio": False})
-    effects = h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    (conf,) = of_type(effects, vc.RelayConfigure)
+async def test_set_before_call_applies_when_call_starts(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "set", "audio": False})
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    (conf,) = relayed(effects, m.LegConfigure)
     assert (conf.leg, conf.audio, conf.video, conf.bitrate) == ("caller", False, True, 0)
 
 
-def test_set_with_offer_goes_to_peer_as_update(h: Harness) -> None:
-    call = h.connect()
-    effects = h.vc.message(ALICE, {"request": "set"}, OFFER, "s1")
-    (reneg,) = of_type(effects, vc.RelayRenegotiate)
-    assert (reneg.leg, reneg.sdp_type, reneg.restart) == ("caller", "offer", False)
-    effects = h.vc.renegotiated(call.call_id, "caller", "offer", "mirrored-offer", None, "s1")
-    assert result(events(effects, ALICE)[0]) == {"event": "set"}
+async def test_set_with_offer_goes_to_peer_as_update(h: Harness) -> None:
+    call = await h.connect()
+    h.relay.renegotiated_sdp = "mirrored-offer"
+    effects = await h.msg(ALICE, {"request": "set"}, OFFER, tx="s1")
+    (reneg,) = relayed(effects, m.LegRenegotiate)
+    assert (reneg.call_id, reneg.leg, reneg.sdp_type, reneg.restart) == (call.call_id, "caller", "offer", False)
+    (done,) = events(effects, ALICE)
+    assert result(done) == {"event": "set"} and done.transaction == "s1"
     (update,) = events(effects, BOB)
     assert result(update) == {"event": "update"} and update.jsep == {"type": "offer", "sdp": "mirrored-offer"}
+    assert update.transaction is None
     # bob answers: his answer reaches alice the same way
-    effects = h.vc.message(BOB, {"request": "set"}, ANSWER, "s2")
-    (reneg,) = of_type(effects, vc.RelayRenegotiate)
+    h.relay.renegotiated_sdp = "answer-for-alice"
+    effects = await h.msg(BOB, {"request": "set"}, ANSWER, tx="s2")
+    (reneg,) = relayed(effects, m.LegRenegotiate)
     assert (reneg.leg, reneg.sdp_type) == ("callee", "answer")
-    effects = h.vc.renegotiated(call.call_id, "callee", "answer", "answer-for-alice", None, "s2")
+    assert result(events(effects, BOB)[0]) == {"event": "set"}
     (update,) = events(effects, ALICE)
     assert update.jsep == {"type": "answer", "sdp": "answer-for-alice"}
 
 
-def test_set_with_unexpected_answer_is_refused(h: Harness) -> None:
-    h.connect()
-    assert_error(h.msg(ALICE, {"request": "set"}, ANSWER), 483, "Error parsing answer: no renegotiation offer to answer")
+async def test_set_with_unexpected_answer_is_refused(h: Harness) -> None:
+    await h.connect()
+    assert_error(await h.msg(ALICE, {"request": "set"}, ANSWER), 483, "Error parsing answer: no renegotiation offer to answer")
 
 
 # --- hangup --------------------------------------------------------------------------------
 
 
-def test_hangup_without_call_still_succeeds(h: Harness) -> None:
-    h.users((ALICE, "alice"))
-    (e,) = events(h.msg(ALICE, {"request": "hangup"}))
+async def test_hangup_without_call_still_succeeds(h: Harness) -> None:
+    await h.users((ALICE, "alice"))
+    (e,) = events(await h.msg(ALICE, {"request": "hangup"}))
     assert result(e) == {"event": "hangup", "username": "alice", "reason": "Explicit hangup"}
 
 
-def test_hangup_unregistered_has_no_username(h: Harness) -> None:
-    h.users((ALICE, ""))
-    (e,) = events(h.msg(ALICE, {"request": "hangup"}))
+async def test_hangup_unregistered_has_no_username(h: Harness) -> None:
+    await h.users((ALICE, ""))
+    (e,) = events(await h.msg(ALICE, {"request": "hangup"}))
     assert result(e) == {"event": "hangup", "reason": "Explicit hangup"}
 
 
-def test_explicit_hangup_with_reason_reaches_peer(h: Harness) -> None:
-    call = h.connect()
-    effects = h.msg(ALICE, {"request": "hangup", "reason": "bye now"}, tx="h")
+async def test_explicit_hangup_with_reason_reaches_peer(h: Harness) -> None:
+    call = await h.connect()
+    effects = await h.msg(ALICE, {"request": "hangup", "reason": "bye now"}, tx="h")
     mine, theirs = events(effects, ALICE), events(effects, BOB)
     assert [result(e) for e in mine] == [{"event": "hangup", "username": "alice", "reason": "Explicit hangup"}]
     assert [result(e) for e in theirs] == [{"event": "hangup", "username": "alice", "reason": "bye now"}]
-    assert set(of_type(effects, vc.CoreHangup)) == {vc.CoreHangup(ALICE), vc.CoreHangup(BOB)}
-    assert of_type(effects, vc.RelayHangup)[0].call_id == call.call_id
+    assert set(of_type(effects, CoreHangup)) == {CoreHangup(ALICE), CoreHangup(BOB)}
+    assert relayed(effects, m.CallHangup)[0].call_id == call.call_id
     assert h.vc.calls == {} and h.vc.handles[ALICE].call is None and h.vc.handles[BOB].call is None
 
 
-def test_hangup_reason_not_a_string_uses_default(h: Harness) -> None:
-    h.connect()
-    effects = h.msg(BOB, {"request": "hangup", "reason": 42})
+async def test_hangup_reason_not_a_string_uses_default(h: Harness) -> None:
+    await h.connect()
+    effects = await h.msg(BOB, {"request": "hangup", "reason": 42})
     assert result(events(effects, ALICE)[0])["reason"] == "We did the hangup"
 
 
-def test_decline_ringing_call(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    effects = h.msg(BOB, {"request": "hangup"})
+async def test_decline_ringing_call(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    effects = await h.msg(BOB, {"request": "hangup"})
     assert result(events(effects, ALICE)[0]) == {"event": "hangup", "username": "bob", "reason": "We did the hangup"}
     # bob never had a PeerConnection: no core hangup for him
-    assert of_type(effects, vc.CoreHangup) == [vc.CoreHangup(ALICE)]
+    assert of_type(effects, CoreHangup) == [CoreHangup(ALICE)]
 
 
-def test_can_call_again_after_hangup(h: Harness) -> None:
-    h.connect()
-    h.msg(ALICE, {"request": "hangup"})
-    effects = h.msg(BOB, {"request": "call", "username": "alice"}, OFFER)
+async def test_can_call_again_after_hangup(h: Harness) -> None:
+    await h.connect()
+    await h.msg(ALICE, {"request": "hangup"})
+    effects = await h.msg(BOB, {"request": "call", "username": "alice"}, OFFER)
     assert result(events(effects, ALICE)[0]) == {"event": "incomingcall", "username": "bob"}
 
 
 # --- hangups without a request -------------------------------------------------------------
 
 
-def test_detach_mid_call_tells_peer_and_frees_name(h: Harness) -> None:
-    h.connect()
-    effects = h.run(h.vc.detach(BOB))
+async def test_detach_mid_call_tells_peer_and_frees_name(h: Harness) -> None:
+    await h.connect()
+    effects = await h.run(h.vc.detach(BOB))
     (e,) = events(effects)
     assert e.handle == ALICE
     assert result(e) == {"event": "hangup", "username": "bob", "reason": "Remote WebRTC hangup"}
-    assert set(of_type(effects, vc.CoreHangup)) == {vc.CoreHangup(BOB, "Detach"), vc.CoreHangup(ALICE)}
-    assert "bob" not in h.registry and "bob" not in h.vc.names
+    assert set(of_type(effects, CoreHangup)) == {CoreHangup(BOB, "Detach"), CoreHangup(ALICE)}
+    assert await h.registered() == {"alice": owner_id(NODE, ALICE)}
     assert h.vc.handles[ALICE].call is None
 
 
-def test_core_hangup_request_closes_own_pc(h: Harness) -> None:
-    h.connect()
-    effects = h.vc.pc_closed(ALICE)
-    assert vc.CoreHangup(ALICE, "Janus API") in effects and vc.CoreHangup(BOB) in effects
+async def test_core_hangup_request_closes_own_pc(h: Harness) -> None:
+    await h.connect()
+    effects = await h.run(h.vc.pc_closed(ALICE))
+    assert CoreHangup(ALICE, "Janus API") in effects and CoreHangup(BOB) in effects
     assert result(events(effects, BOB)[0])["reason"] == "Remote WebRTC hangup"
 
 
-def test_leg_failure_ends_call_with_reason(h: Harness) -> None:
-    call = h.connect()
-    effects = h.vc.leg_state(call.call_id, "callee", False, "ICE failed")
-    assert vc.CoreHangup(BOB, "ICE failed") in effects
+async def test_leg_failure_ends_call_with_reason(h: Harness) -> None:
+    call = await h.connect()
+    effects = await h.run(h.vc.leg_state(call.call_id, "callee", False, "ICE failed"))
+    assert CoreHangup(BOB, "ICE failed") in effects
     (e,) = events(effects)
     assert e.handle == ALICE and result(e)["reason"] == "Remote WebRTC hangup" and result(e)["username"] == "bob"
 
 
-def test_leg_connected_is_webrtcup_and_media_is_forwarded(h: Harness) -> None:
-    call = h.connect()
-    assert h.vc.leg_state(call.call_id, "caller", True, "") == [vc.Webrtcup(ALICE)]
-    assert h.vc.leg_media(call.call_id, "callee", "video", "1", True) == [vc.Media(BOB, "1", "video", True)]
+async def test_leg_connected_is_webrtcup_and_media_is_forwarded(h: Harness) -> None:
+    call = await h.connect()
+    assert h.vc.leg_state(call.call_id, "caller", True, "") == [Webrtcup(ALICE)]
+    assert h.vc.leg_media(call.call_id, "callee", "video", "1", True) == [Media(BOB, "1", "video", True)]
     assert h.vc.leg_state("unknown", "caller", True, "") == []
 
 
-def test_relay_lost_hangs_up_both(h: Harness) -> None:
-    call = h.connect()
-    effects = h.vc.relay_lost([call.call_id])
+async def test_relay_lost_hangs_up_both(h: Harness) -> None:
+    call = await h.connect()
+    effects = await h.run(h.vc.relay_lost([call.call_id]))
     assert {e.handle for e in events(effects)} == {ALICE, BOB}
     assert all(result(e)["reason"] == "Remote WebRTC hangup" for e in events(effects))
 
 
-def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    effects = h.vc.message(ALICE, {"request": "call", "username": "bob"}, OFFER, "c")
-    (lookup,) = of_type(effects, vc.Lookup)
-    (create,) = of_type(h.vc.looked_up(ALICE, "bob", BOB, "c", OFFER), vc.RelayCreate)
-    h.run(h.vc.detach(BOB))
-    assert h.vc.call_created(create.call_id, "late-offer", None) == [vc.RelayHangup(create.call_id, "Call ended during setup")]
+async def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    h.delivered.clear()
+    h.relay.hold = asyncio.Event()
+    h.runner.message(ALICE, {"request": "call", "username": "bob"}, OFFER, "c")
+    while not h.relay.requests:  # the worker is preparing the call
+        await asyncio.sleep(0)
+    (create,) = h.relay.requests
+    assert isinstance(create, m.CallCreate)
+    await h.runner.detach(BOB)
+    h.relay.hold.set()
+    requests = await h.relay_requests()
+    assert requests[-1] == m.CallHangup(call_id=create.call_id, reason="Call ended during setup")
+    assert h.vc.calls == {} and h.vc.handles[ALICE].call is None
+    assert [result(e)["event"] for e in events(h.delivered)] == ["hangup"]  # alice's; never "calling"
+    assert events(h.delivered)[0].handle == ALICE
 
 
-def test_claim_after_detach_gives_name_back(h: Harness) -> None:
-    h.vc.attach(ALICE)
+async def test_claim_after_detach_gives_name_back(h: Harness) -> None:
+    h.runner.attach(ALICE)
     (claim,) = h.vc.message(ALICE, {"request": "register", "username": "alice"}, None, "r")
-    h.vc.detach(ALICE)
-    assert h.vc.claimed(ALICE, "alice", True, "r") == [vc.Release("alice", ALICE)]
+    assert await h.registry.claim("alice", owner_id(NODE, ALICE))  # the claim won meanwhile
+    await h.runner.detach(ALICE)
+    assert await h.run(h.vc.claimed(ALICE, "alice", True, "r")) == [Release("alice", ALICE)]
+    assert await h.registered() == {}
 
 
 # --- trickle -------------------------------------------------------------------------------
 
 
-def test_trickle_before_call_is_kept_bounded_and_flushed(h: Harness) -> None:
-    h.users((ALICE, "alice"), (BOB, "bob"))
-    cands = [{"candidate": f"candidate:{i} 1 udp 1 127.0.0.1 {i} typ host", "sdpMid": "0"} for i in range(10)]
-    assert h.vc.trickle(ALICE, cands, False) == []
+async def test_trickle_before_call_is_kept_bounded_and_flushed(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    cands = [m.IceCandidate(candidate=f"candidate:{i} 1 udp 1 127.0.0.1 {i} typ host", sdpMid="0") for i in range(10)]
+    assert await h.run(h.vc.trickle(ALICE, cands, False)) == []
     assert len(h.vc.handles[ALICE].pending_trickles) == 4
-    effects = h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
-    (trickle,) = of_type(effects, vc.RelayTrickle)
-    assert trickle.leg == "caller" and len(trickle.candidates) == 4
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    (trickle,) = relayed(effects, m.LegTrickle)
+    assert trickle.leg == "caller" and trickle.candidates == cands[:4] and not trickle.completed
     assert h.vc.handles[ALICE].pending_trickles == []
 
 
-def test_trickle_in_call_goes_to_leg(h: Harness) -> None:
-    call = h.connect()
-    (t,) = h.vc.trickle(BOB, [{"candidate": "c"}], True)
-    assert t == vc.RelayTrickle(call.call_id, "callee", ({"candidate": "c"},), True)
+async def test_trickle_in_call_goes_to_leg(h: Harness) -> None:
+    call = await h.connect()
+    (t,) = await h.run(h.vc.trickle(BOB, [m.IceCandidate(candidate="c")], True))
+    sent = m.LegTrickle(call_id=call.call_id, leg="callee", candidates=[m.IceCandidate(candidate="c")], completed=True)
+    assert t == Relay(sent)
+    assert (await h.relay_requests())[-1] == sent
 
 
-def test_refused_call_drops_early_trickles(h: Harness) -> None:
-    h.users((ALICE, "alice"))
-    h.vc.trickle(ALICE, [{"candidate": "c"}], True)
-    h.msg(ALICE, {"request": "call", "username": "nobody"}, OFFER)
+async def test_refused_call_drops_early_trickles(h: Harness) -> None:
+    await h.users((ALICE, "alice"))
+    await h.run(h.vc.trickle(ALICE, [m.IceCandidate(candidate="c")], True))
+    await h.msg(ALICE, {"request": "call", "username": "nobody"}, OFFER)
     assert h.vc.handles[ALICE].pending_trickles == [] and not h.vc.handles[ALICE].pending_completed

@@ -74,17 +74,17 @@ class WorkerCall:
         call = cls(call_id, channel, notes, client(), client())
         try:
             setup_caller(call.caller)
-            created = await channel.request("call.create", CallCreate(call_id=call_id, caller_offer=await make_offer(call.caller)))
+            created = await channel.request(CallCreate(call_id=call_id, caller_offer=await make_offer(call.caller)))
             await call.callee.setRemoteDescription(RTCSessionDescription(sdp=created.callee_offer, type="offer"))  # type: ignore[attr-defined]
             if setup_callee is not None:
                 setup_callee(call.callee)
             await call.callee.setLocalDescription(await call.callee.createAnswer())
-            accepted = await channel.request("call.accept", CallAccept(call_id=call_id, callee_answer=call.callee.localDescription.sdp))
+            accepted = await channel.request(CallAccept(call_id=call_id, callee_answer=call.callee.localDescription.sdp))
             await apply_answer(call.caller, accepted.caller_answer)  # type: ignore[attr-defined]
             yield call
         finally:
             with contextlib.suppress(Exception):
-                await channel.request("call.hangup", CallHangup(call_id=call_id))
+                await channel.request(CallHangup(call_id=call_id))
             await channel.close()
             await call.caller.close()
             await call.callee.close()
@@ -97,7 +97,7 @@ class WorkerCall:
                               timeout)
 
     async def renegotiate(self, leg: str, sdp_type: str, sdp: str, restart: bool = False) -> LegRenegotiateResult:
-        result = await self.channel.request("leg.renegotiate", LegRenegotiate(
+        result = await self.channel.request(LegRenegotiate(
             call_id=self.call_id, leg=leg, sdp_type=sdp_type, sdp=sdp, restart=restart))  # type: ignore[arg-type]
         assert isinstance(result, LegRenegotiateResult)
         return result

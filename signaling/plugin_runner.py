@@ -1,0 +1,212 @@
+"""The plugin runner: carries out what the VideoCall state machine decides.
+
+The one loop that turns effects into I/O, for the server and the tests alike: deliveries
+(events and notifications for a handle's client) go to a ``deliver`` function it is given,
+registry claims and relay requests are awaited and their outcomes fed back into the
+machine, in order. It knows nothing of WebSockets, sessions or envelopes.
+
+Plugin messages of one handle run one at a time, in order (like Janus's single handler
+thread, but per handle, so a slow relay for one call holds up nobody else).
+
+The machine promises every plugin message an answer. A surprise (an exception from the
+machine or from a registry, which is a bug or an outage, never the client's doing) ends
+that step: it is logged with its traceback and the handle whose message it was gets a
+generic plugin error (499 "Unknown error", as Janus answers what it cannot classify);
+other handles' steps run in their own tasks and are not touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from shared import ipc
+from shared import messages as m
+from signaling.effects import (
+    Claim,
+    CoreHangup,
+    Delivery,
+    Effect,
+    Event,
+    ListNames,
+    Lookup,
+    Media,
+    Relay,
+    RelayFailure,
+    Release,
+    Webrtcup,
+)
+from signaling.janus_errors import PluginCode, PluginError
+from signaling.registry import Registry, owner_id, parse_owner
+from signaling.relay_client import RelayUnavailable
+from signaling.videocall import VideoCall, error_data
+
+log = logging.getLogger("videocall.plugin")
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+#: What a client gets when a step of the plugin failed in a way nobody foresaw.
+UNKNOWN_ERROR = PluginError(PluginCode.UNKNOWN_ERROR, "Unknown error")
+
+
+class RelayClient(Protocol):
+    """What the runner needs from the relay side (``signaling.relay_client.RelayPool``)."""
+
+    async def request(self, body: m.Request[ResultT]) -> ResultT:
+        """Send ``body`` to the worker holding its call; ``IpcError`` when it fails."""
+        ...
+
+
+Deliver = Callable[[Delivery], None]
+
+
+class PluginRunner:
+    """Runs the VideoCall state machine's steps and carries out their effects."""
+
+    def __init__(self, plugin: VideoCall, *, registry: Registry, relay: RelayClient, deliver: Deliver,
+                 node_id: str) -> None:
+        self.plugin = plugin
+        self.registry = registry
+        self.relay = relay
+        self.deliver = deliver
+        self.node_id = node_id
+        self._handle_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        """Cancel what is still running (server shutdown)."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until no step or relay request is running (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # --- entry points (the server's adapter calls these) ---------------------------------
+
+    def attach(self, handle: int) -> None:
+        self.plugin.attach(handle)
+
+    def message(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str) -> None:
+        """Queue a plugin message; its ``ack`` has been sent already."""
+        self._spawn(self._in_turn(handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction)))
+
+    def trickle(self, handle: int, candidates: list[m.IceCandidate], completed: bool) -> None:
+        self._spawn(self._in_turn(handle, None, lambda: self.plugin.trickle(handle, candidates, completed)))
+
+    async def detach(self, handle: int) -> None:
+        """The handle is gone: free its name, end its call (it may still be told of it)."""
+        await self._step(handle, None, lambda: self.plugin.detach(handle))
+        self._handle_locks.pop(handle, None)
+
+    async def pc_closed(self, handle: int) -> None:
+        """The client asked to close the handle's PeerConnection (``hangup``)."""
+        await self._step(handle, None, lambda: self.plugin.pc_closed(handle))
+
+    def on_relay_notification(self, body: m.Notification) -> None:
+        """A worker's ``leg.state`` / ``leg.media``."""
+        if isinstance(body, m.LegState):
+            log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason)
+            step = lambda: self.plugin.leg_state(body.call_id, body.leg, body.state == "connected", body.reason)  # noqa: E731
+        elif isinstance(body, m.LegMedia):
+            step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731
+        else:
+            return
+        self._spawn(self._step(None, None, step))
+
+    def on_calls_lost(self, call_ids: list[str]) -> None:
+        """A worker died or became unreachable with these calls."""
+        self._spawn(self._step(None, None, lambda: self.plugin.relay_lost(call_ids)))
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def carry_out(self, effects: list[Effect]) -> list[Effect]:
+        """Do what the machine asked, in order, feeding outcomes back in; returns every
+        effect carried out, outcomes' effects included (what a test or a trace reads)."""
+        done: list[Effect] = []
+        queue = list(effects)
+        while queue:
+            effect = queue.pop(0)
+            done.append(effect)
+            queue[:0] = await self._do(effect)
+        return done
+
+    async def _in_turn(self, handle: int, transaction: str | None, step: Callable[[], list[Effect]]) -> None:
+        async with self._handle_locks[handle]:
+            await self._step(handle, transaction, step)
+
+    async def _step(self, handle: int | None, transaction: str | None, step: Callable[[], list[Effect]]) -> None:
+        """One step of the machine and its effects; a surprise is answered, never spread."""
+        try:
+            await self.carry_out(step())
+        except Exception:
+            log.exception("plugin step failed (handle %s, transaction %r)", handle, transaction)
+            if handle is not None and handle in self.plugin.handles:
+                self.deliver(Event(handle, error_data(UNKNOWN_ERROR), transaction))
+
+    async def _do(self, effect: Effect) -> list[Effect]:
+        match effect:
+            case Event() | CoreHangup() | Webrtcup() | Media():
+                self.deliver(effect)
+            case Claim(handle, name, transaction):
+                ok = await self.registry.claim(name, owner_id(self.node_id, handle))
+                return self.plugin.claimed(handle, name, ok, transaction)
+            case Release(name, handle):
+                await self.registry.release(name, owner_id(self.node_id, handle))
+            case ListNames(handle, transaction):
+                return self.plugin.listed(handle, await self.registry.names(), transaction)
+            case Lookup(handle, name, transaction, jsep):
+                owner = await self.registry.lookup(name)
+                parsed = parse_owner(owner) if owner else None
+                # A name held on another signalling node cannot be called from here.
+                callee = parsed[1] if parsed and parsed[0] == self.node_id else None
+                return self.plugin.looked_up(handle, name, callee, transaction, jsep)
+            case Relay(m.CallCreate() as request):
+                return self.plugin.call_created(request.call_id, await self._ask(request))
+            case Relay(m.CallAccept() as request):
+                return self.plugin.call_accepted(request.call_id, await self._ask(request))
+            case Relay(m.LegRenegotiate() as request, transaction):
+                return self.plugin.renegotiated(request, await self._ask(request), transaction)
+            case Relay(request):
+                self._spawn(self._tell(request))
+        return []
+
+    async def _ask(self, request: m.Request[ResultT]) -> ResultT | RelayFailure:
+        """A relay request whose answer the machine waits for."""
+        try:
+            return await self.relay.request(request)
+        except RelayUnavailable as exc:
+            log.info("%s for %s: relay unavailable: %s", request.METHOD, _call_of(request), exc.reason)
+            return RelayFailure(exc.reason, unavailable=True)
+        except ipc.IpcError as exc:
+            log.info("%s for %s refused by the relay: %s", request.METHOD, _call_of(request), exc.reason)
+            return RelayFailure(exc.reason)
+
+    async def _tell(self, request: m.Request[Any]) -> None:
+        """A relay request whose answer changes nothing here: sent in order, failures logged."""
+        try:
+            await self.relay.request(request)
+        except ipc.IpcError as exc:
+            log.info("%s for %s failed: %s", request.METHOD, _call_of(request), exc.reason)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("plugin task failed", exc_info=task.exception())
+
+
+def _call_of(request: m.Request[Any]) -> str:
+    return str(getattr(request, "call_id", "-"))
