@@ -96,7 +96,8 @@ def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescr
     local = SessionDescription.parse(local_sdp) if isinstance(local_sdp, str) else local_sdp
     remote = SessionDescription.parse(remote_sdp) if isinstance(remote_sdp, str) else remote_sdp
     result = []
-    for index, (mine, theirs) in enumerate(zip(local.media, remote.media)):
+    # A pending offer may hold m-lines the other side has not answered yet: those wait.
+    for index, (mine, theirs) in enumerate(zip(local.media, remote.media, strict=False)):
         if mine.kind not in MEDIA_KINDS or mine.port == 0 or theirs.port == 0:
             continue
         answer = mine if local_is_answer else theirs
