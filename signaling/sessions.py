@@ -11,8 +11,8 @@ session did not exist (458). Janus lets any connection act on any session id it 
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Hashable
 
 #: Ids stay below 2**53 so JavaScript clients (janus.js) hold them exactly, as Janus does.
 MAX_ID = 2**53 - 1

@@ -25,28 +25,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from signaling import videocall_body as vb
-from signaling.janus_api import quote
-from signaling.videocall_body import PluginError
 from signaling.effects import (
-    Event,
-    CoreHangup,
-    Webrtcup,
-    Media,
     Claim,
-    Release,
-    Lookup,
-    RelayCreate,
-    RelayAccept,
-    RelayTrickle,
-    RelayConfigure,
-    RelayRenegotiate,
-    RelayHangup,
+    CoreHangup,
     Effect,
+    Event,
     Jsep,
     LegName,
+    Lookup,
+    Media,
+    RelayAccept,
+    RelayConfigure,
+    RelayCreate,
+    RelayHangup,
+    RelayRenegotiate,
+    RelayTrickle,
+    Release,
+    Webrtcup,
 )
-
-
+from signaling.janus_api import quote
+from signaling.videocall_body import PluginError
 
 # --- state ----------------------------------------------------------------------------------
 
@@ -172,7 +170,8 @@ class VideoCall:
             effects: list[Effect] = [Event(handle, _error(exc), transaction)]
             if state.call is None:
                 self._drop_pending(state)  # a refused call leaves the handle ready for the next
-                if jsep is not None and exc.code in _CALL_REFUSALS_CLOSING_PC and isinstance(body, dict) and str(body.get("request")).lower() == "call":
+                if (jsep is not None and exc.code in _CALL_REFUSALS_CLOSING_PC
+                        and isinstance(body, dict) and str(body.get("request")).lower() == "call"):
                     effects.append(CoreHangup(handle))
             return effects
 
@@ -222,7 +221,8 @@ class VideoCall:
         peer = self.handles.get(callee) if callee is not None else None
         if peer is None or peer.username != name:
             self._drop_pending(state)
-            refusal = Event(handle, _error(PluginError(vb.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)
+            missing = PluginError(vb.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")
+            refusal = Event(handle, _error(missing), transaction)
             return [refusal, CoreHangup(handle)] if jsep is not None else [refusal]
         had_pc = jsep is not None
         if peer.call is not None:
@@ -259,7 +259,8 @@ class VideoCall:
             return [Event(call.caller, _error(_relay_error("offer", error)), tx), CoreHangup(call.caller)]
         call.phase = "ringing"
         effects: list[Effect] = [
-            Event(call.callee, _result({"event": "incomingcall", "username": caller.username}), None, {"type": "offer", "sdp": callee_offer}),
+            Event(call.callee, _result({"event": "incomingcall", "username": caller.username}), None,
+                  {"type": "offer", "sdp": callee_offer}),
             Event(call.caller, _result({"event": "calling"}), tx),
         ]
         effects += self._flush_trickles(call, "caller")
@@ -292,7 +293,8 @@ class VideoCall:
         callee = self.handles[call.callee]
         effects: list[Effect] = [
             Event(call.callee, _result({"event": "accepted"}), tx),
-            Event(call.caller, _result({"event": "accepted", "username": callee.username}), None, {"type": "answer", "sdp": caller_answer}),
+            Event(call.caller, _result({"event": "accepted", "username": callee.username}), None,
+                  {"type": "answer", "sdp": caller_answer}),
         ]
         effects += self._flush_trickles(call, "callee")
         effects += self._apply_controls(call, "callee")
@@ -323,7 +325,8 @@ class VideoCall:
         effects.append(Event(state.handle, _result({"event": "set"}), tx))
         return effects
 
-    def renegotiated(self, call_id: str, leg: LegName, sdp_type: str, sdp: str | None, error: str | None, transaction: str | None) -> list[Effect]:
+    def renegotiated(self, call_id: str, leg: LegName, sdp_type: str, sdp: str | None, error: str | None,
+                     transaction: str | None) -> list[Effect]:
         """The worker's answer to ``RelayRenegotiate``: the SDP for the other leg."""
         call = self.calls.get(call_id)
         if call is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 from worker_calls import WorkerCall
 
 from mediarelay import datachannels
@@ -19,9 +20,6 @@ from mediarelay.testing import (
     make_answer,
     make_offer,
 )
-
-
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

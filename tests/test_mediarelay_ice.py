@@ -29,10 +29,12 @@ def _free_port_range(size: int = 20) -> tuple[int, int]:
 
 
 def test_hooks_refuse_other_aiortc_versions(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aiortc_hooks, "version", lambda name: {"aiortc": "1.17.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}[name])
+    monkeypatch.setattr(aiortc_hooks, "version",
+                        lambda name: {"aiortc": "1.17.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}[name])
     with pytest.raises(RuntimeError, match=r"aiortc 1\.17\.0 \(need 1\.16\.0\)"):
         aiortc_hooks.check_versions()
-    monkeypatch.setattr(aiortc_hooks, "version", lambda name: {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.1.0"}[name])
+    monkeypatch.setattr(aiortc_hooks, "version",
+                        lambda name: {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.1.0"}[name])
     with pytest.raises(RuntimeError, match=r"pylibsrtp 1\.1\.0 \(need 1\.0\.0\)"):
         aiortc_hooks.check_versions()
 

@@ -17,6 +17,7 @@ import pytest
 from aiortc import RTCDataChannel, RTCIceParameters, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import SessionDescription
+from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
 
 from mediarelay import aiortc_hooks
 from mediarelay.aiortc_hooks import IceRestart
@@ -30,9 +31,6 @@ from mediarelay.testing import (
     make_answer,
     make_offer,
 )
-
-
-from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

@@ -45,7 +45,7 @@ window.offer = async (restart) => {
 """
 
 
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: E402, F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

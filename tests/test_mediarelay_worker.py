@@ -15,8 +15,16 @@ from mediarelay.testing import Notifications, apply_answer, client, make_answer,
 from mediarelay.worker import run_worker
 from shared import ipc
 from shared.ipc import IpcError
-from shared.messages import (CallAccept, CallCreate, CallHangup, IceCandidate, LegConfigure, LegRenegotiate,
-                             LegTrickle, WorkerStats)
+from shared.messages import (
+    CallAccept,
+    CallCreate,
+    CallHangup,
+    IceCandidate,
+    LegConfigure,
+    LegRenegotiate,
+    LegTrickle,
+    WorkerStats,
+)
 from shared.settings import Settings
 
 

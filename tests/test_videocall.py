@@ -478,7 +478,7 @@ def test_relay_lost_hangs_up_both(h: Harness) -> None:
 def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> None:
     h.users((ALICE, "alice"), (BOB, "bob"))
     effects = h.vc.message(ALICE, {"request": "call", "username": "bob"}, OFFER, "c")
-    (lookup,) = of_type(effects, vc.Lookup)
+    (_lookup,) = of_type(effects, vc.Lookup)
     (create,) = of_type(h.vc.looked_up(ALICE, "bob", BOB, "c", OFFER), vc.RelayCreate)
     h.run(h.vc.detach(BOB))
     assert h.vc.call_created(create.call_id, "late-offer", None) == [vc.RelayHangup(create.call_id, "Call ended during setup")]
@@ -486,7 +486,7 @@ def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> None:
 
 def test_claim_after_detach_gives_name_back(h: Harness) -> None:
     h.vc.attach(ALICE)
-    (claim,) = h.vc.message(ALICE, {"request": "register", "username": "alice"}, None, "r")
+    (_claim,) = h.vc.message(ALICE, {"request": "register", "username": "alice"}, None, "r")
     h.vc.detach(ALICE)
     assert h.vc.claimed(ALICE, "alice", True, "r") == [vc.Release("alice", ALICE)]
 

@@ -22,7 +22,8 @@ def random_body(rng: random.Random) -> Any:
     body: dict[str, Any] = {} if request is None else {"request": request}
     if rng.random() < 0.7:
         body["username"] = rng.choice(NAMES)
-    for field, values in (("audio", [True, False, "no"]), ("video", [True, False, 1]), ("bitrate", [0, 128000, -1, 1.5]), ("reason", ["bye", 3])):
+    for field, values in (("audio", [True, False, "no"]), ("video", [True, False, 1]),
+                          ("bitrate", [0, 128000, -1, 1.5]), ("reason", ["bye", 3])):
         if rng.random() < 0.2:
             body[field] = rng.choice(values)
     return rng.choice([body, body, body, None, "text", []])
@@ -38,7 +39,7 @@ def check_invariants(m: vc.VideoCall) -> None:
             call = state.call
             assert handle in (call.caller, call.callee)
             assert m.calls[call.call_id] is call
-    for call_id, call in m.calls.items():
+    for call in m.calls.values():
         for side in (call.caller, call.callee):
             assert side in m.handles and m.handles[side].call is call
 
@@ -60,7 +61,8 @@ def run(seed: int, steps: int = 400) -> None:
             tx = f"t{step}"
             effects = m.message(h, random_body(rng), rng.choice([None, OFFER, ANSWER]), tx)
             answered = [e for e in effects if isinstance(e, vc.Event) and e.transaction == tx]
-            deferred = [e for e in effects if isinstance(e, (vc.Claim, vc.Lookup, vc.RelayCreate, vc.RelayAccept, vc.RelayRenegotiate))]
+            deferred = [e for e in effects
+                        if isinstance(e, (vc.Claim, vc.Lookup, vc.RelayCreate, vc.RelayAccept, vc.RelayRenegotiate))]
             assert len(answered) + len(deferred) >= 1, effects
             pending += effects
         elif roll < 0.65:
@@ -97,7 +99,8 @@ def run(seed: int, steps: int = 400) -> None:
                 keep += m.call_accepted(effect.call_id, "answer" if ok else None, None if ok else "bad")
             elif isinstance(effect, vc.RelayRenegotiate):
                 ok = rng.random() < 0.8
-                keep += m.renegotiated(effect.call_id, effect.leg, effect.sdp_type, "sdp" if ok else None, None if ok else "bad", effect.transaction)
+                keep += m.renegotiated(effect.call_id, effect.leg, effect.sdp_type,
+                                       "sdp" if ok else None, None if ok else "bad", effect.transaction)
         pending = keep
         check_invariants(m)
 
