@@ -105,9 +105,9 @@ class Call:
         except BaseException:
             await asyncio.gather(caller.close(report=False), callee.close(report=False))
             raise
-        media = [t for t in caller.pc.getTransceivers()]
-        mirrored = [t for t in callee.pc.getTransceivers()]
-        pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored)]
+        media = list(caller.pc.getTransceivers())
+        mirrored = list(callee.pc.getTransceivers())
+        pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored, strict=True)]
         log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines))
         return cls(call_id, caller, callee, pairs), callee_offer
 
@@ -146,14 +146,14 @@ class Call:
                 raise SdpError(f"the answer's {pair.kind} m-line (mid {mid}) has no codec the caller offered")
             chosen.append(codecs)
         await self.callee.set_remote(callee_answer, "answer")
-        for pair, codecs in zip(self.pairs, chosen):
+        for pair, codecs in zip(self.pairs, chosen, strict=True):
             aiortc_hooks.set_negotiated_codecs(pair.caller, codecs)
             # The relay sends the caller what it receives from the callee, and the reverse.
             pair.caller.direction = sdp.reverse_direction(pair.callee.currentDirection or "inactive")
         caller_answer = await self.caller.set_local("answer")
         self.accepted = True
         log.info("call %s: accepted (%s)", self.call_id, ", ".join(
-            f"{pair.kind} {codecs[0].mimeType} {pair.caller.direction}" for pair, codecs in zip(self.pairs, chosen)))
+            f"{pair.kind} {codecs[0].mimeType} {pair.caller.direction}" for pair, codecs in zip(self.pairs, chosen, strict=True)))
         return caller_answer
 
     async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False) -> str:

@@ -101,7 +101,8 @@ class Renegotiation:
                 continue
             main = next(c for c in aiortc_hooks.negotiated_codecs(_side(pair, leg)) if not is_rtx(c))
             if not any(is_codec_compatible(main, c) for c in m.rtp.codecs):
-                raise SdpError(f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) no longer offers the call's codec {main.mimeType}")
+                raise SdpError(
+                    f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) no longer offers the call's codec {main.mimeType}")
 
         remote_ice = offer.media[0].ice
         known = SessionDescription.parse(offerer.pc.remoteDescription.sdp).media[0].ice
@@ -177,7 +178,7 @@ class Renegotiation:
                 raise SdpError(f"the answer's {kind} m-line (mid {theirs.mid}) has no codec the other side offered")
             chosen.append(codecs)
         await answerer.set_remote(text, "answer")
-        for (mine, theirs, _), codecs in zip(links, chosen):
+        for (mine, theirs, _), codecs in zip(links, chosen, strict=True):
             aiortc_hooks.set_negotiated_codecs(mine, codecs)
             mine.direction = sdp.reverse_direction(theirs.currentDirection or "inactive")
         relay_answer = await offerer.set_local("answer")
@@ -187,7 +188,7 @@ class Renegotiation:
             pending.ice_restart.start(pending.remote_ice)
         call.add_pairs([(mine, theirs) if pending.offerer == "caller" else (theirs, mine) for mine, theirs in pending.added])
         log.info("call %s: renegotiated (%s)", call.call_id, ", ".join(
-            f"{kind} {codecs[0].mimeType} {mine.direction}" for (mine, _, kind), codecs in zip(links, chosen)))
+            f"{kind} {codecs[0].mimeType} {mine.direction}" for (mine, _, kind), codecs in zip(links, chosen, strict=True)))
         call.changed("renegotiated")
         return relay_answer
 
@@ -269,7 +270,8 @@ def _renumber(codecs: Sequence[RTCRtpCodecParameters], used: Mapping[int, RTCRtp
     return result
 
 
-def _reassign(extensions: Sequence[RTCRtpHeaderExtensionParameters], used: Mapping[int, str]) -> list[RTCRtpHeaderExtensionParameters]:
+def _reassign(extensions: Sequence[RTCRtpHeaderExtensionParameters],
+              used: Mapping[int, str]) -> list[RTCRtpHeaderExtensionParameters]:
     """Extension ids for an added m-line: the leg's own id for a URI it has, else a free one."""
     by_uri = {uri: ext_id for ext_id, uri in used.items()}
     taken = set(used)

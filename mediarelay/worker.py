@@ -34,9 +34,20 @@ from mediarelay.ice import IcePolicy
 from mediarelay.leg import CLOSE_PC
 from shared import ipc
 from shared.ipc import Channel, IpcError
-from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Empty,
-                             LegConfigure, LegRenegotiate, LegRenegotiateResult, LegState, LegTrickle,
-                             WorkerStatsResult)
+from shared.messages import (
+    CallAccept,
+    CallAcceptResult,
+    CallCreate,
+    CallCreateResult,
+    CallHangup,
+    Empty,
+    LegConfigure,
+    LegRenegotiate,
+    LegRenegotiateResult,
+    LegState,
+    LegTrickle,
+    WorkerStatsResult,
+)
 from shared.settings import Settings, load
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -159,7 +160,8 @@ class Node:
                 return self.plugin.call_created(call_id, offer, None)
             case vc.RelayAccept(call_id, callee_answer):
                 try:
-                    result = await self.relay.request(call_id, "call.accept", m.CallAccept(call_id=call_id, callee_answer=callee_answer))
+                    result = await self.relay.request(call_id, "call.accept",
+                                                      m.CallAccept(call_id=call_id, callee_answer=callee_answer))
                 except ipc.IpcError as exc:
                     log.info("answer for %s refused by the relay: %s", call_id, exc.reason)
                     return self.plugin.call_accepted(call_id, None, exc.reason)
@@ -176,9 +178,11 @@ class Node:
                 return self.plugin.renegotiated(call_id, leg, result.sdp_type, result.sdp, None, transaction)
             case vc.RelayTrickle(call_id, leg, candidates, completed):
                 self._fire(call_id, "leg.trickle", lambda: m.LegTrickle(
-                    call_id=call_id, leg=leg, candidates=[m.IceCandidate.model_validate(c) for c in candidates], completed=completed))
+                    call_id=call_id, leg=leg, candidates=[m.IceCandidate.model_validate(c) for c in candidates],
+                    completed=completed))
             case vc.RelayConfigure(call_id, leg, audio, video, bitrate):
-                self._fire(call_id, "leg.configure", lambda: m.LegConfigure(call_id=call_id, leg=leg, audio=audio, video=video, bitrate=bitrate))
+                self._fire(call_id, "leg.configure",
+                           lambda: m.LegConfigure(call_id=call_id, leg=leg, audio=audio, video=video, bitrate=bitrate))
             case vc.RelayHangup(call_id, reason):
                 self.spawn(self.relay.hangup(call_id, reason))
         return []

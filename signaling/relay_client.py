@@ -11,9 +11,10 @@ signalling goes on serving with the workers it has.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pydantic import BaseModel
 
@@ -96,7 +97,7 @@ class RelayPool:
                     worker.address,
                     node_id=self.node_id,
                     on_notification=self.on_notification,
-                    on_close=lambda: closed.done() or closed.set_result(None),
+                    on_close=functools.partial(_settle, closed),  # this round's future, not the loop variable's latest
                     timeout=self.timeout,
                     name=worker.address,
                 )
@@ -165,3 +166,9 @@ class RelayPool:
         worker = self._call_worker.pop(call_id, None)
         if worker is not None:
             worker.calls.discard(call_id)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` once: a channel may report its close more than once."""
+    if not future.done():
+        future.set_result(None)

@@ -80,12 +80,14 @@ class WorkerCall:
         call = cls(call_id, channel, notes, client(), client())
         try:
             setup_caller(call.caller)
-            created = await channel.request("call.create", CallCreate(call_id=call_id, caller_offer=await make_offer(call.caller)))
+            created = await channel.request("call.create",
+                                            CallCreate(call_id=call_id, caller_offer=await make_offer(call.caller)))
             await call.callee.setRemoteDescription(RTCSessionDescription(sdp=created.callee_offer, type="offer"))  # type: ignore[attr-defined]
             if setup_callee is not None:
                 setup_callee(call.callee)
             await call.callee.setLocalDescription(await call.callee.createAnswer())
-            accepted = await channel.request("call.accept", CallAccept(call_id=call_id, callee_answer=call.callee.localDescription.sdp))
+            accepted = await channel.request("call.accept",
+                                             CallAccept(call_id=call_id, callee_answer=call.callee.localDescription.sdp))
             await apply_answer(call.caller, accepted.caller_answer)  # type: ignore[attr-defined]
             yield call
         finally:
