@@ -50,24 +50,21 @@ import aiortc.codecs
 import aiortc.rtcdtlstransport
 import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
-from aiortc import RTCDtlsTransport, RTCRtpSender
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import RTCDtlsTransport, RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import CODECS
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
-from aiortc.rtcrtpparameters import RTCRtcpFeedback
+from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 from pylibsrtp import ERRORS as _SRTP_ERRORS
-from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN
+from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN, Session
 from pylibsrtp import Error as SrtpError
-from pylibsrtp import Session
 from pylibsrtp._binding import ffi as _srtp_ffi  # type: ignore[import-not-found]
-from pylibsrtp._binding import lib as _srtp_lib  # type: ignore[import-not-found]
-from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import RTCIceParameters, RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver
-from aiortc.codecs import CODECS
-from aiortc.rtcpeerconnection import find_common_codecs, is_codec_compatible
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
-from aiortc.sdp import SessionDescription
+from pylibsrtp._binding import lib as _srtp_lib  # (one ignore covers the module)
 
 __all__ = [
     "TESTED_VERSIONS", "PRIVATE_API", "CODECS", "find_common_codecs", "is_codec_compatible",
@@ -145,7 +142,8 @@ def check_versions() -> None:
     if wrong:
         raise RuntimeError(
             "mediarelay.aiortc_hooks reaches into aiortc/aioice/pylibsrtp internals and supports only "
-            f"aiortc {TESTED_VERSIONS['aiortc']} / aioice {TESTED_VERSIONS['aioice']} / pylibsrtp {TESTED_VERSIONS['pylibsrtp']}; installed: "
+            f"aiortc {TESTED_VERSIONS['aiortc']} / aioice {TESTED_VERSIONS['aioice']} / "
+            f"pylibsrtp {TESTED_VERSIONS['pylibsrtp']}; installed: "
             + ", ".join(wrong) + ". Install the pinned versions or update the hooks and their test."
         )
 
@@ -282,7 +280,8 @@ def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) 
     instance attribute shadows the method, so only the relay's receivers change (the
     packets never reach a jitter buffer, NACK generator or decoder). ``receive()`` would start
     a decoder thread: it starts none (a thread per m-line and leg, started and joined, cost
-    setup time), so the worker has no decoder threads at all. The forwarder of the next issue takes packets in ``on_rtp`` or below.
+    setup time), so the worker has no decoder threads at all. The forwarder of the next issue takes
+    packets in ``on_rtp`` or below.
     """
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
@@ -428,7 +427,7 @@ class IceRestart:
 
         try:
             await asyncio.wait_for(asyncio.gather(*(connect(new) for _, _, new in self._swaps)), ICE_RESTART_TIMEOUT)
-        except (ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             log.info("ICE restart failed: %r", exc)
             await self.abort()
             for transport, _, _ in self._swaps:
@@ -574,7 +573,8 @@ def media_socket(dtls: RTCDtlsTransport) -> MediaSocket:
     restart replaces the Connection: read it again then).
     """
     pair = dtls.transport._connection._nominated.get(1)
-    if dtls._rx_srtp is None or dtls._tx_srtp is None or pair is None:
+    # aiortc annotates _rx_srtp/_tx_srtp as Session, but they are None until the handshake ends.
+    if dtls._rx_srtp is None or dtls._tx_srtp is None or pair is None:  # type: ignore[redundant-expr]
         raise ValueError("the DTLS transport is not connected")
     return MediaSocket(FastSrtp(dtls._rx_srtp), FastSrtp(dtls._tx_srtp), pair.protocol.transport.sendto,
                        pair.remote_addr)
