@@ -81,7 +81,7 @@ from typing import Any, Self
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtest import procstat
+from loadtest import procstat  # noqa: E402 - importable once ROOT is on sys.path
 
 JANUS_DIR = Path(os.environ.get("VIDEOCALL_JANUS_DIR", ROOT.parent / "shared" / "janus"))
 NAMESPACE = "vcbench"
@@ -143,7 +143,7 @@ def udp_counters(pid: int) -> dict[str, int]:
     try:
         lines = [line.split() for line in Path(f"/proc/{pid}/net/snmp").read_text().splitlines()
                  if line.startswith("Udp:")]
-        return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+        return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=True)}
     except (OSError, IndexError, ValueError):
         return {}
 
@@ -694,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {args.client_cpu})  # this script samples from the clients' core
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="compare-janus-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+    meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
             "cores": os.cpu_count(), "load_before": _loadavg(), "plan": plan.__dict__,
             "server_cpu": args.server_cpu, "client_cpu": args.client_cpu}
     results: dict[str, Any] = {}

@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from struct import Struct
 from typing import Any
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from pylibsrtp import Error as SrtpError  # noqa: E402
 
 from loadtest.clip import Clip, load_or_make  # noqa: E402
 from mediarelay import aiortc_hooks, ice, routes  # noqa: E402
@@ -179,7 +180,7 @@ class ThinClient:
                         try:
                             unprotect(data)
                             received.verified += 1
-                        except Exception:
+                        except SrtpError:
                             received.failed += 1
                 return
             original(data, addr)
@@ -264,11 +265,11 @@ async def place_call(channel: ipc.Channel, number: int, media: Media, senders: l
     call.started = time.perf_counter()
     created = await channel.request(CallCreate(call_id=f"bench-{number}",
                                                                caller_offer=call.caller.pc.localDescription.sdp))
-    await call.callee.pc.setRemoteDescription(RTCSessionDescription(sdp=created.callee_offer, type="offer"))  # type: ignore[attr-defined]
+    await call.callee.pc.setRemoteDescription(RTCSessionDescription(sdp=created.callee_offer, type="offer"))
     await call.callee.pc.setLocalDescription(await call.callee.pc.createAnswer())
     accepted = await channel.request(CallAccept(call_id=f"bench-{number}",
                                                                callee_answer=call.callee.pc.localDescription.sdp))
-    await call.caller.pc.setRemoteDescription(RTCSessionDescription(sdp=accepted.caller_answer, type="answer"))  # type: ignore[attr-defined]
+    await call.caller.pc.setRemoteDescription(RTCSessionDescription(sdp=accepted.caller_answer, type="answer"))
     return call
 
 
@@ -355,7 +356,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             for number, call in enumerate(calls):
                 try:
                     await channel.request(CallHangup(call_id=f"bench-{number}"), timeout=5)
-                except Exception:
+                except Exception:  # noqa: BLE001 - the worker may be gone already; close the clients anyway
                     pass
                 await call.caller.pc.close()
                 await call.callee.pc.close()

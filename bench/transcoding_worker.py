@@ -21,15 +21,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
-from aiortc.contrib.media import MediaRelay  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from pydantic import BaseModel
 
-from mediarelay import ice  # noqa: E402
-from shared import ipc  # noqa: E402
-from shared.ipc import IpcError  # noqa: E402
-from shared.messages import (CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Request,  # noqa: E402
-                             Empty)
+from mediarelay import ice
+from shared import ipc
+from shared.ipc import IpcError
+from shared.messages import CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup, Empty, Request
 
 
 class TranscodingCall:
@@ -72,9 +71,9 @@ class Worker:
         if isinstance(body, CallAccept):
             return CallAcceptResult(caller_answer=await self.calls[body.call_id].accept(body.callee_answer))
         if isinstance(body, CallHangup):
-            call = self.calls.pop(body.call_id, None)
-            if call is not None:
-                await call.close()
+            ended = self.calls.pop(body.call_id, None)
+            if ended is not None:
+                await ended.close()
             return Empty()
         raise IpcError(f"'{body.METHOD}' is not handled by the transcoding worker")
 

@@ -97,6 +97,7 @@ class Peer:
         self.webrtcup: float | None = None
         self._candidates: list[janus.Message] = []
         self._remote_set = False
+        self._applying: set[asyncio.Future[None]] = set()  # held, or the loop may collect them mid-run
         if self.decoded is not None:
             self.pc.on("track", self.decoded.consume)
 
@@ -133,7 +134,9 @@ class Peer:
     def _on_trickle(self, message: janus.Message) -> None:
         self._candidates.append(message)
         if self._remote_set:
-            asyncio.ensure_future(self._apply_candidates())
+            applying = asyncio.ensure_future(self._apply_candidates())
+            self._applying.add(applying)
+            applying.add_done_callback(self._applying.discard)
 
     async def set_remote(self, jsep: janus.Message) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type=jsep["type"]))

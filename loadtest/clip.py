@@ -146,7 +146,7 @@ def _encode_video(codec: str, width: int, height: int, bitrate: int) -> Clip:
 
     for index in range(FPS * CLIP_SECONDS):
         frame = av.VideoFrame(width, height, "yuv420p")
-        for number, (plane, data) in enumerate(zip(frame.planes, _picture(index, width, height, noise))):
+        for number, (plane, data) in enumerate(zip(frame.planes, _picture(index, width, height, noise), strict=True)):
             _fill_plane(plane, data, width if number == 0 else width // 2)
         frame.pts = index
         if index % FPS == 0:

@@ -104,7 +104,8 @@ class Connection:
             self.close_reason = _describe(exc)
         finally:
             code = self.ws.close_code
-            self.close_reason = self.close_reason or ("server closed the WebSocket" + (f" (code {code})" if code not in (None, 1000) else ""))
+            self.close_reason = self.close_reason or (
+                "server closed the WebSocket" + (f" (code {code})" if code not in (None, 1000) else ""))
             self.closed.set()
             for futures in self._replies.values():
                 for future in futures:

@@ -111,7 +111,7 @@ async def _worker(url: str, clients: range, duration: float, run_id: str, worker
                 await asyncio.sleep(0.05)
 
     started = time.monotonic()
-    await asyncio.gather(*(cycles(i, c) for i, c in zip(clients, connections)))
+    await asyncio.gather(*(cycles(i, c) for i, c in zip(clients, connections, strict=True)))
     elapsed = time.monotonic() - started
     out.put(("result", worker, {"latencies": latencies, "errors": dict(errors), "seconds": elapsed,
                                 "cpu_seconds": time.process_time()}))

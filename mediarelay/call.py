@@ -37,7 +37,7 @@ from mediarelay.media import CallMedia
 from mediarelay.negotiation import MediaPair, apply_answer
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
-from shared.messages import CLOSE_PC, LegName
+from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Call:
         try:
             await caller.set_remote(caller_offer, "offer")
             for line in lines:
-                if line.kind in sdp.MEDIA_KINDS:
+                if line.kind in MEDIA_KINDS:
                     transceiver = callee.pc.addTransceiver(line.kind, direction=line.direction)
                     transceiver.setCodecPreferences(list(line.codecs))
             if data and lines[0].kind != "application":
@@ -102,9 +102,9 @@ class Call:
         except BaseException:
             await asyncio.gather(caller.close(report=False), callee.close(report=False))
             raise
-        media = [t for t in caller.pc.getTransceivers()]
-        mirrored = [t for t in callee.pc.getTransceivers()]
-        pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored)]
+        media = list(caller.pc.getTransceivers())
+        mirrored = list(callee.pc.getTransceivers())
+        pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored, strict=True)]
         log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines))
         return cls(call_id, caller, callee, pairs), callee_offer
 

@@ -24,10 +24,27 @@ from __future__ import annotations
 
 from struct import Struct
 
-from aiortc.rtp import (RTCP_PSFB, RTCP_PSFB_APP, RTCP_PSFB_PLI, RTCP_RTPFB, RTCP_RTPFB_NACK, AnyRtcpPacket,
-                        RtcpByePacket, RtcpPacket, RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpRtpfbPacket,
-                        RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, clamp_packets_lost,
-                        pack_remb_fci, pack_rtcp_packet)
+from aiortc.rtp import (
+    RTCP_PSFB,
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    clamp_packets_lost,
+    pack_remb_fci,
+    pack_rtcp_packet,
+)
 
 #: Seconds between 1900 (NTP) and 1970 (Unix).
 NTP_EPOCH_OFFSET = 2208988800
@@ -266,7 +283,7 @@ class RttEstimator:
             return
         rtt = now - sent - dlsr / 65536
         if 0 <= rtt < 10:
-            self.rtt = rtt if self.rtt is None else 0.85 * self.rtt + 0.15 * rtt
+            self.rtt = 0.85 * self.rtt + 0.15 * rtt
 
 
 def capped_remb(estimate: int | None, cap: int) -> int | None:

@@ -389,8 +389,8 @@ class Port:
                         counters.srtp_failed += 1
                         return
                     stream.receive(plain, clock())
-                except Exception:  # a bug must cost one packet, not the socket (nor a log line each)
-                    port.error()
+                except Exception as exc:  # noqa: BLE001 - a bug must cost one packet, not the socket (nor a log line each)
+                    port.error(exc)
                 return
             original(data, addr)
 
@@ -441,8 +441,9 @@ class Port:
         self.counters.rtcp_received += 1
         self.on_rtcp(self, plain, self.clock())
 
-    def error(self) -> None:
+    def error(self, exc: Exception) -> None:
         self.counters.errors += 1
         if not self._logged_error:
             self._logged_error = True
-            log.exception("fast path of the %s leg: a packet could not be handled (counted from now on)", self.name)
+            log.error("fast path of the %s leg: a packet could not be handled (counted from now on)", self.name,
+                      exc_info=exc)

@@ -25,8 +25,8 @@ from aiortc.rtp import RtpPacket
 from mediarelay import aiortc_hooks
 from mediarelay.ice import IcePolicy
 from mediarelay.media_flow import MediaFlow
-from mediarelay.sdp import MEDIA_KINDS, SdpError
-from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED, LegMedia, LegName, LegState, Notification
+from mediarelay.sdp import SdpError
+from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED, MEDIA_KINDS, LegMedia, LegName, LegState, Notification
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Leg:
         """Apply the client's SDP (already checked by ``sdp.parse``), then its buffered candidates."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
-        except Exception as exc:  # aiortc raises ValueError and its own DOM errors
+        except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError and its own DOM errors
             log.info("call %s: %s leg refused the %s: %r", self.call_id, self.name, sdp_type, exc)
             raise SdpError(f"the {sdp_type} was refused: {_sentence(exc)}") from None
         self._tap_receivers()
@@ -159,7 +159,7 @@ class Leg:
             for candidate in candidates:
                 try:
                     await self.pc.addIceCandidate(candidate)
-                except Exception as exc:  # aiortc/aioice refuse a few the parser lets through
+                except Exception as exc:  # noqa: BLE001 - aiortc/aioice refuse a few the parser lets through
                     log.info("call %s: %s leg refused a candidate: %r", self.call_id, self.name, exc)
                     if strict:
                         raise SdpError(f"a candidate was refused: {_sentence(exc)}") from None
@@ -263,7 +263,7 @@ class Leg:
             return
         log.info("call %s: %s leg %s mid %s receiving=%s", self.call_id, self.name, flow.kind,
                  flow.mid, flow.receiving)
-        self._emit(LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,  # type: ignore[arg-type]
+        self._emit(LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,
                             mid=flow.mid, receiving=flow.receiving))
 
     def _emit(self, model: Notification) -> None:

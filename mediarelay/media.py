@@ -29,7 +29,7 @@ from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rtcp import CallRtcp
-from mediarelay.sdp import MEDIA_KINDS
+from shared.messages import MEDIA_KINDS
 
 log = logging.getLogger(__name__)
 

@@ -64,10 +64,11 @@ async def apply_answer(
             raise SdpError(f"the answer's {mine.kind} m-line (mid {theirs.mid}) has no codec {offered_by} offered")
         chosen.append(codecs)
     await answerer.set_remote(text, "answer")
-    for (mine, theirs), codecs in zip(lines, chosen):
+    for (mine, theirs), codecs in zip(lines, chosen, strict=True):
         aiortc_hooks.set_negotiated_codecs(mine, codecs)
         # The relay sends the offering client what it receives from the answering one, and the reverse.
         mine.direction = sdp.reverse_direction(theirs.currentDirection or "inactive")
     relay_answer = await offerer.set_local("answer")
-    agreed = ", ".join(f"{mine.kind} {codecs[0].mimeType} {mine.direction}" for (mine, _), codecs in zip(lines, chosen))
+    pairs = zip(lines, chosen, strict=True)
+    agreed = ", ".join(f"{mine.kind} {codecs[0].mimeType} {mine.direction}" for (mine, _), codecs in pairs)
     return relay_answer, agreed

@@ -51,8 +51,8 @@ from mediarelay import aiortc_hooks, sdp
 from mediarelay.aiortc_hooks import IceRestart, is_codec_compatible
 from mediarelay.leg import Leg
 from mediarelay.negotiation import MediaPair, apply_answer, other_leg
-from mediarelay.sdp import MEDIA_KINDS, SdpError, is_rtx
-from shared.messages import LegName
+from mediarelay.sdp import SdpError, is_rtx
+from shared.messages import MEDIA_KINDS, LegName
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class Renegotiation:
                 continue
             main = next(c for c in aiortc_hooks.negotiated_codecs(pair.side(leg)) if not is_rtx(c))
             if not any(is_codec_compatible(main, c) for c in m.rtp.codecs):
-                raise SdpError(f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) no longer offers the call's codec {main.mimeType}")
+                raise SdpError(
+                    f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) no longer offers the call's codec {main.mimeType}")
 
         remote_ice = offer.media[0].ice
         known = SessionDescription.parse(offerer.pc.remoteDescription.sdp).media[0].ice
@@ -257,7 +258,8 @@ def _renumber(codecs: Sequence[RTCRtpCodecParameters], used: Mapping[int, RTCRtp
     return result
 
 
-def _reassign(extensions: Sequence[RTCRtpHeaderExtensionParameters], used: Mapping[int, str]) -> list[RTCRtpHeaderExtensionParameters]:
+def _reassign(extensions: Sequence[RTCRtpHeaderExtensionParameters],
+              used: Mapping[int, str]) -> list[RTCRtpHeaderExtensionParameters]:
     """Extension ids for an added m-line: the leg's own id for a URI it has, else a free one."""
     by_uri = {uri: ext_id for ext_id, uri in used.items()}
     taken = set(used)

@@ -22,7 +22,8 @@ from aiortc.sdp import MediaDescription, SessionDescription
 
 from mediarelay.aiortc_hooks import is_codec_compatible
 from mediarelay.rtp_header import ExtensionRewriter
-from mediarelay.sdp import MEDIA_KINDS, is_rtx
+from mediarelay.sdp import is_rtx
+from shared.messages import MEDIA_KINDS
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescr
     local = SessionDescription.parse(local_sdp) if isinstance(local_sdp, str) else local_sdp
     remote = SessionDescription.parse(remote_sdp) if isinstance(remote_sdp, str) else remote_sdp
     result = []
-    for index, (mine, theirs) in enumerate(zip(local.media, remote.media)):
+    # A pending offer may hold m-lines the other side has not answered yet: those wait.
+    for index, (mine, theirs) in enumerate(zip(local.media, remote.media, strict=False)):
         if mine.kind not in MEDIA_KINDS or mine.port == 0 or theirs.port == 0:
             continue
         answer = mine if local_is_answer else theirs

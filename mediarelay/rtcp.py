@@ -29,8 +29,17 @@ import random
 import time
 from collections.abc import Mapping
 
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRrPacket, \
-    RtcpRtpfbPacket, RtcpSrPacket, unpack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 
 from mediarelay import feedback
 from mediarelay.feedback import RttEstimator

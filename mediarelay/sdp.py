@@ -65,7 +65,7 @@ def parse(text: object, what: Literal["offer", "answer"]) -> SessionDescription:
         raise SdpError(f"the {what} is not SDP (it must start with v=0)")
     try:
         description = SessionDescription.parse(text)
-    except Exception:  # aiortc's parser asserts, indexes and int()s its way through
+    except Exception:  # noqa: BLE001 - aiortc's parser asserts, indexes and int()s its way through
         raise SdpError(f"the {what} SDP could not be parsed (malformed line)") from None
     media = description.media
     if not media:
@@ -118,7 +118,8 @@ def plan_offer(offer: SessionDescription) -> list[MediaLine]:
         common = find_common_codecs(CODECS[m.kind], m.rtp.codecs)
         if not any(not is_rtx(c) for c in common):
             offered = ", ".join(f"{c.name}/{c.clockRate}" for c in m.rtp.codecs[:6]) or "none"
-            raise SdpError(f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) has no codec the relay supports (offered: {offered})")
+            raise SdpError(
+                f"the offer's {m.kind} m-line (mid {m.rtp.muxId}) has no codec the relay supports (offered: {offered})")
         lines.append(MediaLine(index, m.kind, m.rtp.muxId, direction, tuple(_preferences(common))))
     return lines
 
@@ -185,7 +186,7 @@ def parse_candidate(candidate: object, sdp_mid: object, sdp_mline_index: object)
     if sdp_mid is None and sdp_mline_index is None:
         raise SdpError("a candidate needs an sdpMid or an sdpMLineIndex")
     for prefix in ("a=", "candidate:"):
-        text = text[len(prefix):] if text.startswith(prefix) else text
+        text = text.removeprefix(prefix)
     bits = text.split()
     if len(bits) < 8 or bits[6] != "typ" or len(bits) % 2:
         raise SdpError("a candidate must look like 'candidate:<foundation> <component> udp <priority> <address> <port> typ host'")
@@ -209,7 +210,7 @@ def parse_candidate(candidate: object, sdp_mid: object, sdp_mline_index: object)
         priority=int(priority), protocol=transport.lower(), type=kind,
         sdpMid=sdp_mid, sdpMLineIndex=sdp_mline_index,
     )
-    for name, value in zip(bits[8::2], bits[9::2]):
+    for name, value in zip(bits[8::2], bits[9::2], strict=False):  # a lone trailing word is ignored
         if name == "raddr" and _is_address(value):
             parsed.relatedAddress = value
         elif name == "rport" and value.isdigit() and int(value) <= 65535:

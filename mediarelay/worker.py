@@ -32,9 +32,24 @@ from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
 from shared import ipc
 from shared.ipc import Channel, IpcError
-from shared.messages import (CLOSE_PC, CallAccept, CallAcceptResult, CallCreate, CallCreateResult, CallHangup,
-                             Empty, LegConfigure, LegRenegotiate, LegRenegotiateResult, LegState, LegTrickle,
-                             Notification, Request, WorkerStats, WorkerStatsResult)
+from shared.messages import (
+    CLOSE_PC,
+    CallAccept,
+    CallAcceptResult,
+    CallCreate,
+    CallCreateResult,
+    CallHangup,
+    Empty,
+    LegConfigure,
+    LegRenegotiate,
+    LegRenegotiateResult,
+    LegState,
+    LegTrickle,
+    Notification,
+    Request,
+    WorkerStats,
+    WorkerStatsResult,
+)
 from shared.settings import Settings, load
 
 log = logging.getLogger(__name__)

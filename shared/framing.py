@@ -93,7 +93,7 @@ def encode_frame(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> byte
 
     The shape is checked as on decode, so a bug on this side fails here, not at the peer.
     """
-    payload = msgpack.packb(check_message(message), use_bin_type=True)
+    payload: bytes = msgpack.packb(check_message(message), use_bin_type=True)
     if len(payload) > max_frame:
         raise FrameError(f"frame length {len(payload)} exceeds the limit of {max_frame} bytes")
     return len(payload).to_bytes(_PREFIX, "big") + payload

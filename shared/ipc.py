@@ -317,8 +317,8 @@ async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> 
 
     Raises OSError if nothing listens there, IpcError if the worker refuses or speaks another version.
     """
-    kind, where = parse_address(address)
-    if kind == "unix":
+    _, where = parse_address(address)
+    if isinstance(where, str):  # a unix socket's path (mypy does not narrow `where` by `kind`)
         reader, writer = await asyncio.open_unix_connection(where)
     else:
         reader, writer = await asyncio.open_connection(*where)
@@ -371,8 +371,8 @@ async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel
                 return
         await channel.run()
 
-    kind, where = parse_address(address)
-    if kind == "tcp":
+    _, where = parse_address(address)
+    if not isinstance(where, str):  # (host, port)
         return await asyncio.start_server(on_client, *where)
     _remove_stale_socket(where)
     server = await asyncio.start_unix_server(on_client, where)

@@ -40,7 +40,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-ResultT = TypeVar("ResultT", bound=_Model)
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
 class Request(_Model, Generic[ResultT]):

@@ -24,7 +24,8 @@ from pydantic_settings import (
 )
 
 #: The config file's values while ``load`` builds a Settings (lowest source but defaults).
-_CONFIG_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("config_file_values", default={})
+#: No default: one shared dict would be handed to every Settings built outside ``load``.
+_CONFIG_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("config_file_values")
 
 #: A list read from one env var or flag as "a,b,c" (or a JSON list).
 StrList = Annotated[list[str], NoDecode]
@@ -110,7 +111,7 @@ class Settings(BaseSettings):
         return level
 
     @model_validator(mode="after")
-    def _node(self) -> "Settings":
+    def _node(self) -> Settings:
         if not self.node_id:
             self.node_id = f"{self.host}:{self.port}"
         return self
@@ -125,7 +126,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Flags (init) > environment > config file (set by `load`) > defaults.
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, _CONFIG_FILE_VALUES.get()))
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, _CONFIG_FILE_VALUES.get({})))
 
 
 def port_range(text: str) -> tuple[int, int]:

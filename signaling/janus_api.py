@@ -330,8 +330,8 @@ def _sdp_problem(sdp: str) -> str | None:
     if not sdp.startswith("v="):
         return "Invalid SDP (doesn't start with v=)"
     kinds = set()
-    for line in sdp.split("\n"):
-        line = line.split("\r", 1)[0]
+    for raw_line in sdp.split("\n"):
+        line = raw_line.split("\r", 1)[0]
         data = line.encode("utf-8")
         if not data:
             continue

@@ -83,7 +83,7 @@ def server_info(
         "auth_token": False,
         "event_handlers": False,
         "opaqueid_in_api": False,
-        "transports": {"janus.transport.websockets": {"name": "WebSockets transport", "version_string": version_string}},  # noqa: E501
+        "transports": {"janus.transport.websockets": {"name": "WebSockets transport", "version_string": version_string}},
         "events": {},
         "loggers": {},
         "plugins": {

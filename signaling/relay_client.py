@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -172,3 +173,9 @@ class RelayPool:
         worker = self._call_worker.pop(call_id, None)
         if worker is not None:
             worker.calls.discard(call_id)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` once: a channel may report its close more than once."""
+    if not future.done():
+        future.set_result(None)

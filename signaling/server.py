@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
-from shared.settings import Settings
 from shared import messages as m
+from shared.settings import Settings
 from signaling import janus_api as api
 from signaling import janus_replies as replies
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
@@ -41,6 +43,8 @@ log = logging.getLogger("videocall.server")
 HARD_FRAME_LIMIT_FACTOR = 4
 #: Messages queued for a client that does not read before it is disconnected.
 MAX_OUTGOING = 1024
+#: The WebSocket subprotocol janus.js asks for.
+JANUS_PROTOCOL = Subprotocol("janus-protocol")
 
 
 class Connection:
@@ -66,9 +70,9 @@ class Connection:
             await self.ws.send(text)
 
 
-def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
     """Answer ``janus-protocol`` when asked (janus.js does); accept clients that ask for none."""
-    return "janus-protocol" if "janus-protocol" in offered else None
+    return JANUS_PROTOCOL if JANUS_PROTOCOL in offered else None
 
 
 class SignalingServer:
@@ -136,7 +140,7 @@ class SignalingServer:
             self._serve_connection,
             self.settings.host,
             self.settings.port,
-            subprotocols=["janus-protocol"],  # type: ignore[list-item]
+            subprotocols=[JANUS_PROTOCOL],
             select_subprotocol=_select_subprotocol,
             max_size=self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR,
             process_request=self._http,
@@ -297,7 +301,8 @@ async def run(settings: Settings, registry: Registry | None = None, ready: async
     """Serve until cancelled."""
     server = SignalingServer(settings, registry)
     await server.start()
-    log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))", settings.host, server.port, len(settings.worker_addresses))
+    log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))",
+             settings.host, server.port, len(settings.worker_addresses))
     log.info("demo page: %s", demo_url(settings.host, server.port))
     server.static.warn_if_missing()
     if ready is not None:

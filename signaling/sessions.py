@@ -11,8 +11,8 @@ session did not exist (458). Janus lets any connection act on any session id it 
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Hashable
 
 from signaling.janus_errors import ErrorCode
 

@@ -1,9 +1,10 @@
 """The VideoCall plugin as a pure state machine: requests in, effects out.
 
-This module owns the name each of its handles registered, who is in a call with whom and in which phase, and what each request answers. It opens no
-socket, starts no task and reads no clock: every input is a method call and every output
-is a list of effects (``Event`` to a handle, ``CoreHangup``, ``Webrtcup``, registry and
-relay commands) that the plugin runner (``signaling/plugin_runner.py``) carries out.
+This module owns the name each of its handles registered, who is in a call with whom and
+in which phase, and what each request answers. It opens no socket, starts no task and
+reads no clock: every input is a method call and every output is a list of effects
+(``Event`` to a handle, ``CoreHangup``, ``Webrtcup``, registry and relay commands) that
+the plugin runner (``signaling/plugin_runner.py``) carries out.
 
 Work that must wait for I/O (claiming a name in the registry, the relay preparing a call)
 is split in two: the first call returns a command carrying everything needed to go on,
@@ -164,7 +165,8 @@ class VideoCall:
             effects: list[Effect] = [Event(handle, error_data(exc), transaction)]
             if state.call is None:
                 self._drop_pending(state)  # a refused call leaves the handle ready for the next
-                if jsep is not None and exc.code in _CALL_REFUSALS_CLOSING_PC and isinstance(body, dict) and str(body.get("request")).lower() == "call":
+                if (jsep is not None and exc.code in _CALL_REFUSALS_CLOSING_PC
+                        and isinstance(body, dict) and str(body.get("request")).lower() == "call"):
                     effects.append(CoreHangup(handle))
             return effects
 
@@ -218,7 +220,8 @@ class VideoCall:
         peer = self.handles.get(callee) if callee is not None else None
         if peer is None or peer.username != name:
             self._drop_pending(state)
-            refusal = Event(handle, error_data(PluginError(PluginCode.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")), transaction)
+            missing = PluginError(PluginCode.NO_SUCH_USERNAME, f"Username '{quote(name)}' doesn't exist")
+            refusal = Event(handle, error_data(missing), transaction)
             return [refusal, CoreHangup(handle)] if jsep is not None else [refusal]
         had_pc = jsep is not None
         if peer.call is not None:
@@ -234,7 +237,8 @@ class VideoCall:
             return [Event(handle, error_data(PluginError(PluginCode.MISSING_SDP, "Missing SDP")), transaction)]
         if jsep.get("type") != "offer":
             self._drop_pending(state)
-            return [Event(handle, error_data(PluginError(PluginCode.INVALID_SDP, "Error parsing offer: not an offer")), transaction)]
+            not_offer = PluginError(PluginCode.INVALID_SDP, "Error parsing offer: not an offer")
+            return [Event(handle, error_data(not_offer), transaction)]
         call = Call(next(self._call_ids), caller=handle, callee=peer.handle, caller_offer=jsep["sdp"])
         create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer)
         call.pending_tx = transaction
@@ -257,7 +261,8 @@ class VideoCall:
         callee_offer = outcome.callee_offer
         call.phase = "ringing"
         effects: list[Effect] = [
-            Event(call.callee, _result({"event": "incomingcall", "username": caller.username}), None, {"type": "offer", "sdp": callee_offer}),
+            Event(call.callee, _result({"event": "incomingcall", "username": caller.username}), None,
+                  {"type": "offer", "sdp": callee_offer}),
             Event(call.caller, _result({"event": "calling"}), tx),
         ]
         effects += self._flush_trickles(call, "caller")
@@ -293,7 +298,8 @@ class VideoCall:
         callee = self.handles[call.callee]
         effects: list[Effect] = [
             Event(call.callee, _result({"event": "accepted"}), tx),
-            Event(call.caller, _result({"event": "accepted", "username": callee.username}), None, {"type": "answer", "sdp": caller_answer}),
+            Event(call.caller, _result({"event": "accepted", "username": callee.username}), None,
+                  {"type": "answer", "sdp": caller_answer}),
         ]
         effects += self._flush_trickles(call, "callee")
         effects += self._apply_controls(call, "callee")
@@ -320,7 +326,7 @@ class VideoCall:
             leg = call.leg_of(state.handle)
             if sdp_type == "answer" and call.renegotiating in (None, leg):
                 raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
-            renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=sdp_type, sdp=jsep["sdp"],
+            renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=jsep["type"], sdp=jsep["sdp"],
                                            restart=bool(parsed.restart))
             effects.append(Relay(renegotiate, tx))
             return effects

@@ -794,7 +794,7 @@ def test_any_frame_yields_a_request_or_one_janus_error() -> None:
         try:
             parsed = parse_request(parse_envelope(candidate))
         except JanusError as exc:
-            assert exc.reply()["error"]["code"] in set(ErrorCode)
+            assert exc.reply()["error"]["code"] in set(ErrorCode)  # noqa: PT017 - a fuzz run: either outcome is fine
             replies.dumps(exc.reply()).encode("utf-8")  # every reason is sendable
             outcomes["error"] += 1
         else:

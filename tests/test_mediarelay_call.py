@@ -9,16 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer, split_candidates, wait_connected
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK, IcePolicy
 from mediarelay.sdp import SdpError
-from relay_clients import (Notifications, apply_answer, client, m_lines, make_answer, make_offer, split_candidates,
-                           wait_connected)
-
-
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
@@ -185,9 +182,10 @@ async def test_bad_candidates_are_refused_with_a_reason(clients: Clients, notes:
     with pytest.raises(ValueError, match="leg must be 'caller' or 'callee'"):
         await call.add_candidates("alice", [])  # type: ignore[arg-type]
     good = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "sdpMid": "0", "sdpMLineIndex": 0}
+    for _ in range(2):  # 120 buffered: under the limit
+        await call.add_candidates("callee", [good] * 60)
     with pytest.raises(ValueError, match="too many candidates before the callee's SDP"):
-        for _ in range(3):
-            await call.add_candidates("callee", [good] * 60)
+        await call.add_candidates("callee", [good] * 60)
 
 
 # --- ending -----------------------------------------------------------------------------------
@@ -288,5 +286,5 @@ async def test_a_hangup_during_accept_refuses_the_accept(clients: Clients, notes
     with pytest.raises(ValueError, match="already accepted"):
         await call.accept(answer)
     await call.close("Explicit hangup")
-    with pytest.raises(ValueError, match="hung up while being accepted|the call is over"):
+    with pytest.raises(ValueError, match=r"hung up while being accepted|the call is over"):
         await accepting

@@ -172,5 +172,5 @@ def test_a_compound_report_parses_back() -> None:
 
 
 def test_malformed_rtcp_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="RTCP packet is truncated"):
         feedback.parse(b"\x81\xc9\x00\x07\x00")

@@ -16,11 +16,11 @@ import aioice.ice
 import pytest
 from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection
+from relay_clients import client, m_lines, make_offer
 
 from mediarelay import aiortc_hooks, ice
 from mediarelay.aiortc_hooks import ice_sockets, versions
 from mediarelay.ice import LOOPBACK
-from relay_clients import client, m_lines, make_offer
 from shared.settings import Settings
 
 

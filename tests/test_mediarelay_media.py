@@ -21,16 +21,14 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
+from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
+from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
 
 from mediarelay import aiortc_hooks
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
-from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
-
-
-from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
@@ -85,7 +83,7 @@ class Peer:
         while True:
             try:
                 frame = await track.recv()
-            except Exception:
+            except Exception:  # noqa: BLE001 - the track ended (MediaStreamError) or its PC closed
                 return
             self.frames[track.kind] += 1
             if track.kind == "video":

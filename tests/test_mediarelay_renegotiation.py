@@ -9,17 +9,15 @@ import pytest
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.sdp import SessionDescription
+from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
+from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 from worker_calls import WorkerCall
 
 from mediarelay.call import Call
+from mediarelay.ice import LOOPBACK
 from mediarelay.renegotiation import keep_negotiated
 from mediarelay.sdp import SdpError
-from mediarelay.ice import LOOPBACK
-from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
 from shared.ipc import IpcError
-
-
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
@@ -93,11 +91,12 @@ async def test_renegotiation_requests_are_refused_with_a_reason(address: str) ->
     async with WorkerCall.start(address, lambda pc: pc.addTransceiver("audio")) as call:
         with pytest.raises(IpcError, match="no renegotiation offer to answer"):
             await call.renegotiate("callee", "answer", "v=0")
+        other = client()
+        other.addTransceiver("video")
+        unrelated = await make_offer(other)
+        await other.close()
         with pytest.raises(IpcError, match="may only add m-lines"):
-            other = client()
-            other.addTransceiver("video")
-            await call.renegotiate("caller", "offer", await make_offer(other))
-            await other.close()
+            await call.renegotiate("caller", "offer", unrelated)
         no_opus = (await make_offer(call.caller)).replace("opus/48000/2", "telephone-event/8000")
         with pytest.raises(IpcError, match="no longer offers the call's codec audio/opus"):
             await call.renegotiate("caller", "offer", no_opus)
@@ -175,8 +174,8 @@ async def test_an_offer_before_the_call_is_accepted_is_refused() -> None:
     try:
         with pytest.raises(ValueError, match="not accepted yet"):
             await call.renegotiate("caller", "offer", await make_offer(caller))
+        call.accepted = True
         with pytest.raises(SdpError, match="offer or an answer"):
-            call.accepted = True
             await call.renegotiate("caller", "pranswer", "v=0")
     finally:
         await call.close()

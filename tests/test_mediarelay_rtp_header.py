@@ -7,8 +7,17 @@ from struct import pack
 import pytest
 from aiortc.rtp import RtpPacket
 
-from mediarelay.rtp_header import (ONE_BYTE_PROFILE, ExtensionRewriter, header_length, is_keyframe, pack_extensions,
-                                   parse_extensions, payload_length, rtx_unwrap, rtx_wrap)
+from mediarelay.rtp_header import (
+    ONE_BYTE_PROFILE,
+    ExtensionRewriter,
+    header_length,
+    is_keyframe,
+    pack_extensions,
+    parse_extensions,
+    payload_length,
+    rtx_unwrap,
+    rtx_wrap,
+)
 
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"

@@ -10,13 +10,21 @@ import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
-
 from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
+
 from mediarelay.worker import run_worker
 from shared import ipc
 from shared.ipc import IpcError
-from shared.messages import (CallAccept, CallCreate, CallHangup, IceCandidate, LegConfigure, LegRenegotiate,
-                             LegTrickle, WorkerStats)
+from shared.messages import (
+    CallAccept,
+    CallCreate,
+    CallHangup,
+    IceCandidate,
+    LegConfigure,
+    LegRenegotiate,
+    LegTrickle,
+    WorkerStats,
+)
 from shared.settings import Settings
 
 

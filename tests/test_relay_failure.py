@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
 from tests.janus_client import JanusConnection, Peer, Session, offer_host_address, plugin_result
+from tests.servers import free_port
 
 TIMEOUT = 15.0
 
@@ -39,26 +39,25 @@ def _children(pid: int) -> list[int]:
 def serve(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_LOG_LEVEL": "INFO"}
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videocall", "serve", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if b"relay worker" in (tmp_path / "serve.log").read_bytes() and _connectable(port):
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("videocall serve did not start:\n" + (tmp_path / "serve.log").read_text())
-    yield f"ws://127.0.0.1:{port}/", proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "videocall", "serve", "--port", str(port), "--workers", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if b"relay worker" in (tmp_path / "serve.log").read_bytes() and _connectable(port):
+                break
+            time.sleep(0.1)
+        else:
+            proc.kill()
+            pytest.fail("videocall serve did not start:\n" + (tmp_path / "serve.log").read_text())
+        yield f"ws://127.0.0.1:{port}/", proc
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _connectable(port: int) -> bool:

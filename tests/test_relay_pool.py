@@ -112,7 +112,7 @@ async def test_calls_go_to_the_least_loaded_worker(pool: Pool, workers: list[Scr
 async def test_a_refused_create_does_not_count_as_load(pool: Pool, workers: list[ScriptedWorker]) -> None:
     w1, w2 = workers
     w1.refuse.add("call.create")
-    with pytest.raises(ipc.IpcError, match="call.create refused") as caught:
+    with pytest.raises(ipc.IpcError, match=r"call\.create refused") as caught:
         await pool.pool.request(create("bad"))
     assert not isinstance(caught.value, RelayUnavailable)  # the worker's answer, not an outage
     w1.refuse.clear()
@@ -137,7 +137,7 @@ async def test_requests_for_a_call_go_to_its_worker(pool: Pool, workers: list[Sc
 async def test_worker_errors_reach_the_caller(pool: Pool, workers: list[ScriptedWorker]) -> None:
     await pool.pool.request(create("c1"))
     workers[0].refuse.add("leg.configure")
-    with pytest.raises(ipc.IpcError, match="^leg.configure refused$"):
+    with pytest.raises(ipc.IpcError, match=r"^leg\.configure refused$"):
         await pool.pool.request(m.LegConfigure(call_id="c1", leg="caller", audio=False))
 
 
@@ -177,7 +177,7 @@ async def test_no_connected_worker_is_relay_unavailable(tmp_path: Path) -> None:
     p = Pool([f"unix:{tmp_path}/nobody.sock"])
     await p.pool.start(wait=0.05)
     try:
-        with pytest.raises(RelayUnavailable, match="^relay unavailable: no relay worker is connected$"):
+        with pytest.raises(RelayUnavailable, match=r"^relay unavailable: no relay worker is connected$"):
             await p.pool.request(create("c1"))
         with pytest.raises(RelayUnavailable, match="call c1 is not on any connected worker"):
             await p.pool.request(m.CallAccept(call_id="c1", callee_answer="v=0\r\n"))

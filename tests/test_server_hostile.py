@@ -177,7 +177,7 @@ async def test_session_timeout_notifies_and_frees_the_name(connect: Any, server:
         try:
             timeout_note = await idle.recv(timeout=0.3)
             break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     assert timeout_note == {"janus": "timeout", "session_id": sid}
     event = await other.plugin(osid, ohandle, {"request": "list"})
@@ -211,7 +211,9 @@ async def test_call_without_relay_worker_is_a_clear_error(connect: Any) -> None:
     a.n += 1
     await a.send({
         "janus": "message", "transaction": "call", "session_id": asid, "handle_id": ah,
-        "body": {"request": "call", "username": "bob"}, "jsep": {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"},
+        "body": {"request": "call", "username": "bob"},
+        "jsep": {"type": "offer",
+                 "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"},
     })
     replies = [await a.recv(), await a.recv()]
     event = next(r for r in replies if r["janus"] == "event")
@@ -229,7 +231,8 @@ async def test_plain_http_get_is_answered(server: SignalingServer) -> None:
 
 def _mutations(rng: Any, sid: int, handle: int) -> Any:
     """Frames a confused or hostile client might send: real verbs, wrong shapes."""
-    verbs = ["info", "ping", "create", "attach", "message", "trickle", "keepalive", "hangup", "detach", "destroy", "claim", "bogus", 7, None]
+    verbs = ["info", "ping", "create", "attach", "message", "trickle", "keepalive", "hangup", "detach", "destroy", "claim",
+             "bogus", 7, None]
     values = [None, 0, -1, 2**63 - 1, 2**53, "x", "", [], {}, [1, {}], True, 1.5, sid, handle, "é" * 300]
     bodies = [{"request": r} for r in ("list", "register", "call", "accept", "set", "hangup", "x", 5)]
     for _ in range(400):
@@ -238,7 +241,8 @@ def _mutations(rng: Any, sid: int, handle: int) -> Any:
             if rng.random() < 0.4:
                 msg[key] = rng.choice(values + [sid, handle] * 3 + bodies)
         if rng.random() < 0.1:
-            msg["jsep"] = {"type": rng.choice(["offer", "answer", "x", 1]), "sdp": rng.choice(["v=0\r\n", "", 5, "v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"])}
+            sdps = ["v=0\r\n", "", 5, "v=0\r\no=- 1 1 IN IP4 1.1.1.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"]
+            msg["jsep"] = {"type": rng.choice(["offer", "answer", "x", 1]), "sdp": rng.choice(sdps)}
         yield json.dumps(msg)
 
 
@@ -261,7 +265,7 @@ async def test_random_frames_never_disturb_another_client(connect: Any) -> None:
     while True:
         try:
             reply = await attacker.recv(timeout=0.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         received += 1
         assert isinstance(reply, dict) and "janus" in reply

@@ -544,7 +544,7 @@ async def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> No
 
 async def test_claim_after_detach_gives_name_back(h: Harness) -> None:
     h.runner.attach(ALICE)
-    (claim,) = h.vc.message(ALICE, {"request": "register", "username": "alice"}, None, "r")
+    (_claim,) = h.vc.message(ALICE, {"request": "register", "username": "alice"}, None, "r")
     assert await h.registry.claim("alice", owner_id(NODE, ALICE))  # the claim won meanwhile
     await h.runner.detach(ALICE)
     assert await h.run(h.vc.claimed(ALICE, "alice", True, "r")) == [Release("alice", ALICE)]

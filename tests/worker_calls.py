@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-
 from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
+
 from mediarelay.worker import run_worker
 from shared import ipc
 from shared.messages import (

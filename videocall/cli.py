@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -42,7 +43,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     ice = parser.add_argument_group("ICE (Janus's names)")
-    ice.add_argument("--ice-enforce-list", metavar="ADDRS", help="addresses/interfaces offered as host candidates, comma-separated (e.g. 127.0.0.1)")
+    ice.add_argument("--ice-enforce-list", metavar="ADDRS",
+                     help="addresses/interfaces offered as host candidates, comma-separated (e.g. 127.0.0.1)")
     ice.add_argument("--nat-1-1-mapping", metavar="ADDR", help="public address advertised instead of the host address")
     ice.add_argument("--rtp-port-range", metavar="LOW-HIGH", help="UDP ports for media, e.g. 20000-40000")
     ice.add_argument("--ice-servers", metavar="URLS", help="STUN/TURN URLs, comma-separated (default: none)")
@@ -114,9 +116,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The effective settings as ``VIDEOCALL_*`` variables, for child processes."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        if isinstance(value, list):
-            value = ",".join(value)
-        env[f"VIDEOCALL_{name.upper()}"] = str(value)
+        env[f"VIDEOCALL_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
     return env
 
 
@@ -165,7 +165,7 @@ class WorkerSupervisor:
             if process is not None:
                 try:
                     await asyncio.wait_for(process.wait(), 5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     process.kill()
         for task in self._tasks:
             task.cancel()
@@ -241,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
         parser.error(f"invalid settings: {problems}")
     except (ValueError, OSError) as exc:
         parser.error(f"invalid settings: {exc}")

@@ -157,7 +157,8 @@ def media_socket(dtls: RTCDtlsTransport) -> MediaSocket:
     restart replaces the Connection: read it again then).
     """
     pair = dtls.transport._connection._nominated.get(1)
-    if dtls._rx_srtp is None or dtls._tx_srtp is None or pair is None:
+    # aiortc annotates _rx_srtp/_tx_srtp as Sessions, but they are None until the handshake ends.
+    if dtls._rx_srtp is None or dtls._tx_srtp is None or pair is None:  # type: ignore[redundant-expr]
         raise ValueError("the DTLS transport is not connected")
     return MediaSocket(FastSrtp(dtls._rx_srtp), FastSrtp(dtls._tx_srtp), pair.protocol.transport.sendto,
                        pair.remote_addr)
@@ -221,7 +222,7 @@ def watch_decoder_input(receiver: RTCRtpReceiver, on_frame: Callable[[bytes], No
     (libvpx does not flag decoded keyframes: a test looks at what goes in). Call before the
     receiver starts: its decoder thread takes the queue replaced here."""
 
-    class Watched(queue.Queue):  # type: ignore[type-arg]
+    class Watched(queue.Queue):
         def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
             if item is not None:  # None stops the decoder thread
                 on_frame(item[1].data)

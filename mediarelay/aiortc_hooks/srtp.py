@@ -14,7 +14,7 @@ from pylibsrtp import ERRORS as _SRTP_ERRORS
 from pylibsrtp import SRTP_MAX_SRTCP_TRAILER_LEN, SRTP_MAX_TRAILER_LEN, Session
 from pylibsrtp import Error as SrtpError
 from pylibsrtp._binding import ffi as _srtp_ffi  # type: ignore[import-not-found]
-from pylibsrtp._binding import lib as _srtp_lib  # type: ignore[import-not-found]
+from pylibsrtp._binding import lib as _srtp_lib
 
 _SRTP_BUFFER = 1500  # as pylibsrtp's own buffer
 

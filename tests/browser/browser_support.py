@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import itertools
 import json
 import os
 import shlex
@@ -260,14 +261,12 @@ class Peer:
         return self.js("(id) => vc.video(id)", element)
 
 
-_counter = 0
+_counter = itertools.count(1)
 
 
 def unique(name: str) -> str:
     """A username unique to this run (all tests share one server)."""
-    global _counter
-    _counter += 1
-    return f"{name}{_counter}"
+    return f"{name}{next(_counter)}"
 
 
 # --- call helpers -------------------------------------------------------------------------------

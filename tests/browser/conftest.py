@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `tests` is imported as a namespace package from the repo root
     sys.path.insert(0, str(REPO))
 
-from tests.browser.browser_support import (
+from tests.browser.browser_support import (  # noqa: E402 - after the sys.path insert
     CHROMIUM,
     CHROMIUM_ARGS,
     NPM_FILES,
@@ -114,7 +114,7 @@ _stack: Stack | None = None
 
 @pytest.fixture
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    global _stack
+    global _stack  # noqa: PLW0603 - one stack per folder run, torn down by the folder's finalizer
     if _stack is None:
         _stack = Stack(tmp_path_factory)
         # Stopped when pytest leaves this folder (its Dir node is torn down).
@@ -124,7 +124,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def _close_stack() -> None:
-    global _stack
+    global _stack  # noqa: PLW0603 - see `stack`
     if _stack is not None:
         _stack.close()
         _stack = None

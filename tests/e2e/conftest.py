@@ -36,9 +36,9 @@ if str(REPO) not in sys.path:  # `tests` is imported as a namespace package from
     sys.path.insert(0, str(REPO))
 
 pytest.register_assert_rewrite("tests.e2e.e2e_support")  # its asserts explain themselves
-from tests.e2e.e2e_support import Clients, Server
-from tests.janus_client import offer_host_address
-from tests.servers import free_port, videocall_command
+from tests.e2e.e2e_support import Clients, Server  # noqa: E402 - after the sys.path insert and assert rewrite
+from tests.janus_client import offer_host_address  # noqa: E402
+from tests.servers import free_port, videocall_command  # noqa: E402
 
 JANUS_DIR = Path(os.environ.get("VIDEOCALL_JANUS_SCRIPTS", "/work/shared/janus"))
 NETNS = "vcjanus"

@@ -32,7 +32,7 @@ from tests.janus_client import offer_host_address
 
 janus_client = pytest.importorskip("janus_client")
 logging.getLogger().setLevel(logging.WARNING)
-from janus_client import JanusSession, JanusVideoCallPlugin, VideoCallEventType
+from janus_client import JanusSession, JanusVideoCallPlugin, VideoCallEventType  # noqa: E402 - after importorskip
 
 pytestmark = pytest.mark.timeout(60)
 
