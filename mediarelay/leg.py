@@ -13,6 +13,7 @@ closed or broke DTLS), "Close PC" (the relay closed it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ Notify = Callable[[Notification], None]
 MAX_PENDING_CANDIDATES = 128
 #: How often the leg looks for m-lines that went quiet (a fraction of the 1 s timeout).
 MEDIA_POLL_INTERVAL = 0.25
+#: How long a close waits for the data channels' DTLS transport to end after its close_notify.
+DTLS_END_TIMEOUT = 1.0
 
 
 @dataclass
@@ -229,10 +232,26 @@ class Leg:
 
     async def _close(self) -> None:
         try:
+            await self._end_sctp_dtls()
             await self.pc.close()
         except Exception:
             log.exception("call %s: closing the %s leg failed", self.call_id, self.name)
         self._report("closed", self._closing or CLOSE_PC)
+
+    async def _end_sctp_dtls(self) -> None:
+        """End the data channels' DTLS (close_notify) before ``pc.close()`` aborts SCTP, as Janus
+        does (``janus_ice_webrtc_hangup`` sends the DTLS alert first): a browser then ends its data
+        channels quietly, where an SCTP ABORT makes each fire an error event while its page has
+        not yet closed the PeerConnection (janus.js logs "Got error on data channel")."""
+        dtls = self.pc.sctp.transport if self.pc.sctp is not None else None
+        if dtls is None or dtls.state != "connected":
+            return
+        ended = asyncio.Event()
+        dtls.on("statechange", lambda: ended.set() if dtls.state == "closed" else None)
+        await dtls.stop()
+        # Closed a loop turn later; until then aiortc's ABORT would write into the shut-down TLS.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), DTLS_END_TIMEOUT)
 
     # --- media --------------------------------------------------------------------------------
 

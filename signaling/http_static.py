@@ -3,8 +3,9 @@
 ``videocall serve`` answers WebSocket upgrades on any path with the Janus API; every other
 GET comes here (``SignalingServer._http``). What can be served is a table of URL paths:
 
-- ``/`` (and ``/index.html``), ``/app.js``, ``/style.css`` from the ``signaling/demo/``
-  package folder;
+- ``/`` (and ``/index.html``), ``/style.css`` and the page's ES modules (``/app.js``, which
+  imports ``/phases.js``, ``/view.js`` and ``/words.js``) from the ``signaling/demo/`` package
+  folder;
 - exactly two files of the installed npm packages (``npm ci``, from ``package-lock.json``):
   the official janus.js as its ES module and webrtc-adapter's browser bundle.
 
@@ -45,6 +46,9 @@ DEMO_FILES: dict[str, tuple[str, str]] = {
     "/": ("index.html", HTML),
     "/index.html": ("index.html", HTML),
     "/app.js": ("app.js", JS),
+    "/phases.js": ("phases.js", JS),
+    "/view.js": ("view.js", JS),
+    "/words.js": ("words.js", JS),
     "/style.css": ("style.css", CSS),
 }
 #: URL path -> (file under node_modules/, content type). The page imports these by URL.

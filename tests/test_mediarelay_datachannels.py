@@ -14,6 +14,7 @@ from worker_calls import WorkerCall
 from mediarelay import datachannels
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
+from shared.messages import CallHangup
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
@@ -111,6 +112,32 @@ async def test_closing_a_channel_closes_its_twin_on_the_other_leg(address: str) 
                 break
             await asyncio.sleep(0.01)
         assert twin.readyState == "closed"
+
+
+async def test_a_hangup_ends_dtls_before_sctp_so_clients_see_no_abort(address: str) -> None:
+    """As Janus does: DTLS close_notify first, so a client never sees an SCTP ABORT while its
+    PeerConnection is open (a browser would fire an error event on every data channel). Here a
+    call with a data channel only, where nothing else stands between DTLS and SCTP in a close."""
+    channels: dict[str, RTCDataChannel] = {}
+    async with WorkerCall.start(address, lambda pc: channels.setdefault("chat", pc.createDataChannel("chat"))) as call:
+        callee_inbox = Inbox(call.callee)
+        await call.connected()
+        await callee_inbox.wait(lambda box: "chat" in box.channels)
+        await opened(callee_inbox.channels["chat"])
+        seen: dict[str, list[str]] = {"caller": [], "callee": []}
+        for leg, channel in (("caller", channels["chat"]), ("callee", callee_inbox.channels["chat"])):
+            dtls = call.client(leg).sctp.transport
+            channel.on("close", lambda leg=leg: seen[leg].append("data channel closed"))
+            dtls.on("statechange", lambda leg=leg, dtls=dtls: seen[leg].append(f"DTLS {dtls.state}"))
+        await call.channel.request(CallHangup(call_id=call.call_id, reason="Explicit hangup"))
+        await call.notes.wait(lambda n: {("caller", "closed", "Explicit hangup"),
+                                         ("callee", "closed", "Explicit hangup")} <= set(n.states()))
+        for _ in range(200):
+            if all(events for events in seen.values()):
+                break
+            await asyncio.sleep(0.01)
+        # An ABORT first would close the data channel before DTLS ends.
+        assert {leg: events[:1] for leg, events in seen.items()} == {"caller": ["DTLS closed"], "callee": ["DTLS closed"]}, seen
 
 
 async def test_messages_beyond_the_buffer_limit_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -176,10 +176,18 @@ class Peer:
         self.name, self.context, self.page, self.server = name, context, page, server
         self.frames: list[tuple[float, str, dict[str, Any]]] = []
         self.console: list[str] = []
+        #: Errors and warnings janus.js itself logged (``Janus.error`` / ``Janus.warn``).
+        self.janus_problems: list[str] = []
         self.connected_at = 0.0
         page.on("websocket", self._on_websocket)
-        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
+        page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.console.append(f"pageerror: {exc}"))
+
+    def _on_console(self, msg: Any) -> None:
+        line = f"{msg.type}: {msg.text}"
+        self.console.append(line)
+        if msg.type in ("error", "warning") and msg.location.get("url", "").endswith("/janus.es.js"):
+            self.janus_problems.append(line)
 
     def _on_websocket(self, ws: Any) -> None:
         def keep(direction: str, payload: str | bytes) -> None:
@@ -276,15 +284,16 @@ def register(peer: Peer, name: str) -> None:
     peer.wait_event("registered")
 
 
-def start_call(alice: Peer, bob: Peer) -> tuple[str, str]:
-    """alice calls bob (offer with fake audio+video), bob accepts (answer): both in call."""
+def start_call(alice: Peer, bob: Peer, data: bool = False) -> tuple[str, str]:
+    """alice calls bob (offer with fake audio+video, and a data channel if ``data``), bob
+    accepts (answer): both in call."""
     a, b = unique("alice"), unique("bob")
     register(alice, a)
     register(bob, b)
-    alice.js("(n) => vc.call(n)", b)
+    alice.js("([n, data]) => vc.call(n, data)", [b, data])
     bob.wait_event("incomingcall")
     assert bob.js("() => vc.peer") == a
-    bob.js("() => vc.accept()")
+    bob.js("(data) => vc.accept(data)", data)
     alice.wait_event("accepted")
     bob.wait_event("accepted")
     return a, b

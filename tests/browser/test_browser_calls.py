@@ -113,3 +113,31 @@ def test_renegotiation_from_one_side_reaches_the_other_as_update(new_peer) -> No
         assert peer.stats()["connectionState"] == "connected"
     for peer in (alice, bob):  # media goes on across the renegotiation
         wait_inbound(peer, "video", flowing=True)
+
+
+@pytest.mark.parametrize("hangs_up", ["caller", "callee"])
+def test_a_call_with_a_data_channel_ends_without_a_janus_js_error(new_peer, hangs_up: str) -> None:
+    """A whole call with a data channel, texts both ways, then a hangup from one side: janus.js
+    logs nothing on either page (``Janus.error`` / ``Janus.warn``: it logs "Got error on data
+    channel" when the relay ends SCTP with an ABORT while the page's PeerConnection is open).
+    The pages leave closing their PeerConnection to janus.js (on the core ``hangup`` event, sent
+    once the relay closed the leg), so the relay's close always reaches an open one."""
+    alice, bob = new_peer("alice"), new_peer("bob")
+    for peer in (alice, bob):
+        peer.js("() => { vc.closeOnHangupEvent = false; }")
+    start_call(alice, bob, data=True)
+    wait_webrtcup(alice, bob)
+    for peer in (alice, bob):
+        peer.wait("() => vc.events('dataopen').length > 0", what="the data channel open")
+    for sender, receiver in ((alice, bob), (bob, alice)):
+        text = f"hello from {sender.name}"
+        sender.js("(t) => vc.sendData(t)", text)
+        receiver.wait("(t) => vc.events('data').some((e) => e.data === t)", text, what=f"{text!r} received")
+    (alice if hangs_up == "caller" else bob).js("() => vc.hangup()")
+    for peer in (alice, bob):
+        peer.wait_event("hangup")
+        peer.wait("() => vc.handle.webrtcStuff.pc == null", what="PeerConnection closed")
+    alice.sleep(1.0)  # an error event from the relay's close would arrive within this
+    assert {peer.name: peer.janus_problems for peer in (alice, bob)} == {"alice": [], "bob": []}
+    for peer in (alice, bob):
+        assert peer.log("error") == [], peer.log("error")

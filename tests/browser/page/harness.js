@@ -7,6 +7,8 @@ const TRACKS = [
   { type: "audio", capture: true, recv: true },
   { type: "video", capture: true, recv: true },
 ];
+// With a data channel (janus.js's default label) after the media.
+const tracksFor = (data) => (data ? [...TRACKS, { type: "data" }] : TRACKS);
 
 const $ = (id) => document.getElementById(id);
 const t0 = performance.now();
@@ -21,6 +23,9 @@ const vc = {
   remoteStream: new MediaStream(),
   localStream: new MediaStream(),
   ready: false,
+  // Close the PeerConnection on the plugin's `hangup` event; when false, janus.js closes it
+  // itself on the core `hangup` event that follows the relay's close ("Close PC").
+  closeOnHangupEvent: true,
 };
 window.vc = vc;
 window.Janus = Janus;
@@ -72,7 +77,7 @@ function onmessage(msg, jsep) {
   } else if (ev === "hangup") {
     setState("hung up: " + (result.reason || ""));
     vc.peer = null; vc.incomingJsep = null;
-    vc.handle.hangup();
+    if (vc.closeOnHangupEvent) vc.handle.hangup();
   }
 }
 
@@ -95,6 +100,8 @@ vc.connect = (server) => new Promise((resolve, reject) => {
             webrtcState: (on, reason) => record("webrtcState", { on, reason: reason || null }),
             slowLink: (uplink, lost, mid) => record("slowLink", { uplink, lost, mid }),
             onmessage,
+            ondataopen: (label, protocol) => record("dataopen", { label, protocol: protocol || null }),
+            ondata: (data, label) => record("data", { label, data: String(data) }),
             onlocaltrack: (track, on) => {
               record("localtrack", { kind: track.kind, on });
               if (on) vc.localStream.addTrack(track); else vc.localStream.removeTrack(track);
@@ -128,24 +135,27 @@ vc.list = () => sendMessage({ request: "list" });
 vc.set = (body) => sendMessage(Object.assign({ request: "set" }, body));
 vc.hangup = () => sendMessage({ request: "hangup" });
 
-vc.call = (username) => new Promise((resolve, reject) => {
+vc.call = (username, data) => new Promise((resolve, reject) => {
   vc.peer = username; $("peer").textContent = username;
   vc.handle.createOffer({
-    tracks: TRACKS,
+    tracks: tracksFor(data),
     success: (jsep) => sendMessage({ request: "call", username }, jsep).then(resolve, reject),
     error: (e) => { fail("createOffer")(e); reject(new Error(String(e && e.message || e))); },
   });
 });
 
-vc.accept = () => new Promise((resolve, reject) => {
+vc.accept = (data) => new Promise((resolve, reject) => {
   if (!vc.incomingJsep) { reject(new Error("no incoming call")); return; }
   vc.handle.createAnswer({
     jsep: vc.incomingJsep,
-    tracks: TRACKS,
+    tracks: tracksFor(data),
     success: (jsep) => sendMessage({ request: "accept" }, jsep).then(resolve, reject),
     error: (e) => { fail("createAnswer")(e); reject(new Error(String(e && e.message || e))); },
   });
 });
+
+// A text on the data channel (janus.js's default label).
+vc.sendData = (text) => new Promise((resolve, reject) => vc.handle.data({ text, success: resolve, error: reject }));
 
 // Renegotiation from this side (an ICE restart or a changed track set): `set` + offer.
 vc.renegotiate = (opts) => new Promise((resolve, reject) => {
