@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.servers import free_port, videocall_command
+from tests.support.servers import free_port, videocall_command
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

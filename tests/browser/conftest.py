@@ -22,18 +22,12 @@ the tests fail instead.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `tests` is imported as a namespace package from the repo root
-    sys.path.insert(0, str(REPO))
-
-from tests.browser.browser_support import (  # noqa: E402 - after the sys.path insert
+from tests.browser.browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     NPM_FILES,
@@ -118,7 +112,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if _stack is None:
         _stack = Stack(tmp_path_factory)
         # Stopped when pytest leaves this folder (its Dir node is torn down).
-        folder = request.node.getparent(pytest.Dir) or request.session
+        folder = request.node.getparent(pytest.Directory) or request.session
         folder.addfinalizer(_close_stack)
     return _stack
 

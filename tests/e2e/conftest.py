@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,13 +31,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `tests` is imported as a namespace package from the repo root
-    sys.path.insert(0, str(REPO))
 
 pytest.register_assert_rewrite("tests.e2e.e2e_support")  # its asserts explain themselves
-from tests.e2e.e2e_support import Clients, Server  # noqa: E402 - after the sys.path insert and assert rewrite
-from tests.janus_client import offer_host_address  # noqa: E402
-from tests.servers import free_port, videocall_command  # noqa: E402
+from tests.e2e.e2e_support import Clients, Server  # noqa: E402 - after the assert rewrite
+from tests.support.janus_ws import offer_host_address  # noqa: E402 - after the assert rewrite
+from tests.support.servers import free_port, videocall_command  # noqa: E402 - after the assert rewrite
 
 JANUS_DIR = Path(os.environ.get("VIDEOCALL_JANUS_SCRIPTS", "/work/shared/janus"))
 NETNS = "vcjanus"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from tests.janus_client import (
+from tests.support.janus_ws import (
     VIDEOCALL,
     Handle,
     JanusConnection,

@@ -26,7 +26,7 @@ from tests.e2e.e2e_support import (
     expected_result,
     place_call,
 )
-from tests.janus_client import matching
+from tests.support.janus_ws import matching
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import secrets
 import pytest
 
 from tests.e2e.e2e_support import Clients, expected_core_error
-from tests.janus_client import VIDEOCALL, Session, matching, new_transaction
+from tests.support.janus_ws import VIDEOCALL, Session, matching, new_transaction
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -28,7 +28,7 @@ from aiortc import RTCConfiguration
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
 from tests.e2e.e2e_support import MEDIA_TIMEOUT, Server
-from tests.janus_client import offer_host_address
+from tests.support.janus_ws import offer_host_address
 
 janus_client = pytest.importorskip("janus_client")
 logging.getLogger().setLevel(logging.WARNING)

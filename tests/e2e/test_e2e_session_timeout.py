@@ -14,7 +14,7 @@ from tests.e2e.e2e_support import (
     expected_notification,
     expected_result,
 )
-from tests.janus_client import new_transaction
+from tests.support.janus_ws import new_transaction
 
 pytestmark = pytest.mark.timeout(60)
 

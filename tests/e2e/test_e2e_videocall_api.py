@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.e2e_support import Clients, expect_plugin_error, expect_result
-from tests.janus_client import plugin_result
+from tests.support.janus_ws import plugin_result
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import websockets
-from pydantic import BaseModel
 from websockets.typing import Subprotocol
 
 from shared import ipc
@@ -30,6 +29,7 @@ from signaling.registry import MemoryRegistry
 from signaling.relay_client import RelayUnavailable
 from signaling.server import SignalingServer
 from signaling.videocall import VideoCall
+from tests.support.toy_relay import worker_answer
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}
 ANSWER = {"type": "answer", "sdp": "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\n"}
@@ -52,17 +52,7 @@ class ScriptedRelay:
         self.requests.append(body)
         if type(body) in self.fail:
             raise self.fail[type(body)]
-        answer: BaseModel
-        match body:
-            case m.CallCreate():
-                answer = m.CallCreateResult(callee_offer="relay-offer")
-            case m.CallAccept():
-                answer = m.CallAcceptResult(caller_answer="relay-answer")
-            case m.LegRenegotiate(sdp_type=sdp_type):
-                answer = m.LegRenegotiateResult(sdp_type=sdp_type, sdp="relay-sdp")
-            case _:
-                answer = m.Empty()
-        return answer
+        return worker_answer(body, offer="relay-offer", answer="relay-answer", sdp="relay-sdp")
 
 
 class ClaimFails(MemoryRegistry):

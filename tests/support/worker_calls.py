@@ -5,7 +5,7 @@
             await call.connected()
             answer = await call.renegotiate("callee", offer_sdp)   # what signalling would deliver
 
-The worker runs in the test's own process and loop (as ``test_mediarelay_worker.py`` runs it),
+The worker runs in the test's own process and loop (as ``tests/mediarelay/test_worker.py`` runs it),
 on 127.0.0.1; ``WorkerCall`` plays the signalling side: it sends the requests a call needs and
 collects the notifications.
 """
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 
 from mediarelay.worker import run_worker
 from shared import ipc
@@ -33,6 +32,7 @@ from shared.messages import (
     LegRenegotiateResult,
 )
 from shared.settings import Settings
+from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 
 
 @contextlib.asynccontextmanager

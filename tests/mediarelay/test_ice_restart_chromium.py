@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 from aiortc.sdp import SessionDescription
-from relay_clients import Notifications, client, make_answer
 
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
+from tests.support.relay_clients import Notifications, client, make_answer
 
 CHROMIUM = os.environ.get("VIDEOCALL_CHROMIUM", "/usr/bin/chromium")
 
@@ -46,7 +46,6 @@ window.offer = async (restart) => {
 """
 
 
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: E402, F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

@@ -9,13 +9,21 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer, split_candidates, wait_connected
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
 
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK, IcePolicy
 from mediarelay.sdp import SdpError
+from tests.support.relay_clients import (
+    Notifications,
+    apply_answer,
+    client,
+    m_lines,
+    make_answer,
+    make_offer,
+    split_candidates,
+    wait_connected,
+)
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

@@ -16,12 +16,11 @@ import pytest
 from aiortc import RTCDataChannel, RTCIceParameters, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack
 from aiortc.sdp import SessionDescription
-from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
-from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
 
 from mediarelay.aiortc_hooks import IceRestart, consent_interval, ice_restart
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
+from tests.support.relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

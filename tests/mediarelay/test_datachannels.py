@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
-from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
-from worker_calls import WorkerCall
 
 from mediarelay import datachannels
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from shared.messages import CallHangup
+from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer
+from tests.support.worker_calls import WorkerCall
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

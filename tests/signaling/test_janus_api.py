@@ -21,7 +21,7 @@ from signaling.janus_api import JanusError, parse_envelope, parse_request
 from signaling.janus_errors import ErrorCode, quote
 from signaling.strict_json import JsonError, loads
 
-TRACE = Path(__file__).resolve().parents[1].parent / "shared" / "janus" / "traces" / "videocall-session.jsonl"
+TRACE = Path(__file__).resolve().parents[3] / "shared" / "janus" / "traces" / "videocall-session.jsonl"
 SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
 S, H = 2492766517973988, 6621868218705775  # a session and a handle of the trace
 

@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import AsyncIterator
 
 import pytest
-from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 
 from mediarelay.worker import run_worker
 from shared import ipc
@@ -26,6 +25,7 @@ from shared.messages import (
     WorkerStats,
 )
 from shared.settings import Settings
+from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 
 
 async def _until_listening(path: str, process: asyncio.subprocess.Process | None = None) -> None:

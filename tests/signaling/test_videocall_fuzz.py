@@ -24,7 +24,6 @@ import random
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel
 
 from shared import ipc
 from shared import messages as m
@@ -33,6 +32,7 @@ from signaling.plugin_runner import PluginRunner
 from signaling.registry import MemoryRegistry, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
 from signaling.videocall import VideoCall
+from tests.support.toy_relay import worker_answer
 
 NODE = "n1"
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
@@ -120,17 +120,7 @@ class SlowRelay:
             raise RelayUnavailable("worker gone")
         if roll < 0.18:
             raise ipc.IpcError("bad sdp")
-        answer: BaseModel
-        match body:
-            case m.CallCreate():
-                answer = m.CallCreateResult(callee_offer="offer")
-            case m.CallAccept():
-                answer = m.CallAcceptResult(caller_answer="answer")
-            case m.LegRenegotiate(sdp_type=sdp_type):
-                answer = m.LegRenegotiateResult(sdp_type=sdp_type, sdp="sdp")
-            case _:
-                answer = m.Empty()
-        return answer
+        return worker_answer(body, offer="offer", answer="answer", sdp="sdp")
 
 
 class SlowRegistry(MemoryRegistry):

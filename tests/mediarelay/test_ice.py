@@ -16,12 +16,12 @@ import aioice.ice
 import pytest
 from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection
-from relay_clients import client, m_lines, make_offer
 
 from mediarelay import aiortc_hooks, ice
 from mediarelay.aiortc_hooks import ice_sockets, versions
 from mediarelay.ice import LOOPBACK
 from shared.settings import Settings
+from tests.support.relay_clients import client, m_lines, make_offer
 
 
 def _free_port_range(size: int = 20) -> tuple[int, int]:
@@ -99,7 +99,7 @@ print(json.dumps({"import": changed(before, imported), "prepare": changed(import
 
 
 def test_importing_the_hooks_changes_nothing_until_a_process_is_prepared() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", _IMPORT_CHANGES_NOTHING], capture_output=True, text=True,
                           check=False, timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr

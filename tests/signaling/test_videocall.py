@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from shared import ipc
 from shared import messages as m
@@ -22,6 +21,7 @@ from signaling.effects import CoreHangup, Delivery, Effect, Event, Media, Relay,
 from signaling.plugin_runner import PluginRunner
 from signaling.registry import MemoryRegistry, owner_id
 from signaling.relay_client import RelayUnavailable
+from tests.support.toy_relay import worker_answer
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}
 ANSWER = {"type": "answer", "sdp": "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\n"}
@@ -76,17 +76,7 @@ class ScriptedRelay:
             raise RelayUnavailable("no relay worker is connected")
         if type(body) in self.refuse:
             raise ipc.IpcError(self.refuse[type(body)])
-        answer: BaseModel
-        match body:
-            case m.CallCreate():
-                answer = m.CallCreateResult(callee_offer="relay-offer-for-callee")
-            case m.CallAccept():
-                answer = m.CallAcceptResult(caller_answer="relay-answer-for-caller")
-            case m.LegRenegotiate(sdp_type=sdp_type):
-                answer = m.LegRenegotiateResult(sdp_type=sdp_type, sdp=self.renegotiated_sdp)
-            case _:
-                answer = m.Empty()
-        return answer
+        return worker_answer(body, offer="relay-offer-for-callee", answer="relay-answer-for-caller", sdp=self.renegotiated_sdp)
 
 
 class Harness:

@@ -1,6 +1,6 @@
 """``python -m mediarelay.worker`` that counts every codec aiortc creates in the worker process.
 
-Run by ``test_mediarelay_media.py``: the worker runs inside ``aiortc_hooks.watch_codecs``; when
+Run by ``tests/mediarelay/test_media.py``: the worker runs inside ``aiortc_hooks.watch_codecs``; when
 it exits, the MIME types of the decoders and encoders asked for go to the JSON file named by
 ``RELAY_CODEC_COUNTS``.
 """

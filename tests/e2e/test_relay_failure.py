@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.janus_client import JanusConnection, Peer, Session, offer_host_address, plugin_result
-from tests.servers import free_port
+from tests.support.janus_ws import JanusConnection, Peer, Session, offer_host_address, plugin_result
+from tests.support.servers import free_port
 
 TIMEOUT = 15.0
 

@@ -9,15 +9,14 @@ import pytest
 from aiortc import RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.sdp import SessionDescription
-from relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
-from relay_fixtures import relay_on_loopback, worker_address  # noqa: F401  (fixtures)
-from worker_calls import WorkerCall
 
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from mediarelay.renegotiation import keep_negotiated
 from mediarelay.sdp import SdpError
 from shared.ipc import IpcError
+from tests.support.relay_clients import Notifications, apply_answer, client, m_lines, make_answer, make_offer
+from tests.support.worker_calls import WorkerCall
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 

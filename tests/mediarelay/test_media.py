@@ -21,14 +21,13 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
-from relay_clients import Notifications, apply_answer, client, make_answer, make_offer
-from relay_fixtures import relay_on_loopback  # noqa: F401  (fixtures)
 
 from mediarelay import aiortc_hooks
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
+from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
@@ -351,9 +350,10 @@ async def test_a_call_can_negotiate_vp9_which_the_relay_only_forwards(relayed: R
 async def test_the_worker_creates_no_decoder_and_no_encoder(tmp_path: Any) -> None:
     socket_path, counts = tmp_path / "w.sock", tmp_path / "codecs.json"
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).parent / "codec_counting_worker.py"), "--listen", f"unix:{socket_path}",
+        sys.executable, str(Path(__file__).parents[1] / "support" / "codec_counting_worker.py"),
+        "--listen", f"unix:{socket_path}",
         env={**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "RELAY_CODEC_COUNTS": str(counts),
-             "PYTHONPATH": str(Path(__file__).parent.parent)},
+             "PYTHONPATH": str(Path(__file__).parents[2])},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     caller, callee = Peer("VP8"), Peer("VP8")
     try:
