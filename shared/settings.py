@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import json
 import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-
-#: The config file's values while ``load`` builds a Settings (lowest source but defaults).
-#: No default: one shared dict would be handed to every Settings built outside ``load``.
-_CONFIG_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("config_file_values")
 
 #: A list read from one env var or flag as "a,b,c" (or a JSON list).
 StrList = Annotated[list[str], NoDecode]
@@ -125,8 +120,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (init) > environment > config file (set by `load`) > defaults.
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, _CONFIG_FILE_VALUES.get({})))
+        # Given values (flags, and the config file's where the environment is silent: ``load``)
+        # > environment > defaults. No .env or secrets folder is read.
+        return (init_settings, env_settings)
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -163,8 +159,7 @@ def load(config_file: str | Path | None = None, **flags: Any) -> Settings:
     given = {key: value for key, value in flags.items() if value is not None}
     from_file = read_config_file(config_file) if config_file else {}
 
-    token = _CONFIG_FILE_VALUES.set(from_file)
-    try:
-        return Settings(**given)
-    finally:
-        _CONFIG_FILE_VALUES.reset(token)
+    # The file ranks below the environment: it fills only what no VIDEOCALL_* variable sets.
+    from_env = EnvSettingsSource(Settings)()
+    below_env = {key: value for key, value in from_file.items() if key not in from_env}
+    return Settings(**{**below_env, **given})
