@@ -75,8 +75,10 @@ class Call:
     caller_offer: str = ""
     #: A renegotiation offer forwarded and not yet answered: the leg that offered.
     renegotiating: LegName | None = None
-    #: Transaction of the request waiting for the relay (call, accept).
-    pending_tx: str | None = None
+    #: Requests waiting for the relay (``call``, ``accept``, ``set`` with a jsep): the
+    #: transaction of each, by handle. The relay's outcome answers it; if the call ends
+    #: first, the ``hangup`` event that tells that handle does.
+    waiting: dict[int, str | None] = field(default_factory=dict)
 
     def leg_of(self, handle: int) -> LegName:
         return "caller" if handle == self.caller else "callee"
@@ -241,7 +243,7 @@ class VideoCall:
             return [Event(handle, error_data(not_offer), transaction)]
         call = Call(next(self._call_ids), caller=handle, callee=peer.handle, caller_offer=jsep["sdp"])
         create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer)
-        call.pending_tx = transaction
+        call.waiting[handle] = transaction
         state.call = peer.call = call
         self.calls[call.call_id] = call
         return [Relay(create, transaction)]
@@ -252,7 +254,7 @@ class VideoCall:
         if call is None or call.phase != "creating":
             # Ended meanwhile (a side detached): make sure the worker forgets it too.
             return [Relay(m.CallHangup(call_id=call_id, reason="Call ended during setup"))]
-        tx = call.pending_tx
+        tx = call.waiting.pop(call.caller, None)
         caller = self.handles[call.caller]
         if isinstance(outcome, RelayFailure):
             self._forget(call)
@@ -279,7 +281,7 @@ class VideoCall:
             raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: not an answer")
         accept = m.CallAccept(call_id=call.call_id, callee_answer=jsep["sdp"])
         call.phase = "accepting"
-        call.pending_tx = tx
+        call.waiting[state.handle] = tx
         return [Relay(accept, tx)]
 
     def call_accepted(self, call_id: str, outcome: m.CallAcceptResult | RelayFailure) -> list[Effect]:
@@ -287,7 +289,7 @@ class VideoCall:
         call = self.calls.get(call_id)
         if call is None or call.phase != "accepting":
             return []
-        tx = call.pending_tx
+        tx = call.waiting.pop(call.callee, None)
         if isinstance(outcome, RelayFailure):
             # The callee's answer was refused: the call cannot go on (Janus would have
             # refused the accept before ringing the caller's answer; we end it cleanly).
@@ -328,6 +330,7 @@ class VideoCall:
                 raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
             renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=jsep["type"], sdp=jsep["sdp"],
                                            restart=bool(parsed.restart))
+            call.waiting[state.handle] = tx
             effects.append(Relay(renegotiate, tx))
             return effects
         # Janus answers `set` at once; with a jsep it is answered once the relay has it.
@@ -341,6 +344,7 @@ class VideoCall:
         if call is None:
             return []
         handle = call.handle_of(request.leg)
+        call.waiting.pop(handle, None)
         if isinstance(outcome, RelayFailure):
             return [Event(handle, error_data(_relay_error(request.sdp_type, outcome)), transaction)]
         call.renegotiating = request.leg if outcome.sdp_type == "offer" else None
@@ -417,6 +421,11 @@ class VideoCall:
         its handle is gone). A side that never made a PeerConnection gets no core hangup.
         Differs from Janus: after an explicit hangup the peer is not sent a second, late
         "Remote WebRTC hangup" event.
+
+        A side whose request still waits for the relay (``call.waiting``; Janus handles one
+        message at a time, so it never has one) gets its answer here: its ``hangup`` event
+        carries that request's transaction (the side that dropped gets one too, with the
+        reason its PeerConnection closed), so every plugin message is answered once.
         """
         effects: list[Effect] = [Relay(m.CallHangup(call_id=call.call_id, reason=reason[:m.MAX_TEXT]))]
         names = {side: getattr(self.handles.get(side), "username", None) for side in (call.caller, call.callee)}
@@ -427,16 +436,19 @@ class VideoCall:
             if state is None:
                 continue
             self._drop_pending(state)
-            if side == dropped:
-                if had_pc[side] and dropped_pc is not None:
-                    effects.append(CoreHangup(side, dropped_pc))
-                continue
             data: dict[str, Any] = {"event": "hangup"}
             who = names[call.peer_of(side)]
             if who is not None:
                 data["username"] = who
+            if side == dropped:
+                if side in call.waiting:
+                    data["reason"] = dropped_pc or reason
+                    effects.append(Event(side, _result(data), call.waiting[side]))
+                if had_pc[side] and dropped_pc is not None:
+                    effects.append(CoreHangup(side, dropped_pc))
+                continue
             data["reason"] = reason
-            effects.append(Event(side, _result(data)))
+            effects.append(Event(side, _result(data), call.waiting.get(side)))
             if had_pc[side]:
                 effects.append(CoreHangup(side))
         return effects

@@ -67,11 +67,14 @@ class ScriptedRelay:
         self.renegotiated_sdp = "relay-sdp-for-peer"
         #: When set, ``call.create`` waits for it (a worker still preparing the call).
         self.hold: asyncio.Event | None = None
+        self.hold_accept: asyncio.Event | None = None
 
     async def request(self, body: m.Request[Any]) -> Any:
         self.requests.append(body)
         if isinstance(body, m.CallCreate) and self.hold is not None:
             await self.hold.wait()
+        if isinstance(body, m.CallAccept) and self.hold_accept is not None:
+            await self.hold_accept.wait()
         if type(body) in self.unavailable:
             raise RelayUnavailable("no relay worker is connected")
         if type(body) in self.refuse:
@@ -528,8 +531,41 @@ async def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> No
     requests = await h.relay_requests()
     assert requests[-1] == m.CallHangup(call_id=create.call_id, reason="Call ended during setup")
     assert h.vc.calls == {} and h.vc.handles[ALICE].call is None
-    assert [result(e)["event"] for e in events(h.delivered)] == ["hangup"]  # alice's; never "calling"
-    assert events(h.delivered)[0].handle == ALICE
+    (hangup,) = events(h.delivered)  # alice's; never "calling"
+    assert hangup.handle == ALICE and result(hangup)["event"] == "hangup"
+    assert hangup.transaction == "c"  # her `call` is answered by the hangup that ended it
+
+
+async def test_accept_waiting_for_the_relay_is_answered_by_the_callers_hangup(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER, "c")
+    h.relay.hold_accept = asyncio.Event()
+    h.delivered.clear()
+    h.runner.message(BOB, {"request": "accept"}, ANSWER, "a")
+    while not any(isinstance(r, m.CallAccept) for r in h.relay.requests):
+        await asyncio.sleep(0)
+    await h.msg(ALICE, {"request": "hangup"}, tx="h")
+    h.relay.hold_accept.set()
+    await h.runner.drain()
+    (bob_hangup,) = events(h.delivered, BOB)
+    assert result(bob_hangup) == {"event": "hangup", "username": "alice", "reason": "We did the hangup"}
+    assert bob_hangup.transaction == "a"  # never "accepted" afterwards, and never unanswered
+
+
+async def test_caller_closing_its_pc_while_the_relay_prepares_gets_its_call_answered(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    h.relay.hold = asyncio.Event()
+    h.delivered.clear()
+    h.runner.message(ALICE, {"request": "call", "username": "bob"}, OFFER, "c")
+    while not h.relay.requests:
+        await asyncio.sleep(0)
+    await h.runner.pc_closed(ALICE)
+    h.relay.hold.set()
+    await h.runner.drain()
+    answer, core = [e for e in h.delivered if e.handle == ALICE]
+    assert isinstance(answer, Event) and answer.transaction == "c"
+    assert result(answer) == {"event": "hangup", "username": "bob", "reason": "Janus API"}
+    assert core == CoreHangup(ALICE, "Janus API")
 
 
 async def test_claim_after_detach_gives_name_back(h: Harness) -> None:
