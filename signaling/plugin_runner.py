@@ -184,7 +184,7 @@ class PluginRunner:
         try:
             return await self.relay.request(request)
         except RelayUnavailable as exc:
-            log.info("%s for %s: relay unavailable: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s: %s", request.METHOD, _call_of(request), exc.reason)
             return RelayFailure(exc.reason, unavailable=True)
         except ipc.IpcError as exc:
             log.info("%s for %s refused by the relay: %s", request.METHOD, _call_of(request), exc.reason)
