@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 #: Bumped on any incompatible change to the models below; checked by ``hello``.
 PROTOCOL_VERSION = 1
@@ -32,6 +32,41 @@ Sdp = Annotated[str, Field(max_length=MAX_SDP)]
 #: Characters of a short text field (names, reasons).
 MAX_TEXT = 256
 ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
+
+#: Characters of a recording's base name (``set`` ``filename``); Janus's own buffer is 255
+#: bytes and "-video.mjr" and a temporary suffix must still fit.
+MAX_RECORDING_NAME = 200
+
+
+def recording_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a recording's base name inside the recordings folder, or None.
+
+    Stricter than Janus on purpose (Janus writes wherever ``filename`` points): a relative
+    path of plain components, no ``..``, no control characters, bounded. Checked by the
+    signalling side (to answer the client) and again by the worker (which also resolves
+    symlinks before it writes).
+    """
+    if not name:
+        return "filename should not be empty"
+    if len(name) > MAX_RECORDING_NAME:
+        return f"filename should be at most {MAX_RECORDING_NAME} characters"
+    if any(not ch.isprintable() for ch in name) or "\\" in name:
+        return "filename should not contain control characters or backslashes"
+    if name.startswith("/"):
+        return "filename should be relative to the recordings folder"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "filename should not contain '..', '.' or empty path components"
+    return None
+
+
+def _recording_name(name: str) -> str:
+    problem = recording_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+RecordingName = Annotated[str, AfterValidator(_recording_name)]
 
 
 class _Model(BaseModel):
@@ -191,6 +226,24 @@ class CallHangup(Request[Empty]):
     reason: ShortText = ""
 
 
+class LegRecord(Request[Empty]):
+    """Start (``record``) or stop recording what one leg's user sends, Janus's ``set``
+    ``record``: one ``.mjr`` file per medium of that user, ``<base>-audio.mjr``,
+    ``-video.mjr``, ``-data.mjr``, inside the worker's recordings folder.
+
+    ``base`` None: the worker names it ``videocall-<user>-<peer>-<time>`` as Janus does.
+    Recording while already recording changes nothing (Janus keeps its files too).
+    """
+
+    METHOD = "leg.record"
+    call_id: CallId
+    leg: LegName
+    record: bool
+    base: RecordingName | None = None
+    user: ShortText = ""
+    peer: ShortText = ""
+
+
 class WorkerStats(Request[WorkerStatsResult]):
     """Ask a worker how loaded it is."""
 
@@ -218,6 +271,18 @@ class LegState(Notification):
     reason: ShortText = ""
 
 
+class LegRecording(Notification):
+    """A leg's recording started (``files``: the paths inside the recordings folder),
+    stopped, or failed (``reason``: a disk that filled, a folder that vanished...)."""
+
+    METHOD = "leg.recording"
+    call_id: CallId
+    leg: LegName
+    state: Literal["started", "stopped", "failed"]
+    files: Annotated[list[ShortText], Field(max_length=3)] = []
+    reason: ShortText = ""
+
+
 class LegMedia(Notification):
     """Media started or stopped arriving from a leg's client on one m-line (-> ``media``)."""
 
@@ -232,8 +297,9 @@ class LegMedia(Notification):
 #: method name -> request model (its ``RESULT`` is the result's model), for the receiving side.
 REQUESTS: dict[str, type[Request[Any]]] = {
     model.METHOD: model
-    for model in (Hello, CallCreate, CallAccept, LegTrickle, LegConfigure, LegRenegotiate, CallHangup, WorkerStats)
+    for model in (Hello, CallCreate, CallAccept, LegTrickle, LegConfigure, LegRenegotiate, LegRecord, CallHangup,
+                  WorkerStats)
 }
 
 #: method name -> notification model
-NOTIFICATIONS: dict[str, type[Notification]] = {model.METHOD: model for model in (LegState, LegMedia)}
+NOTIFICATIONS: dict[str, type[Notification]] = {model.METHOD: model for model in (LegState, LegMedia, LegRecording)}

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="STUN/TURN URLs the relay uses. Empty by default: nothing is contacted.",
     )
 
+    # --- recording (the relay workers write; Janus's `set` `record`/`filename`) ------------
+    recordings_dir: str = Field(
+        "recordings",
+        description="Folder every recording is written in (created when needed; relative to the "
+        "current directory). A `filename` is relative to it and can never leave it.",
+    )
+
     # --- misc ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 

@@ -48,6 +48,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     ice.add_argument("--nat-1-1-mapping", metavar="ADDR", help="public address advertised instead of the host address")
     ice.add_argument("--rtp-port-range", metavar="LOW-HIGH", help="UDP ports for media, e.g. 20000-40000")
     ice.add_argument("--ice-servers", metavar="URLS", help="STUN/TURN URLs, comma-separated (default: none)")
+    parser.add_argument("--recordings-dir", metavar="DIR",
+                        help="folder recordings are written in, and never outside of (default ./recordings)")
 
 
 def _signaling_flags(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SETTING_FLAGS = (
     "host", "port", "session_timeout", "workers", "worker_addresses", "log_level",
-    "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers",
+    "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers", "recordings_dir",
 )
 
 
