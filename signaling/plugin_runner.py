@@ -116,6 +116,9 @@ class PluginRunner:
         if isinstance(body, m.LegState):
             log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason)
             step = lambda: self.plugin.leg_state(body.call_id, body.leg, body.state == "connected", body.reason)  # noqa: E731
+        elif isinstance(body, m.LegRecording):
+            log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason)
+            step = lambda: self.plugin.leg_recording(body.call_id, body.leg, body.state == "failed", body.reason)  # noqa: E731
         elif isinstance(body, m.LegMedia):
             step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731
         else:
@@ -175,6 +178,8 @@ class PluginRunner:
                 return self.plugin.call_accepted(request.call_id, await self._ask(request))
             case Relay(m.LegRenegotiate() as request, transaction):
                 return self.plugin.renegotiated(request, await self._ask(request), transaction)
+            case Relay(m.LegRecord() as request, transaction):
+                return self.plugin.recorded(request, await self._ask(request), transaction)
             case Relay(request):
                 self._spawn(self._tell(request))
         return []

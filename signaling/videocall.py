@@ -97,6 +97,9 @@ class Controls:
     audio: bool = True
     video: bool = True
     bitrate: int = 0
+    #: Record what this user sends (``record``), under ``filename`` (None: Janus's default name).
+    record: bool = False
+    filename: str | None = None
 
     def changed(self) -> bool:
         return not (self.audio and self.video and self.bitrate == 0)
@@ -309,6 +312,12 @@ class VideoCall:
 
     def _set(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
         parsed = vb.validate_set(body)
+        if parsed.filename is not None:
+            # Differs from Janus: a recording stays inside the recordings folder (Janus
+            # writes wherever ``filename`` points, absolute paths and ``..`` included).
+            problem = m.recording_name_problem(parsed.filename)
+            if problem is not None:
+                raise PluginError(PluginCode.INVALID_ELEMENT, f"Invalid value ({problem})")
         controls = state.controls
         if parsed.audio is not None:
             controls.audio = parsed.audio
@@ -316,6 +325,10 @@ class VideoCall:
             controls.video = parsed.video
         if parsed.bitrate is not None:
             controls.bitrate = parsed.bitrate
+        if parsed.filename is not None:
+            controls.filename = parsed.filename
+        if parsed.record is not None:
+            controls.record = parsed.record
         effects: list[Effect] = []
         call = state.call
         live = call is not None and call.phase == "active"
@@ -330,8 +343,15 @@ class VideoCall:
                 raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
             renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=jsep["type"], sdp=jsep["sdp"],
                                            restart=bool(parsed.restart))
+            if parsed.record is not None:  # answered by the renegotiation; a refusal comes on its own
+                effects.append(Relay(self._record_request(call, state), None))
             call.waiting[state.handle] = tx
             effects.append(Relay(renegotiate, tx))
+            return effects
+        if live and call is not None and parsed.record is not None:
+            # Answered (``set``, as Janus) once the worker has opened or closed the files.
+            call.waiting[state.handle] = tx
+            effects.append(Relay(self._record_request(call, state), tx))
             return effects
         # Janus answers `set` at once; with a jsep it is answered once the relay has it.
         effects.append(Event(state.handle, _result({"event": "set"}), tx))
@@ -394,6 +414,34 @@ class VideoCall:
         if connected:
             return [Webrtcup(handle)]
         return self._end_call(call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=reason or CLOSE_PC)
+
+    def recorded(self, request: m.LegRecord, outcome: m.Empty | RelayFailure, transaction: str | None) -> list[Effect]:
+        """The worker's answer to ``LegRecord``: ``set`` when it was a ``set`` request's own,
+        an error event when the worker could not record (the files could not be opened)."""
+        call = self.calls.get(request.call_id)
+        if call is None:
+            return []
+        handle = call.handle_of(request.leg)
+        if transaction is not None:
+            call.waiting.pop(handle, None)
+        if isinstance(outcome, RelayFailure):
+            state = self.handles.get(handle)
+            if state is not None:
+                state.controls.record = False
+            return [Event(handle, error_data(_recording_error(outcome)), transaction)]
+        return [Event(handle, _result({"event": "set"}), transaction)] if transaction is not None else []
+
+    def leg_recording(self, call_id: str, leg: LegName, failed: bool, reason: str) -> list[Effect]:
+        """A worker reports a recording it ended by itself (a full disk...): the user who
+        asked is told with an error event (Janus only logs it), and is no longer recording."""
+        call = self.calls.get(call_id)
+        if call is None or not failed:
+            return []
+        handle = call.handle_of(leg)
+        state = self.handles.get(handle)
+        if state is not None:
+            state.controls.record = False
+        return [Event(handle, error_data(_recording_error(RelayFailure(reason or "write error"))))]
 
     def leg_media(self, call_id: str, leg: LegName, kind: str, mid: str, receiving: bool) -> list[Effect]:
         call = self.calls.get(call_id)
@@ -477,11 +525,24 @@ class VideoCall:
         return effects
 
     def _apply_controls(self, call: Call, leg: LegName) -> list[Effect]:
+        """What the user asked with ``set`` before its leg existed, for the worker."""
         state = self.handles.get(call.handle_of(leg))
-        if state is None or not state.controls.changed():
+        if state is None:
             return []
         c = state.controls
-        return [Relay(m.LegConfigure(call_id=call.call_id, leg=leg, audio=c.audio, video=c.video, bitrate=c.bitrate))]
+        effects: list[Effect] = []
+        if c.changed():
+            effects.append(Relay(m.LegConfigure(call_id=call.call_id, leg=leg, audio=c.audio, video=c.video,
+                                                bitrate=c.bitrate)))
+        if c.record:
+            effects.append(Relay(self._record_request(call, state), None))
+        return effects
+
+    def _record_request(self, call: Call, state: HandleState) -> m.LegRecord:
+        peer = self.handles.get(call.peer_of(state.handle))
+        return m.LegRecord(call_id=call.call_id, leg=call.leg_of(state.handle), record=state.controls.record,
+                           base=state.controls.filename, user=(state.username or "")[:m.MAX_TEXT],
+                           peer=((peer.username if peer else None) or "")[:m.MAX_TEXT])
 
     @staticmethod
     def _drop_pending(state: HandleState) -> None:
@@ -503,6 +564,13 @@ def _relay_error(what: str, failure: RelayFailure) -> PluginError:
     if failure.unavailable:
         return PluginError(PluginCode.UNKNOWN_ERROR, f"Media relay unavailable, try again ({failure.detail})")
     return PluginError(PluginCode.INVALID_SDP, f"Error parsing {what}: {failure.detail}")
+
+
+def _recording_error(failure: RelayFailure) -> PluginError:
+    """A recording the worker could not start or keep writing (our event: Janus only logs)."""
+    if failure.unavailable:
+        return PluginError(PluginCode.UNKNOWN_ERROR, f"Media relay unavailable, try again ({failure.detail})")
+    return PluginError(PluginCode.UNKNOWN_ERROR, f"Recording failed: {failure.detail}")
 
 
 def _trickles(call_id: str, leg: LegName, candidates: list[m.IceCandidate], completed: bool) -> list[Effect]:

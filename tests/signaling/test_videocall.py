@@ -426,6 +426,73 @@ async def test_set_with_unexpected_answer_is_refused(h: Harness) -> None:
     assert_error(await h.msg(ALICE, {"request": "set"}, ANSWER), 483, "Error parsing answer: no renegotiation offer to answer")
 
 
+# --- set: record ---------------------------------------------------------------------------
+
+
+async def test_set_record_in_call_asks_the_worker_then_answers_set(h: Harness) -> None:
+    call = await h.connect()
+    h.relay.requests.clear()
+    effects = await h.msg(ALICE, {"request": "set", "record": True, "filename": "calls/alice-1"}, tx="r1")
+    (record,) = [e.request for e in of_type(effects, Relay)]
+    assert record == m.LegRecord(call_id=call.call_id, leg="caller", record=True, base="calls/alice-1",
+                                 user="alice", peer="bob")
+    (e,) = events(effects)
+    assert result(e) == {"event": "set"} and e.transaction == "r1"  # as Janus answers any set
+    effects = await h.msg(ALICE, {"request": "set", "record": False}, tx="r2")
+    assert [e.request for e in of_type(effects, Relay)] == [record.model_copy(update={"record": False})]
+    assert result(events(effects)[0]) == {"event": "set"}
+
+
+async def test_record_without_filename_leaves_the_name_to_the_worker(h: Harness) -> None:
+    await h.connect()
+    effects = await h.msg(BOB, {"request": "set", "record": True})
+    (record,) = [e.request for e in of_type(effects, Relay)]
+    assert isinstance(record, m.LegRecord)
+    assert (record.leg, record.base, record.user, record.peer) == ("callee", None, "bob", "alice")
+
+
+@pytest.mark.parametrize("filename", [
+    "/etc/passwd", "../outside", "a/../../b", "a//b", "./a", "x\x00y", "tab\tname", "a" * 201, "", "a\\b",
+])
+async def test_hostile_filename_is_refused_before_anything_changes(h: Harness, filename: str) -> None:
+    await h.connect()
+    h.relay.requests.clear()
+    effects = await h.msg(ALICE, {"request": "set", "record": True, "filename": filename, "audio": False})
+    (e,) = events(effects)
+    assert e.data["error_code"] == 474 and e.data["error"].startswith("Invalid value (filename should ")
+    assert of_type(effects, Relay) == [] and await h.relay_requests() == []
+    assert h.vc.handles[ALICE].controls == vc.Controls()  # the whole set was refused
+
+
+async def test_worker_refusing_to_record_is_an_error_for_that_set(h: Harness) -> None:
+    await h.connect()
+    h.relay.refuse[m.LegRecord] = "the recordings folder is not writable: permission denied"
+    effects = await h.msg(ALICE, {"request": "set", "record": True}, tx="r")
+    assert_error(effects, 499, "Recording failed: the recordings folder is not writable: permission denied", tx="r")
+    assert h.vc.handles[ALICE].controls.record is False
+
+
+async def test_record_asked_before_the_call_starts_with_the_call(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    (e,) = events(await h.msg(ALICE, {"request": "set", "record": True, "filename": "early"}))
+    assert result(e) == {"event": "set"}
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    records = [r for r in await h.relay_requests() if isinstance(r, m.LegRecord)]
+    assert [(r.leg, r.record, r.base) for r in records] == [("caller", True, "early")]
+
+
+async def test_a_recording_the_worker_ends_is_told_to_its_user(h: Harness) -> None:
+    call = await h.connect()
+    await h.msg(ALICE, {"request": "set", "record": True})
+    h.delivered.clear()
+    await h.run(h.vc.leg_recording(call.call_id, "caller", True, "no space left on device"))
+    (e,) = events(h.delivered)
+    assert e.handle == ALICE and e.transaction is None
+    assert e.data == {"videocall": "event", "error_code": 499, "error": "Recording failed: no space left on device"}
+    assert h.vc.handles[ALICE].controls.record is False
+    assert await h.run(h.vc.leg_recording(call.call_id, "caller", False, "")) == []  # started/stopped: quiet
+
+
 # --- hangup --------------------------------------------------------------------------------
 
 
