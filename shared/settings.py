@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     session_timeout: float = Field(
         60.0, ge=0, description="Seconds without a request before a session expires (0 = never)."
     )
+    ring_timeout: float = Field(
+        60.0, ge=0, description="Seconds a call may ring unanswered before it ends for both (0 = never, as Janus)."
+    )
     max_message_size: int = Field(
         256 * 1024, ge=1024, description="Largest WebSocket frame accepted from a client, in bytes."
     )

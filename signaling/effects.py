@@ -17,7 +17,7 @@ from shared.messages import CLOSE_PC, LegName, Request
 
 __all__ = [
     "Jsep", "LegName", "Event", "CoreHangup", "Webrtcup", "Media", "Claim", "Release", "ListNames",
-    "Lookup", "Relay", "RelayFailure", "Delivery", "Effect",
+    "Lookup", "Relay", "RingTimeout", "RelayFailure", "Delivery", "Effect",
 ]
 
 Jsep = dict[str, Any]
@@ -107,6 +107,14 @@ class Relay:
 
 
 @dataclass(frozen=True)
+class RingTimeout:
+    """In ``seconds``, tell the machine (``VideoCall.ring_expired``) if the call still rings."""
+
+    call_id: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class RelayFailure:
     """Why the relay could not do a request: it refused it (``detail`` says why: a bad SDP)
     or no worker could be reached (``unavailable``: not the client's fault, try again)."""
@@ -117,4 +125,4 @@ class RelayFailure:
 
 #: Effects that are messages to a handle's client.
 Delivery = Event | CoreHangup | Webrtcup | Media
-Effect = Delivery | Claim | Release | ListNames | Lookup | Relay
+Effect = Delivery | Claim | Release | ListNames | Lookup | Relay | RingTimeout

@@ -39,6 +39,7 @@ from signaling.effects import (
     Relay,
     RelayFailure,
     Release,
+    RingTimeout,
     Webrtcup,
 )
 from signaling.janus_errors import PluginCode, PluginError
@@ -77,9 +78,13 @@ class PluginRunner:
         self.node_id = node_id
         self._handle_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     async def close(self) -> None:
         """Cancel what is still running (server shutdown)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -182,6 +187,8 @@ class PluginRunner:
                 return self.plugin.recorded(request, await self._ask(request), transaction)
             case Relay(request):
                 self._spawn(self._tell(request))
+            case RingTimeout(call_id, seconds):
+                self._timers[call_id] = asyncio.get_running_loop().call_later(seconds, self._ring_expired, call_id)
         return []
 
     async def _ask(self, request: m.Request[ResultT]) -> ResultT | RelayFailure:
@@ -201,6 +208,10 @@ class PluginRunner:
             await self.relay.request(request)
         except ipc.IpcError as exc:
             log.info("%s for %s failed: %s", request.METHOD, _call_of(request), exc.reason)
+
+    def _ring_expired(self, call_id: str) -> None:
+        self._timers.pop(call_id, None)
+        self._spawn(self._step(None, None, lambda: self.plugin.ring_expired(call_id)))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -92,7 +92,7 @@ class SignalingServer:
             on_calls_lost=self._on_calls_lost,
         )
         self.plugin = PluginRunner(
-            VideoCall(max_pending_trickles=settings.max_pending_trickles),
+            VideoCall(max_pending_trickles=settings.max_pending_trickles, ring_timeout=settings.ring_timeout),
             registry=self.registry,
             relay=self.relay,
             deliver=self._deliver,

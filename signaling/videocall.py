@@ -40,6 +40,7 @@ from signaling.effects import (
     Relay,
     RelayFailure,
     Release,
+    RingTimeout,
     Webrtcup,
 )
 from signaling.janus_errors import (
@@ -47,6 +48,7 @@ from signaling.janus_errors import (
     DETACH,
     EXPLICIT_HANGUP,
     JANUS_API,
+    NO_ANSWER,
     PEER_HANGUP_DEFAULT,
     REASON_LIMIT,
     REMOTE_HANGUP,
@@ -119,10 +121,12 @@ class HandleState:
 class VideoCall:
     """All VideoCall state of one signalling node. Pure: see the module docstring."""
 
-    def __init__(self, max_pending_trickles: int = 128, call_ids: Any = None) -> None:
+    def __init__(self, max_pending_trickles: int = 128, call_ids: Any = None, ring_timeout: float = 0) -> None:
         self.handles: dict[int, HandleState] = {}
         self.calls: dict[str, Call] = {}
         self.max_pending_trickles = max_pending_trickles
+        #: Seconds a call may ring unanswered (0: for ever, as Janus).
+        self.ring_timeout = ring_timeout
         self._call_ids = call_ids if call_ids is not None else (f"call-{n}" for n in itertools.count(1))
 
     # --- handle lifecycle ---------------------------------------------------------------
@@ -272,7 +276,17 @@ class VideoCall:
         ]
         effects += self._flush_trickles(call, "caller")
         effects += self._apply_controls(call, "caller")
+        if self.ring_timeout > 0:
+            effects.append(RingTimeout(call.call_id, self.ring_timeout))
         return effects
+
+    def ring_expired(self, call_id: str) -> list[Effect]:
+        """``ring_timeout`` has passed since the call started ringing: if it still rings
+        (nobody accepted, declined or hung up), it ends for both with "No answer"."""
+        call = self.calls.get(call_id)
+        if call is None or call.phase != "ringing":
+            return []
+        return self._end_call(call, dropped=None, reason=NO_ANSWER, dropped_pc=None)
 
     def _accept(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
         call = state.call

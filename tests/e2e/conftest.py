@@ -124,12 +124,14 @@ def alive(server: Server) -> Server:
 
 # --- our server ------------------------------------------------------------------------------
 
-def start_videocall(tmp: Path, name: str, session_timeout: float | None) -> Iterator[str]:
+def start_videocall(tmp: Path, name: str, session_timeout: float | None,
+                    extra_env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     env = {"VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_HOST": "127.0.0.1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if session_timeout is not None:
         env["VIDEOCALL_SESSION_TIMEOUT"] = str(session_timeout)
+    env.update(extra_env or {})
     process = ServerProcess(name, [*videocall_command(), "serve", "--port", str(port), "--workers", "1"],
                             host="127.0.0.1", port=port, logdir=tmp, env=env, cwd=REPO)
     process.start()
@@ -152,6 +154,17 @@ def videocall_timeout_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """`videocall serve` whose sessions expire after SHORT_SESSION_TIMEOUT seconds."""
     yield from start_videocall(tmp_path_factory.mktemp("videocall-timeout"),
                                "videocall-serve-timeout", SHORT_SESSION_TIMEOUT)
+
+
+#: ``ring_timeout`` of the server that lets calls ring only briefly.
+SHORT_RING_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="session")
+def videocall_ring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`videocall serve` whose unanswered calls end after SHORT_RING_TIMEOUT seconds."""
+    yield from start_videocall(tmp_path_factory.mktemp("videocall-ring"), "videocall-serve-ring", None,
+                               {"VIDEOCALL_RING_TIMEOUT": str(SHORT_RING_TIMEOUT)})
 
 
 # --- the real Janus --------------------------------------------------------------------------

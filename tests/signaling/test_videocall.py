@@ -17,7 +17,7 @@ import pytest
 from shared import ipc
 from shared import messages as m
 from signaling import videocall as vc
-from signaling.effects import CoreHangup, Delivery, Effect, Event, Media, Relay, Release, Webrtcup
+from signaling.effects import CoreHangup, Delivery, Effect, Event, Media, Relay, Release, RingTimeout, Webrtcup
 from signaling.plugin_runner import PluginRunner
 from signaling.registry import MemoryRegistry, owner_id
 from signaling.relay_client import RelayUnavailable
@@ -642,6 +642,39 @@ async def test_claim_after_detach_gives_name_back(h: Harness) -> None:
     await h.runner.detach(ALICE)
     assert await h.run(h.vc.claimed(ALICE, "alice", True, "r")) == [Release("alice", ALICE)]
     assert await h.registered() == {}
+
+
+async def test_a_call_ringing_past_ring_timeout_ends_for_both(h: Harness) -> None:
+    h.vc.ring_timeout = 0.05
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    (timer,) = of_type(effects, RingTimeout)
+    assert timer.seconds == 0.05
+    h.delivered.clear()
+    await asyncio.sleep(0.2)
+    await h.runner.drain()
+    assert [(e.handle, result(e)) for e in events(h.delivered)] == [
+        (ALICE, {"event": "hangup", "username": "bob", "reason": "No answer"}),
+        (BOB, {"event": "hangup", "username": "alice", "reason": "No answer"}),
+    ]
+    assert of_type(h.delivered, CoreHangup) == [CoreHangup(ALICE)]  # bob never had a PeerConnection
+    assert h.vc.calls == {}
+    assert (await h.relay_requests())[-1] == m.CallHangup(call_id=timer.call_id, reason="No answer")
+
+
+async def test_an_answered_call_outlives_ring_timeout(h: Harness) -> None:
+    h.vc.ring_timeout = 0.05
+    call = await h.connect()
+    h.delivered.clear()
+    await asyncio.sleep(0.2)
+    await h.runner.drain()
+    assert h.delivered == [] and h.vc.calls == {call.call_id: call}
+    assert h.vc.ring_expired(call.call_id) == []
+
+
+async def test_ring_timeout_zero_rings_for_ever_as_janus(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    assert of_type(await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER), RingTimeout) == []
 
 
 # --- trickle -------------------------------------------------------------------------------
