@@ -205,7 +205,7 @@ def scan(folder: Path) -> Listing:
         else:
             notes.append((name, "not a .mjr recording"))
     ordered = sorted(groups.values(), key=lambda g: (g.started_us or 0, g.base))
-    return Listing(ordered, notes)
+    return Listing(ordered, sorted(notes))
 
 
 def _size(size: int) -> str:
