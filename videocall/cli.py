@@ -1,4 +1,4 @@
-"""The ``videocall`` command: ``serve``, ``signaling``, ``relay`` and ``loadtest``.
+"""The ``videocall`` command: ``serve``, ``signaling``, ``relay``, ``loadtest`` and ``recordings``.
 
 ``serve`` is the embedded default a newcomer runs: one signalling process plus relay
 worker subprocesses it starts, watches and restarts, an in-memory registry. ``signaling``
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest = sub.add_parser("loadtest", help="load any Janus VideoCall server with calls and media "
                               "(videocall loadtest --help)", add_help=False, prefix_chars="\0")
     loadtest.add_argument("loadtest_args", nargs=argparse.REMAINDER)
+
+    # The same for the recordings tool (videocall/recordings.py): no server is started.
+    recordings = sub.add_parser("recordings", help="list the recordings folder; convert .mjr files to "
+                                ".webm/.mp4/.opus/.srt (videocall recordings --help)", add_help=False, prefix_chars="\0")
+    recordings.add_argument("recordings_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -240,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from loadtest.cli import main as loadtest_main
 
         return loadtest_main(args.loadtest_args)
+    if args.command == "recordings":  # a file tool: reads settings only for recordings_dir
+        from videocall.recordings import main as recordings_main
+
+        return recordings_main(args.recordings_args)
     try:
         settings = settings_from(args)
     except ValidationError as exc:
