@@ -177,6 +177,11 @@ class RedisRegistry:
         # Forgotten first, so that no renewal or reclaim started from now on keeps it alive.
         if self.held.get(name) == owner:
             del self.held[name]
+        if not self.available:
+            # A known outage: a detach must not wait for Redis's timeouts; the renewer,
+            # which finds out when Redis is back, deletes it then.
+            self.unreleased[name] = owner
+            return
         try:
             await self._delete_own(name, owner)
         except RegistryUnavailable:
@@ -204,10 +209,14 @@ class RedisRegistry:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        for name, owner in list(self.held.items()):
-            await self.release(name, owner)
+        mine = [*self.held.items(), *self.unreleased.items()]
         self.held.clear()
         self.unreleased.clear()
+        if mine:
+            try:  # one round trip; if Redis does not answer, the lease ends them
+                await self._call("release", lambda: self._pipelined(COMPARE_AND_DELETE, self._delete.sha, mine))
+            except RegistryUnavailable:
+                pass
         await self.redis.aclose()
 
     # --- lease renewal --------------------------------------------------------------------
@@ -235,23 +244,23 @@ class RedisRegistry:
         held = list(self.held.items())
         if not held:
             return
-        outcomes = await self._call("renew", lambda: self._renew_all(held))
+        outcomes = await self._call("renew", lambda: self._pipelined(COMPARE_AND_PEXPIRE, self._renew.sha, held, self._lease_ms))
         for (name, owner), outcome in zip(held, outcomes, strict=True):
             if outcome == 0:
                 await self._reclaim(name, owner)
             elif outcome == -1:
                 self._lost(name, owner)
 
-    async def _renew_all(self, held: list[tuple[str, str]]) -> list[int]:
-        """COMPARE_AND_PEXPIRE for each name, pipelined (EVALSHA; the script is loaded once
-        when Redis does not know it, e.g. after a restart)."""
+    async def _pipelined(self, script: str, sha: str, names: list[tuple[str, str]], *args: int) -> list[int]:
+        """``script`` on each (name, owner) with ``args`` after the owner, in one pipeline of
+        EVALSHA (the script is loaded when Redis does not know it, e.g. after a restart)."""
         for attempt in (1, 2):
             pipe = self.redis.pipeline(transaction=False)
-            for name, owner in held:
-                pipe.evalsha(self._renew.sha, 1, self.key(name), owner, self._lease_ms)
+            for name, owner in names:
+                pipe.evalsha(sha, 1, self.key(name), owner, *args)
             results = await pipe.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                await self.redis.script_load(COMPARE_AND_PEXPIRE)
+                await self.redis.script_load(script)
                 continue
             for result in results:
                 if isinstance(result, Exception):

@@ -196,14 +196,24 @@ async def test_renewal_claims_a_lost_key_again_and_gives_up_a_taken_one(
 
 
 async def test_unreachable_redis_raises_registry_unavailable_and_release_waits(
-        registries: Callable[..., RedisRegistry]) -> None:
+        registries: Callable[..., RedisRegistry], caplog: pytest.LogCaptureFixture) -> None:
     registry = registries(url=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
     for attempt in (lambda: registry.claim("alice", "n1/1"), lambda: registry.lookup("alice"), registry.names):
         with pytest.raises(RegistryUnavailable):
             await attempt()
     await registry.release("alice", "n1/1")  # never raises: retried by the renewer
     assert registry.unreleased == {"alice": "n1/1"}
-    assert "hunter2" not in repr(registry)
+    assert "hunter2" not in repr(registry) and "hunter2" not in caplog.text
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1, "one line per outage"
+
+
+async def test_close_gives_the_node_names_back(registries: Callable[..., RedisRegistry]) -> None:
+    leaving, staying = registries(), registries()
+    await leaving.start()
+    assert await leaving.claim("alice", "n1/1") and await leaving.claim("bob", "n1/2")
+    assert await staying.claim("carol", "n2/1")
+    await leaving.close()
+    assert await staying.names() == ["carol"]
 
 
 def test_redacted_url_hides_only_the_password() -> None:
@@ -415,6 +425,38 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.mark.slow
+async def test_redis_that_stops_answering_times_out_and_releases_later(private_redis: PrivateRedis) -> None:
+    registry = RedisRegistry(private_redis.url, prefix="vc:", lease=6.0)
+    other = RedisRegistry(private_redis.url, prefix="vc:", lease=6.0)
+    await registry.start()
+    loop = asyncio.get_running_loop()
+    try:
+        assert await registry.claim("alice", "n1/1") and await registry.claim("bob", "n1/2")
+        assert private_redis.process is not None
+        private_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            started = loop.time()
+            with pytest.raises(RegistryUnavailable):
+                await registry.claim("carol", "n1/3")
+            assert loop.time() - started < 6.0
+            started = loop.time()
+            await registry.release("bob", "n1/2")  # during a known outage: at once, for later
+            assert loop.time() - started < 0.1 and registry.unreleased == {"bob": "n1/2"}
+        finally:
+            private_redis.process.send_signal(signal.SIGCONT)
+
+        async def bob_released() -> bool:
+            return await other.lookup("bob") is None
+
+        await wait_until(bob_released, 5.0, "the release made during the outage")
+        assert await other.lookup("alice") == "n1/1" and registry.unreleased == {}
+        assert await registry.claim("carol", "n1/3")
+    finally:
+        await registry.close()
+        await other.close()
 
 
 @pytest.mark.slow
