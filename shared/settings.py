@@ -9,6 +9,7 @@ node and in a relay worker. ICE settings keep Janus's names (``ice_enforce_list`
 from __future__ import annotations
 
 import json
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,6 +73,19 @@ class Settings(BaseSettings):
     ipc_dir: str = Field("", description="Directory for `serve`'s worker sockets (default: a temp dir).")
     ipc_timeout: float = Field(10.0, gt=0, description="Seconds a worker has to answer a request.")
 
+    # --- the registry of usernames, shared by a fleet of signalling nodes ---------------------
+    redis_url: str = Field(
+        "",
+        description="Redis holding the usernames of every signalling node, e.g. redis://host:6379/0 "
+        "(empty: names live in this process only). Logged with its password masked.",
+    )
+    redis_key_prefix: str = Field(
+        "videocall:", description="Start of every Redis key, so deployments or test runs can share one Redis."
+    )
+    registry_lease: float = Field(
+        12.0, gt=0, description="Seconds a name outlives its node (renewed every third of it while the node is up)."
+    )
+
     # --- ICE (Janus's names) ------------------------------------------------------------
     ice_enforce_list: StrList = Field(
         default_factory=list,
@@ -118,7 +132,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _node(self) -> Settings:
         if not self.node_id:
-            self.node_id = f"{self.host}:{self.port}"
+            # In a fleet the id names this node to the others: the listening address (often
+            # 0.0.0.0:8188 on every machine) would not tell two nodes apart, the host name does.
+            host = socket.gethostname() if self.redis_url else self.host
+            self.node_id = f"{host}:{self.port}"
         return self
 
     @classmethod

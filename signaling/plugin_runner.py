@@ -12,7 +12,9 @@ The machine promises every plugin message an answer. A surprise (an exception fr
 machine or from a registry, which is a bug or an outage, never the client's doing) ends
 that step: it is logged with its traceback and the handle whose message it was gets a
 generic plugin error (499 "Unknown error", as Janus answers what it cannot classify);
-other handles' steps run in their own tasks and are not touched.
+other handles' steps run in their own tasks and are not touched. A shared registry that
+does not answer (``RegistryUnavailable``) is no surprise: the same 499 says so, "Registry
+unavailable, try again", and the log gets one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from signaling.effects import (
     Webrtcup,
 )
 from signaling.janus_errors import PluginCode, PluginError
-from signaling.registry import Registry, owner_id, parse_owner
+from signaling.registry import Registry, RegistryUnavailable, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
 from signaling.videocall import VideoCall, error_data
 
@@ -53,6 +55,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 #: What a client gets when a step of the plugin failed in a way nobody foresaw.
 UNKNOWN_ERROR = PluginError(PluginCode.UNKNOWN_ERROR, "Unknown error")
+#: What a client gets when the shared registry cannot decide its register, call or list now.
+REGISTRY_UNAVAILABLE = PluginError(PluginCode.UNKNOWN_ERROR, "Registry unavailable, try again")
 
 
 class RelayClient(Protocol):
@@ -155,6 +159,10 @@ class PluginRunner:
         """One step of the machine and its effects; a surprise is answered, never spread."""
         try:
             await self.carry_out(step())
+        except RegistryUnavailable as exc:
+            log.warning("registry unavailable (handle %s, transaction %r): %s", handle, transaction, exc.reason)
+            if handle is not None and handle in self.plugin.handles:
+                self.deliver(Event(handle, error_data(REGISTRY_UNAVAILABLE), transaction))
         except Exception:
             log.exception("plugin step failed (handle %s, transaction %r)", handle, transaction)
             if handle is not None and handle in self.plugin.handles:

@@ -8,6 +8,9 @@ never read-then-write, so two handles racing for a name cannot both win.
 
 An owner is an opaque string naming the node and the handle (``"<node>/<handle>"``),
 so a shared registry can tell which node holds a name.
+
+A registry that cannot be reached raises ``RegistryUnavailable`` from ``claim``, ``lookup``
+and ``names``: the plugin runner tells the client to try again, and nothing else changes.
 """
 
 from __future__ import annotations
@@ -15,16 +18,30 @@ from __future__ import annotations
 from typing import Protocol
 
 
+class RegistryUnavailable(Exception):
+    """The shared registry does not answer (a network or server outage): the request
+    cannot be decided now, and may succeed if tried again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Registry(Protocol):
     """What the plugin runner needs from a username registry. All methods are async
     so that a networked implementation fits behind the same interface."""
+
+    async def start(self) -> None:
+        """Begin what runs in the background (a lease renewer); the server is starting."""
+        ...
 
     async def claim(self, name: str, owner: str) -> bool:
         """Take ``name`` for ``owner`` if nobody holds it; True when taken (or already ours)."""
         ...
 
     async def release(self, name: str, owner: str) -> None:
-        """Give ``name`` back, only if ``owner`` holds it."""
+        """Give ``name`` back, only if ``owner`` holds it. Never raises for an outage: a
+        shared registry lets the name expire instead."""
         ...
 
     async def lookup(self, name: str) -> str | None:
@@ -36,7 +53,7 @@ class Registry(Protocol):
         ...
 
     async def close(self) -> None:
-        """Let go of connections (the server is stopping)."""
+        """Stop what ``start`` began, let go of connections (the server is stopping)."""
         ...
 
 
@@ -46,6 +63,9 @@ class MemoryRegistry:
 
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
+
+    async def start(self) -> None:
+        pass
 
     async def claim(self, name: str, owner: str) -> bool:
         current = self._owners.setdefault(name, owner)

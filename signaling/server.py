@@ -31,6 +31,7 @@ from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.http_static import StaticFiles, demo_url
 from signaling.janus_errors import ErrorCode
 from signaling.plugin_runner import PluginRunner
+from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
 from signaling.sessions import SessionError, Sessions
@@ -75,6 +76,15 @@ def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subproto
     return JANUS_PROTOCOL if JANUS_PROTOCOL in offered else None
 
 
+def create_registry(settings: Settings) -> Registry:
+    """The one choice between a node alone and a fleet: Redis when ``redis_url`` is set."""
+    if not settings.redis_url:
+        return MemoryRegistry()
+    log.info("registry: %s, keys %r, lease %g s, node %r", redacted_url(settings.redis_url),
+             settings.redis_key_prefix + "name:*", settings.registry_lease, settings.node_id)
+    return RedisRegistry(settings.redis_url, prefix=settings.redis_key_prefix, lease=settings.registry_lease)
+
+
 class SignalingServer:
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
@@ -83,7 +93,7 @@ class SignalingServer:
             max_sessions_per_connection=settings.max_sessions_per_connection,
             max_handles_per_session=settings.max_handles_per_session,
         )
-        self.registry: Registry = registry or MemoryRegistry()
+        self.registry: Registry = registry if registry is not None else create_registry(settings)
         self.relay = RelayPool(
             settings.worker_addresses,
             node_id=settings.node_id,
@@ -135,6 +145,7 @@ class SignalingServer:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> Server:
+        await self.registry.start()
         await self.relay.start(wait=5.0)
         self._server = await websockets.serve(
             self._serve_connection,

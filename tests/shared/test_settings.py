@@ -54,3 +54,27 @@ def test_port_range_refuses_nonsense(text: str) -> None:
 
 def test_port_range_parses() -> None:
     assert port_range("20000-40000") == (20000, 40000)
+
+
+def test_registry_settings_from_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from videocall.cli import build_parser, settings_from
+
+    assert (Settings().redis_url, Settings().redis_key_prefix, Settings().registry_lease) == ("", "videocall:", 12.0)
+    monkeypatch.setenv("VIDEOCALL_REDIS_URL", "redis://10.0.0.5:6379/0")
+    monkeypatch.setenv("VIDEOCALL_REDIS_KEY_PREFIX", "staging:")
+    monkeypatch.setenv("VIDEOCALL_REGISTRY_LEASE", "15")
+    s = load()
+    assert (s.redis_url, s.redis_key_prefix, s.registry_lease) == ("redis://10.0.0.5:6379/0", "staging:", 15.0)
+    for command in ("serve", "signaling"):
+        args = build_parser().parse_args([command, "--redis-url", "redis://r:6379/1", "--redis-key-prefix", "x:"])
+        assert (settings_from(args).redis_url, settings_from(args).redis_key_prefix) == ("redis://r:6379/1", "x:")
+    with pytest.raises(ValidationError):
+        Settings(registry_lease=0)
+
+
+def test_a_fleet_node_is_named_after_its_host_not_its_listening_address() -> None:
+    import socket
+
+    assert Settings(host="0.0.0.0", port=8188).node_id == "0.0.0.0:8188"
+    assert Settings(host="0.0.0.0", port=8188, redis_url="redis://r/0").node_id == f"{socket.gethostname()}:8188"
+    assert Settings(node_id="n7", redis_url="redis://r/0").node_id == "n7"

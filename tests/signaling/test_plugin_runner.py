@@ -25,7 +25,7 @@ from shared import messages as m
 from shared.settings import Settings
 from signaling.effects import CoreHangup, Delivery, Event, Relay, RelayFailure
 from signaling.plugin_runner import PluginRunner
-from signaling.registry import MemoryRegistry
+from signaling.registry import MemoryRegistry, RegistryUnavailable
 from signaling.relay_client import RelayUnavailable
 from signaling.server import SignalingServer
 from signaling.videocall import VideoCall
@@ -66,6 +66,30 @@ class ClaimFails(MemoryRegistry):
         if name == self.broken:
             raise ConnectionError("registry connection reset")
         return await super().claim(name, owner)
+
+
+class RegistryDown(MemoryRegistry):
+    """A shared registry that stops answering while ``down`` is set, as a Redis outage does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise RegistryUnavailable("claim: Connection refused")
+
+    async def claim(self, name: str, owner: str) -> bool:
+        self._check()
+        return await super().claim(name, owner)
+
+    async def lookup(self, name: str) -> str | None:
+        self._check()
+        return await super().lookup(name)
+
+    async def names(self) -> list[str]:
+        self._check()
+        return await super().names()
 
 
 class Harness:
@@ -185,6 +209,32 @@ async def test_registry_claim_that_raises_answers_499_and_spares_the_others(capl
     # the handle may try another name, and other pairs go on
     assert (await node.answer(3, {"request": "register", "username": "mal"}))["result"]["event"] == "registered"
     await node.call_and_accept(4, 5)
+
+
+REGISTRY_UNAVAILABLE = {"videocall": "event", "error_code": 499, "error": "Registry unavailable, try again"}
+
+
+async def test_registry_unavailable_is_named_and_spares_calls_in_progress(caplog: pytest.LogCaptureFixture) -> None:
+    registry = RegistryDown()
+    node = Harness(registry)
+    await node.call_and_accept(1, 2)
+    node.runner.attach(3)
+    assert (await node.answer(3, {"request": "register", "username": "carol"}))["result"]["event"] == "registered"
+    node.runner.attach(4)
+    registry.down = True
+    assert await node.answer(4, {"request": "register", "username": "dave"}) == REGISTRY_UNAVAILABLE
+    assert await node.answer(3, {"request": "call", "username": "u1"}, OFFER) == REGISTRY_UNAVAILABLE
+    assert await node.answer(3, {"request": "list"}) == REGISTRY_UNAVAILABLE
+    assert failures(caplog) == []  # an outage is a warning line, not a traceback
+    assert [r.exc_info for r in caplog.records if "registry unavailable" in r.getMessage()] == [None] * 3
+    # the call in progress goes on: its requests never touch the registry
+    assert await node.answer(1, {"request": "set", "bitrate": 100000}) == \
+        {"videocall": "event", "result": {"event": "set"}}
+    call = node.plugin.handles[1].call
+    assert call is not None and call.phase == "active" and node.plugin.handles[3].call is None
+    registry.down = False
+    assert (await node.answer(4, {"request": "register", "username": "dave"}))["result"]["event"] == "registered"
+    assert (await node.answer(3, {"request": "list"}))["result"]["list"] == ["carol", "dave", "u1", "u2"]
 
 
 # --- relay failures are outcomes --------------------------------------------------------------
