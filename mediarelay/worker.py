@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
+from mediarelay.worker_stats import WorkerTotals
 from shared import ipc
 from shared.ipc import Channel, IpcError
 from shared.messages import (
@@ -69,6 +70,8 @@ class Worker:
         self.channels: set[Channel] = set()
         self._creating: dict[str, bool] = {}  # call id -> hung up while being created
         self._tasks: set[asyncio.Task[None]] = set()
+        #: What ended calls relayed, for ``worker.stats``.
+        self.totals = WorkerTotals()
 
     def call_count(self) -> int:
         return len(self.calls)
@@ -143,7 +146,7 @@ class Worker:
         return Empty()
 
     async def _stats(self, channel: Channel, body: WorkerStats) -> WorkerStatsResult:
-        return WorkerStatsResult(calls=len(self.calls), legs=2 * len(self.calls), pid=os.getpid())
+        return self.totals.result((hosted.call for hosted in self.calls.values()), creating=len(self._creating))
 
     async def create(self, owner: Channel | None, body: CallCreate) -> CallCreateResult:
         """Prepare a call; it belongs to ``owner``, the channel that asked (None: in-process use)."""
@@ -170,6 +173,7 @@ class Worker:
         hosted = self.calls.pop(call_id, None)
         if hosted is not None:
             await hosted.call.close(reason)
+            self.totals.call_ended(hosted.call)
 
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Hang up every call (worker shutdown)."""
