@@ -33,6 +33,7 @@ from mediarelay.ice import IcePolicy
 from mediarelay.worker_stats import WorkerTotals
 from shared import ipc
 from shared.ipc import Channel, IpcError
+from shared.logs import call_log, setup_logging
 from shared.messages import (
     CLOSE_PC,
     CallAccept,
@@ -104,7 +105,7 @@ class Worker:
             try:
                 channel.notify(model)
             except Exception:
-                log.exception("call %s: could not send %s on %s", call_id, model.METHOD, channel.name)
+                log.exception("call %s: could not send %s on %s", call_id, model.METHOD, channel.name, extra=call_log(call_id))
         if isinstance(model, LegState) and model.state != "connected":
             hosted = self.calls.get(call_id)
             if hosted is not None and {hosted.call.caller.state, hosted.call.callee.state} <= {"failed", "closed"}:
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ipc.parse_address(args.listen)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
     prepare_process()
     try:
         import uvloop

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -91,6 +91,14 @@ class Settings(BaseSettings):
 
     # --- misc ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    # --- operations: logs, drain -----------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (for people), or json: one JSON object per line (for a log pipeline)."
+    )
+    drain_timeout: float = Field(
+        60.0, ge=0, description="Seconds a SIGTERM'd node waits for its calls to end before it exits (0 = at once)."
+    )
 
     @field_validator("ice_enforce_list", "worker_addresses", "ice_servers", mode="before")
     @classmethod

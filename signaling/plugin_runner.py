@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from shared import ipc
 from shared import messages as m
+from shared.logs import call_log
 from signaling.effects import (
     Claim,
     CoreHangup,
@@ -114,10 +115,11 @@ class PluginRunner:
     def on_relay_notification(self, body: m.Notification) -> None:
         """A worker's ``leg.state`` / ``leg.media``."""
         if isinstance(body, m.LegState):
-            log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason)
+            log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason, extra=call_log(body.call_id))
             step = lambda: self.plugin.leg_state(body.call_id, body.leg, body.state == "connected", body.reason)  # noqa: E731
         elif isinstance(body, m.LegRecording):
-            log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason)
+            log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason,
+                     extra=call_log(body.call_id))
             step = lambda: self.plugin.leg_recording(body.call_id, body.leg, body.state == "failed", body.reason)  # noqa: E731
         elif isinstance(body, m.LegMedia):
             step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731
@@ -189,10 +191,11 @@ class PluginRunner:
         try:
             return await self.relay.request(request)
         except RelayUnavailable as exc:
-            log.info("%s for %s: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s: %s", request.METHOD, _call_of(request), exc.reason, extra=call_log(_call_of(request)))
             return RelayFailure(exc.reason, unavailable=True)
         except ipc.IpcError as exc:
-            log.info("%s for %s refused by the relay: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s refused by the relay: %s", request.METHOD, _call_of(request), exc.reason,
+                     extra=call_log(_call_of(request)))
             return RelayFailure(exc.reason)
 
     async def _tell(self, request: m.Request[Any]) -> None:
@@ -200,7 +203,7 @@ class PluginRunner:
         try:
             await self.relay.request(request)
         except ipc.IpcError as exc:
-            log.info("%s for %s failed: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s failed: %s", request.METHOD, _call_of(request), exc.reason, extra=call_log(_call_of(request)))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from shared import ipc
 from shared import messages as m
+from shared.logs import call_log
 from signaling.worker_load import WorkerLoad
 
 log = logging.getLogger("videocall.relay_client")
@@ -159,6 +160,7 @@ class RelayPool:
         worker = min(candidates, key=lambda w: (w.load.score(now, max_age, len(w.calls)), len(w.calls)))
         worker.calls.add(body.call_id)
         worker.load.placed()
+        log.debug("call %s placed on worker %s", body.call_id, worker.address, extra=call_log(body.call_id))
         self._call_worker[body.call_id] = worker
         try:
             return await self._request(worker, body)
@@ -174,7 +176,8 @@ class RelayPool:
             try:
                 await self._request(worker, body)
             except ipc.IpcError as exc:
-                log.warning("hangup of %s on %s failed: %s", body.call_id, worker.address, exc.reason)
+                log.warning("hangup of %s on %s failed: %s", body.call_id, worker.address, exc.reason,
+                            extra=call_log(body.call_id))
         return m.Empty()
 
     async def _request(self, worker: Worker, body: m.Request[ResultT]) -> ResultT:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.logs import setup_logging
 from shared.settings import Settings, load
 
 log = logging.getLogger("videocall")
@@ -42,6 +43,7 @@ examples:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    parser.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per line (default text)")
     ice = parser.add_argument_group("ICE (Janus's names)")
     ice.add_argument("--ice-enforce-list", metavar="ADDRS",
                      help="addresses/interfaces offered as host candidates, comma-separated (e.g. 127.0.0.1)")
@@ -56,6 +58,8 @@ def _signaling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="WebSocket/HTTP port (default 8188, as Janus)")
     parser.add_argument("--session-timeout", type=float, metavar="S", help="seconds before an idle session expires (default 60)")
+    parser.add_argument("--drain-timeout", type=float, metavar="S",
+                        help="after SIGTERM, seconds to wait for calls to end before exiting (default 60; 0 = at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,20 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 _SETTING_FLAGS = (
     "host", "port", "session_timeout", "workers", "worker_addresses", "log_level",
     "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers", "recordings_dir",
+    "log_format", "drain_timeout",
 )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
     return load(args.config, **flags)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -248,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"invalid settings: {problems}")
     except (ValueError, OSError) as exc:
         parser.error(f"invalid settings: {exc}")
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             _run(_serve(settings))
