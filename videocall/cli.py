@@ -181,17 +181,30 @@ async def _serve(settings: Settings) -> None:
         settings = settings.model_copy(update={"worker_addresses": supervisor.addresses})
         await supervisor.start()
         try:
-            await _until_signalled(run_signaling(settings))
+            drain = asyncio.Event()
+            await _until_signalled(run_signaling(settings, drain=drain), drain)
         finally:
             await supervisor.stop()
 
 
-async def _until_signalled(coro: Any) -> None:
-    """Run ``coro`` until it ends or SIGINT/SIGTERM arrives, then cancel it cleanly."""
+async def _until_signalled(coro: Any, drain: asyncio.Event | None = None) -> None:
+    """Run ``coro`` until it ends or a signal stops it, then cancel it cleanly.
+
+    SIGINT stops at once. SIGTERM does too, unless ``drain`` is given: then the first SIGTERM
+    sets it (the signalling node drains and ``coro`` ends by itself when its calls have) and a
+    second one stops at once.
+    """
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+
+    def on_sigterm() -> None:
+        if drain is None or drain.is_set():
+            task.cancel()
+        else:
+            drain.set()
+
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         await task
     except asyncio.CancelledError:
@@ -203,7 +216,8 @@ async def _signaling(settings: Settings) -> None:
 
     if not settings.worker_addresses:
         log.warning("no relay worker configured (--worker): calls will be refused")
-    await _until_signalled(run_signaling(settings))
+    drain = asyncio.Event()
+    await _until_signalled(run_signaling(settings, drain=drain), drain)
 
 
 def _run(coro: Any) -> None:
