@@ -17,14 +17,18 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from signaling.relay_client import RelayPool
 from signaling.sessions import Sessions
 from signaling.videocall import VideoCall
 
-__all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics", "CallSetupTimer"]
+__all__ = ["CONTENT_TYPE", "NodeMetrics", "CallSetupTimer"]
+
+#: The text format every Prometheus reads (``generate_latest`` writes it for plain metric names;
+#: newer prometheus-client versions name a later version in their own constant).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Call setup (``call`` request to both ``webrtcup``) takes a few hundred ms on a LAN; ICE
 #: through TURN or a slow callee's answer stretches it to seconds.

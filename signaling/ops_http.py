@@ -20,7 +20,7 @@ from typing import Protocol
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from signaling.metrics import CONTENT_TYPE_LATEST, NodeMetrics
+from signaling.metrics import CONTENT_TYPE, NodeMetrics
 from signaling.registry import Registry
 
 PATHS = ("/healthz", "/readyz", "/metrics")
@@ -54,7 +54,7 @@ class OpsEndpoints:
             return _reply(503, TEXT, f"{reason}\n".encode()) if reason else _reply(200, TEXT, b"ready\n")
         if path == "/metrics":
             await self.check_registry()
-            return _reply(200, CONTENT_TYPE_LATEST, self.metrics.render())
+            return _reply(200, CONTENT_TYPE, self.metrics.render())
         return None
 
     async def not_ready(self) -> str | None:
