@@ -37,6 +37,7 @@ from mediarelay.media import CallMedia
 from mediarelay.negotiation import MediaPair, apply_answer
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
+from shared.logs import call_log
 from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class Call:
         media = list(caller.pc.getTransceivers())
         mirrored = list(callee.pc.getTransceivers())
         pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored, strict=True)]
-        log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines))
+        log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines),
+                 extra=call_log(call_id))
         return cls(call_id, caller, callee, pairs), callee_offer
 
     async def accept(self, callee_answer: str) -> str:
@@ -133,7 +135,7 @@ class Call:
             callee_answer, answerer=self.callee, offerer=self.caller,
             lines=[(pair.caller, pair.callee) for pair in self.pairs], offered_by="the caller")
         self.accepted = True
-        log.info("call %s: accepted (%s)", self.call_id, agreed)
+        log.info("call %s: accepted (%s)", self.call_id, agreed, extra=call_log(self.call_id))
         return caller_answer
 
     async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False) -> str:
@@ -168,7 +170,7 @@ class Call:
             try:
                 listener(what)
             except Exception:  # a broken listener must not break the call
-                log.exception("call %s: a listener failed on %s", self.call_id, what)
+                log.exception("call %s: a listener failed on %s", self.call_id, what, extra=call_log(self.call_id))
 
     async def add_candidates(self, leg: LegName, candidates: Sequence[Mapping[str, object]],
                              completed: bool = False) -> None:
@@ -202,7 +204,7 @@ class Call:
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Close both legs (each reports ``closed`` with ``reason`` unless it already ended); idempotent."""
         if self._closing is None:
-            log.info("call %s: closing (%s)", self.call_id, reason)
+            log.info("call %s: closing (%s)", self.call_id, reason, extra=call_log(self.call_id))
             self._closing = asyncio.ensure_future(self._close(reason))
         await asyncio.shield(self._closing)
 

@@ -32,6 +32,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.exceptions import InvalidStateError
 
+from shared.logs import call_log
 from shared.messages import LegName
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class DataChannelRelay:
 
     def _on_remote_channel(self, leg: LegName, channel: RTCDataChannel) -> None:
         """A leg's client opened a channel: follow it, and make sure the other leg has its twin."""
-        log.info("call %s: %s opened data channel %r (id %s)", self.call_id, leg, channel.label, channel.id)
+        log.info("call %s: %s opened data channel %r (id %s)", self.call_id, leg, channel.label, channel.id,
+                 extra=call_log(self.call_id))
         self._follow(leg, channel)
         self._target(_other(leg), channel)
 
@@ -103,7 +105,8 @@ class DataChannelRelay:
         self._waiting[id(channel)] = _Waiting()
         self.stats.opened[leg] += 1
         self._follow(leg, channel)
-        log.info("call %s: relay opened data channel %r on the %s leg", self.call_id, like.label, leg)
+        log.info("call %s: relay opened data channel %r on the %s leg", self.call_id, like.label, leg,
+                 extra=call_log(self.call_id))
         return channel
 
     def _on_open(self, channel: RTCDataChannel) -> None:
@@ -121,7 +124,7 @@ class DataChannelRelay:
             return
         for twin in [c for c in self._channels[_other(leg)] if c.label == channel.label]:
             log.info("call %s: data channel %r closed on the %s leg; closing it on the other",
-                     self.call_id, channel.label, leg)
+                     self.call_id, channel.label, leg, extra=call_log(self.call_id))
             twin.close()
 
     # --- messages -----------------------------------------------------------------------------
@@ -149,7 +152,7 @@ class DataChannelRelay:
         try:
             channel.send(message)
         except (InvalidStateError, ValueError) as exc:  # closing, or over the receiver's max size
-            log.debug("call %s: data channel %r: %r", self.call_id, channel.label, exc)
+            log.debug("call %s: data channel %r: %r", self.call_id, channel.label, exc, extra=call_log(self.call_id))
             return False
         return True
 
@@ -157,14 +160,15 @@ class DataChannelRelay:
         self.stats.dropped[leg] += 1
         if id(channel) not in self._warned:  # once per channel: a flood must not flood the log
             self._warned.add(id(channel))
-            log.warning("call %s: dropping data from the %s leg on %r: %s", self.call_id, leg, channel.label, why)
+            log.warning("call %s: dropping data from the %s leg on %r: %s", self.call_id, leg, channel.label, why,
+                        extra=call_log(self.call_id))
 
     def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
         """pyee re-raises a listener's exception into aiortc's SCTP task: never let one escape."""
         try:
             handler(*args)
         except Exception:
-            log.exception("call %s: data channel relay failed", self.call_id)
+            log.exception("call %s: data channel relay failed", self.call_id, extra=call_log(self.call_id))
 
 
 def _other(leg: LegName) -> LegName:

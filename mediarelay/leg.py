@@ -27,6 +27,7 @@ from mediarelay import aiortc_hooks
 from mediarelay.ice import IcePolicy
 from mediarelay.media_flow import MediaFlow
 from mediarelay.sdp import SdpError
+from shared.logs import call_log
 from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED, MEDIA_KINDS, LegMedia, LegName, LegState, Notification
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Leg:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
         except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError and its own DOM errors
-            log.info("call %s: %s leg refused the %s: %r", self.call_id, self.name, sdp_type, exc)
+            log.info("call %s: %s leg refused the %s: %r", self.call_id, self.name, sdp_type, exc, extra=call_log(self.call_id))
             raise SdpError(f"the {sdp_type} was refused: {_sentence(exc)}") from None
         self._tap_receivers()
         self._watch_transports()
@@ -163,7 +164,8 @@ class Leg:
                 try:
                     await self.pc.addIceCandidate(candidate)
                 except Exception as exc:  # noqa: BLE001 - aiortc/aioice refuse a few the parser lets through
-                    log.info("call %s: %s leg refused a candidate: %r", self.call_id, self.name, exc)
+                    log.info("call %s: %s leg refused a candidate: %r", self.call_id, self.name, exc,
+                             extra=call_log(self.call_id))
                     if strict:
                         raise SdpError(f"a candidate was refused: {_sentence(exc)}") from None
 
@@ -177,7 +179,8 @@ class Leg:
             try:
                 self.on_connection_state()
             except Exception:  # a broken listener must not break aiortc's event handling
-                log.exception("call %s: %s leg: following its connection state failed", self.call_id, self.name)
+                log.exception("call %s: %s leg: following its connection state failed", self.call_id, self.name,
+                              extra=call_log(self.call_id))
 
     def _follow_connection_state(self) -> None:
         state = self.pc.connectionState
@@ -211,7 +214,8 @@ class Leg:
         if self.state == state or self.state in ("failed", "closed"):
             return
         self.state = state
-        log.info("call %s: %s leg %s%s", self.call_id, self.name, state, f" ({reason})" if reason else "")
+        log.info("call %s: %s leg %s%s", self.call_id, self.name, state, f" ({reason})" if reason else "",
+                 extra=call_log(self.call_id))
         if state == "connected":
             self._watch_task = asyncio.ensure_future(self._watch_media())
         elif self._watch_task is not None:
@@ -235,7 +239,7 @@ class Leg:
             await self._end_sctp_dtls()
             await self.pc.close()
         except Exception:
-            log.exception("call %s: closing the %s leg failed", self.call_id, self.name)
+            log.exception("call %s: closing the %s leg failed", self.call_id, self.name, extra=call_log(self.call_id))
         self._report("closed", self._closing or CLOSE_PC)
 
     async def _end_sctp_dtls(self) -> None:
@@ -281,7 +285,7 @@ class Leg:
         if flow.kind not in MEDIA_KINDS:
             return
         log.info("call %s: %s leg %s mid %s receiving=%s", self.call_id, self.name, flow.kind,
-                 flow.mid, flow.receiving)
+                 flow.mid, flow.receiving, extra=call_log(self.call_id))
         self._emit(LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,
                             mid=flow.mid, receiving=flow.receiving))
 
@@ -291,7 +295,8 @@ class Leg:
         try:
             self._notify(model)
         except Exception:  # a broken listener must not break aiortc's event handling
-            log.exception("call %s: %s leg: notifying %s failed", self.call_id, self.name, model.METHOD)
+            log.exception("call %s: %s leg: notifying %s failed", self.call_id, self.name, model.METHOD,
+                          extra=call_log(self.call_id))
 
 
 def _sentence(exc: Exception) -> str:

@@ -29,6 +29,7 @@ from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rtcp import CallRtcp
+from shared.logs import call_log
 from shared.messages import MEDIA_KINDS
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class CallMedia:
             for name, leg in self.legs.items():
                 self._connect_port(name, leg)
         except (ValueError, AttributeError) as exc:  # e.g. a restarted ICE agent not up yet: next time
-            log.info("call %s: media not (re)linked now: %s", self.call_id, exc)
+            log.info("call %s: media not (re)linked now: %s", self.call_id, exc, extra=call_log(self.call_id))
             return
         for port in self.ports.values():
             port.clear()
@@ -102,7 +103,7 @@ class CallMedia:
                 self.rtcp.keyframe(link.recv_stream, now)
         log.info("call %s: media linked (%s)", self.call_id, ", ".join(
             f"{k.source}->{k.sink} {k.recv_stream.kind} {k.recv_stream.mid}->{k.send_stream.mid}"
-            for k in self.links) or "nothing")
+            for k in self.links) or "nothing", extra=call_log(self.call_id))
 
     def changed(self, what: str) -> None:
         """A renegotiation or an ICE restart changed a leg (``Call.changed``): link again."""
@@ -172,7 +173,7 @@ class CallMedia:
         for port in self.ports.values():
             port.disconnect()
         self.rtcp.stop()
-        log.info("call %s: media unlinked %s", self.call_id, self.counters.as_dict())
+        log.info("call %s: media unlinked %s", self.call_id, self.counters.as_dict(), extra=call_log(self.call_id))
 
     def close(self) -> None:
         self.closed = True

@@ -52,6 +52,7 @@ from mediarelay.aiortc_hooks import IceRestart, is_codec_compatible
 from mediarelay.leg import Leg
 from mediarelay.negotiation import MediaPair, apply_answer, other_leg
 from mediarelay.sdp import SdpError, is_rtx
+from shared.logs import call_log
 from shared.messages import MEDIA_KINDS, LegName
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,8 @@ class Renegotiation:
         if (remote_ice.usernameFragment, remote_ice.password) != (known.usernameFragment, known.password):
             ice_restart = await IceRestart.prepare(offerer.pc)
         elif restart:
-            log.info("call %s: %s asked for an ICE restart with the same ICE credentials: none done", self.call_id, leg)
+            log.info("call %s: %s asked for an ICE restart with the same ICE credentials: none done", self.call_id, leg,
+                     extra=call_log(self.call_id))
         try:
             await offerer.set_remote(text, "offer")
         except BaseException:
@@ -158,7 +160,8 @@ class Renegotiation:
                 aiortc_hooks.set_negotiated_codecs(transceiver, codecs)
         self.pending = pending
         log.info("call %s: %s offered again (%d m-line(s) added%s); offer mirrored to the %s",
-                 self.call_id, leg, len(lines) - len(current), ", ICE restart" if ice_restart else "", other_leg(leg))
+                 self.call_id, leg, len(lines) - len(current), ", ICE restart" if ice_restart else "", other_leg(leg),
+                 extra=call_log(self.call_id))
         return mirrored
 
     async def answer(self, leg: LegName, text: str) -> str:
@@ -176,7 +179,7 @@ class Renegotiation:
             pending.ice_restart.start(pending.remote_ice)
         self.pairs.extend(MediaPair(mine.kind, mine, theirs) if pending.offerer == "caller"
                           else MediaPair(mine.kind, theirs, mine) for mine, theirs in pending.added)
-        log.info("call %s: renegotiated (%s)", self.call_id, agreed)
+        log.info("call %s: renegotiated (%s)", self.call_id, agreed, extra=call_log(self.call_id))
         self.on_change("renegotiated")
         return relay_answer
 

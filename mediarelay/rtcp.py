@@ -45,6 +45,7 @@ from mediarelay import feedback
 from mediarelay.feedback import RttEstimator
 from mediarelay.forwarder import HISTORY_SIZE, Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import LegSettings
+from shared.logs import call_log
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class CallRtcp:
             self._service(now)
             self._size_histories(now)
         except Exception:
-            log.exception("call %s: RTCP reports failed", self.call_id)
+            log.exception("call %s: RTCP reports failed", self.call_id, extra=call_log(self.call_id))
         self._tick = self._loop.call_later(RTCP_INTERVAL, self._on_tick)
 
     def _size_histories(self, now: float) -> None:

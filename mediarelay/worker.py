@@ -30,8 +30,10 @@ from pydantic import BaseModel
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
+from mediarelay.worker_stats import WorkerTotals
 from shared import ipc
 from shared.ipc import Channel, IpcError
+from shared.logs import call_log, setup_logging
 from shared.messages import (
     CLOSE_PC,
     CallAccept,
@@ -69,6 +71,8 @@ class Worker:
         self.channels: set[Channel] = set()
         self._creating: dict[str, bool] = {}  # call id -> hung up while being created
         self._tasks: set[asyncio.Task[None]] = set()
+        #: What ended calls relayed, for ``worker.stats``.
+        self.totals = WorkerTotals()
 
     def call_count(self) -> int:
         return len(self.calls)
@@ -101,7 +105,7 @@ class Worker:
             try:
                 channel.notify(model)
             except Exception:
-                log.exception("call %s: could not send %s on %s", call_id, model.METHOD, channel.name)
+                log.exception("call %s: could not send %s on %s", call_id, model.METHOD, channel.name, extra=call_log(call_id))
         if isinstance(model, LegState) and model.state != "connected":
             hosted = self.calls.get(call_id)
             if hosted is not None and {hosted.call.caller.state, hosted.call.callee.state} <= {"failed", "closed"}:
@@ -143,7 +147,7 @@ class Worker:
         return Empty()
 
     async def _stats(self, channel: Channel, body: WorkerStats) -> WorkerStatsResult:
-        return WorkerStatsResult(calls=len(self.calls), legs=2 * len(self.calls), pid=os.getpid())
+        return self.totals.result((hosted.call for hosted in self.calls.values()), creating=len(self._creating))
 
     async def create(self, owner: Channel | None, body: CallCreate) -> CallCreateResult:
         """Prepare a call; it belongs to ``owner``, the channel that asked (None: in-process use)."""
@@ -170,6 +174,7 @@ class Worker:
         hosted = self.calls.pop(call_id, None)
         if hosted is not None:
             await hosted.call.close(reason)
+            self.totals.call_ended(hosted.call)
 
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Hang up every call (worker shutdown)."""
@@ -255,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ipc.parse_address(args.listen)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
     prepare_process()
     try:
         import uvloop

@@ -146,9 +146,25 @@ class Empty(_Model):
 
 
 class WorkerStatsResult(_Model):
+    """How loaded a worker is: what placement weighs and what ``/metrics`` shows per worker.
+
+    The counters only grow for the life of the process (calls that ended are kept in
+    them), so a node derives rates from two polls. ``bytes_*`` count RTP payload bytes.
+    """
+
     calls: int
     legs: int
     pid: int
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    #: Packets the fast path did not forward, by reason (``forwarder.Counters``' names).
+    drops: Annotated[dict[ShortText, int], Field(max_length=32)] = {}
+    #: CPU time of the worker process (user + system), from ``os.times()``.
+    cpu_seconds: float = 0.0
+    #: Resident memory of the worker process.
+    rss_bytes: int = 0
 
 
 # --- requests (signalling -> worker) -------------------------------------------------------

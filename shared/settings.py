@@ -12,7 +12,7 @@ import json
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -108,6 +108,14 @@ class Settings(BaseSettings):
 
     # --- misc ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    # --- operations: logs, drain -----------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (for people), or json: one JSON object per line (for a log pipeline)."
+    )
+    drain_timeout: float = Field(
+        60.0, ge=0, description="Seconds a SIGTERM'd node waits for its calls to end before it exits (0 = at once)."
+    )
 
     @field_validator("ice_enforce_list", "worker_addresses", "ice_servers", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from shared import ipc
 from shared import messages as m
+from shared.logs import call_log
 from signaling.effects import (
     Claim,
     CoreHangup,
@@ -45,6 +46,7 @@ from signaling.effects import (
     Webrtcup,
 )
 from signaling.janus_errors import PluginCode, PluginError
+from signaling.metrics import CallSetupTimer
 from signaling.registry import Registry, RegistryUnavailable, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
 from signaling.videocall import VideoCall, error_data
@@ -74,7 +76,7 @@ class PluginRunner:
     """Runs the VideoCall state machine's steps and carries out their effects."""
 
     def __init__(self, plugin: VideoCall, *, registry: Registry, relay: RelayClient, deliver: Deliver,
-                 node_id: str) -> None:
+                 node_id: str, on_call_setup: Callable[[float], None] | None = None) -> None:
         self.plugin = plugin
         self.registry = registry
         self.relay = relay
@@ -83,6 +85,9 @@ class PluginRunner:
         self._handle_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: Call setup times (``call`` request to both ``webrtcup``) go to ``on_call_setup``.
+        self.setup = CallSetupTimer()
+        self.on_call_setup = on_call_setup
 
     async def close(self) -> None:
         """Cancel what is still running (server shutdown)."""
@@ -115,6 +120,7 @@ class PluginRunner:
         """The handle is gone: free its name, end its call (it may still be told of it)."""
         await self._step(handle, None, lambda: self.plugin.detach(handle))
         self._handle_locks.pop(handle, None)
+        self.setup.forget_handle(handle)
 
     async def pc_closed(self, handle: int) -> None:
         """The client asked to close the handle's PeerConnection (``hangup``)."""
@@ -123,10 +129,13 @@ class PluginRunner:
     def on_relay_notification(self, body: m.Notification) -> None:
         """A worker's ``leg.state`` / ``leg.media``."""
         if isinstance(body, m.LegState):
-            log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason)
+            log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason, extra=call_log(body.call_id))
+            if body.state == "connected":
+                self._leg_up(body.call_id, body.leg)
             step = lambda: self.plugin.leg_state(body.call_id, body.leg, body.state == "connected", body.reason)  # noqa: E731
         elif isinstance(body, m.LegRecording):
-            log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason)
+            log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason,
+                     extra=call_log(body.call_id))
             step = lambda: self.plugin.leg_recording(body.call_id, body.leg, body.state == "failed", body.reason)  # noqa: E731
         elif isinstance(body, m.LegMedia):
             step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731
@@ -180,12 +189,16 @@ class PluginRunner:
             case ListNames(handle, transaction):
                 return self.plugin.listed(handle, await self.registry.names(), transaction)
             case Lookup(handle, name, transaction, jsep):
+                self.setup.asked(handle, asyncio.get_running_loop().time())
                 owner = await self.registry.lookup(name)
                 parsed = parse_owner(owner) if owner else None
                 # A name held on another signalling node cannot be called from here.
                 callee = parsed[1] if parsed and parsed[0] == self.node_id else None
                 return self.plugin.looked_up(handle, name, callee, transaction, jsep)
             case Relay(m.CallCreate() as request):
+                call = self.plugin.calls.get(request.call_id)
+                self.setup.created(request.call_id, call.caller if call is not None else None,
+                                   asyncio.get_running_loop().time(), live=set(self.plugin.calls))
                 return self.plugin.call_created(request.call_id, await self._ask(request))
             case Relay(m.CallAccept() as request):
                 return self.plugin.call_accepted(request.call_id, await self._ask(request))
@@ -204,10 +217,11 @@ class PluginRunner:
         try:
             return await self.relay.request(request)
         except RelayUnavailable as exc:
-            log.info("%s for %s: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s: %s", request.METHOD, _call_of(request), exc.reason, extra=call_log(_call_of(request)))
             return RelayFailure(exc.reason, unavailable=True)
         except ipc.IpcError as exc:
-            log.info("%s for %s refused by the relay: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s refused by the relay: %s", request.METHOD, _call_of(request), exc.reason,
+                     extra=call_log(_call_of(request)))
             return RelayFailure(exc.reason)
 
     async def _tell(self, request: m.Request[Any]) -> None:
@@ -215,7 +229,12 @@ class PluginRunner:
         try:
             await self.relay.request(request)
         except ipc.IpcError as exc:
-            log.info("%s for %s failed: %s", request.METHOD, _call_of(request), exc.reason)
+            log.info("%s for %s failed: %s", request.METHOD, _call_of(request), exc.reason, extra=call_log(_call_of(request)))
+
+    def _leg_up(self, call_id: str, leg: str) -> None:
+        seconds = self.setup.leg_up(call_id, leg, asyncio.get_running_loop().time())
+        if seconds is not None and self.on_call_setup is not None:
+            self.on_call_setup(seconds)
 
     def _ring_expired(self, call_id: str) -> None:
         self._timers.pop(call_id, None)

@@ -171,6 +171,14 @@ class RedisRegistry:
             log.warning("registry: %s does not answer yet; registrations are refused until it does",
                         redacted_url(self.url))
 
+    async def ready(self) -> bool:
+        """``/readyz``: Redis answers a PING now (never raises; bounded by the reply timeout)."""
+        try:
+            await self._call("ping", self.redis.ping)
+        except RegistryUnavailable:
+            return False
+        return True
+
     async def claim(self, name: str, owner: str) -> bool:
         previous = await self._call(
             "claim", lambda: self.redis.set(self.key(name), owner, nx=True, px=self._lease_ms, get=True))

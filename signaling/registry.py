@@ -56,6 +56,11 @@ class Registry(Protocol):
         """Stop what ``start`` began, let go of connections (the server is stopping)."""
         ...
 
+    async def ready(self) -> bool:
+        """Whether claims can be served now (``/readyz``): a networked registry checks that its
+        store answers; it must not raise, and should answer within a second or two."""
+        ...
+
 
 class MemoryRegistry:
     """The registry of a single signalling node: a dict, atomic because asyncio is
@@ -83,6 +88,9 @@ class MemoryRegistry:
 
     async def close(self) -> None:
         self._owners.clear()
+
+    async def ready(self) -> bool:
+        return True  # a dict in this process is there while the process is
 
 
 def owner_id(node_id: str, handle: int) -> str:

@@ -1,7 +1,10 @@
 """The signalling node's side of the relay workers: connections, placement, call routing.
 
 A call is placed on the least loaded connected worker when it is created and stays
-there; every later request for it goes to the same worker. Worker notifications
+there; every later request for it goes to the same worker. "Least loaded" is from what each
+worker reports: the pool asks every connected worker for ``worker.stats`` every
+``stats_interval`` seconds (``worker_load.py`` turns the reports into a score; the same
+reports feed ``/metrics``). Worker notifications
 (``leg.state``, ``leg.media``) are handed to the plugin runner as they come. When a worker's
 channel closes (it died, or the network failed), the calls it held are reported lost so
 both users get a clean ``hangup``, and the pool keeps reconnecting in the background:
@@ -20,6 +23,8 @@ from pydantic import BaseModel
 
 from shared import ipc
 from shared import messages as m
+from shared.logs import call_log
+from signaling.worker_load import WorkerLoad
 
 log = logging.getLogger("videocall.relay_client")
 
@@ -38,6 +43,7 @@ class Worker:
     address: str
     channel: ipc.Channel | None = None
     calls: set[str] = field(default_factory=set)
+    load: WorkerLoad = field(default_factory=WorkerLoad)
 
 
 LostHandler = Callable[[list[str]], None]
@@ -55,6 +61,7 @@ class RelayPool:
         on_notification: ipc.NotificationHandler,
         on_calls_lost: LostHandler,
         reconnect_delay: float = 0.5,
+        stats_interval: float = 2.0,
     ) -> None:
         self.workers = [Worker(address) for address in addresses]
         self.node_id = node_id
@@ -62,6 +69,7 @@ class RelayPool:
         self.on_notification = on_notification
         self.on_calls_lost = on_calls_lost
         self.reconnect_delay = reconnect_delay
+        self.stats_interval = stats_interval
         self._call_worker: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -112,8 +120,11 @@ class RelayPool:
             delay = self.reconnect_delay
             worker.channel = channel
             log.info("connected to relay worker %s", worker.address)
+            poller = asyncio.create_task(self._poll_stats(worker, channel))
             await closed
+            poller.cancel()
             worker.channel = None
+            worker.load.forget()
             lost = sorted(worker.calls)
             worker.calls.clear()
             for call_id in lost:
@@ -144,13 +155,18 @@ class RelayPool:
         candidates = self.connected()
         if not candidates:
             raise RelayUnavailable("no relay worker is connected")
-        worker = min(candidates, key=lambda w: len(w.calls))
+        now = asyncio.get_running_loop().time()
+        max_age = 3 * self.stats_interval
+        worker = min(candidates, key=lambda w: (w.load.score(now, max_age, len(w.calls)), len(w.calls)))
         worker.calls.add(body.call_id)
+        worker.load.placed()
+        log.debug("call %s placed on worker %s", body.call_id, worker.address, extra=call_log(body.call_id))
         self._call_worker[body.call_id] = worker
         try:
             return await self._request(worker, body)
         except ipc.IpcError:
             self._forget(body.call_id)
+            worker.load.placed(-1)
             raise
 
     async def _hangup(self, body: m.CallHangup) -> m.Empty:
@@ -160,7 +176,8 @@ class RelayPool:
             try:
                 await self._request(worker, body)
             except ipc.IpcError as exc:
-                log.warning("hangup of %s on %s failed: %s", body.call_id, worker.address, exc.reason)
+                log.warning("hangup of %s on %s failed: %s", body.call_id, worker.address, exc.reason,
+                            extra=call_log(body.call_id))
         return m.Empty()
 
     async def _request(self, worker: Worker, body: m.Request[ResultT]) -> ResultT:
@@ -168,6 +185,21 @@ class RelayPool:
         if channel is None or channel.closed:
             raise RelayUnavailable(f"worker {worker.address} is not connected")
         return await channel.request(body)
+
+    async def _poll_stats(self, worker: Worker, channel: ipc.Channel) -> None:
+        """Ask ``worker`` how loaded it is, now and every ``stats_interval`` s, while ``channel``
+        lasts; a worker that does not answer keeps its last report until it goes stale."""
+        loop = asyncio.get_running_loop()
+        while not channel.closed:
+            sent, counted = loop.time(), worker.load.placed_since
+            try:
+                stats = await channel.request(m.WorkerStats(), timeout=max(self.stats_interval, 1.0))
+            except ipc.IpcError as exc:
+                log.debug("worker %s did not report its stats: %s", worker.address, exc.reason)
+            else:
+                now = loop.time()
+                worker.load.update(stats, now, now - sent, counted)
+            await asyncio.sleep(self.stats_interval)
 
     def _forget(self, call_id: str) -> None:
         worker = self._call_worker.pop(call_id, None)

@@ -5,9 +5,14 @@ session-level verbs on ``Sessions`` and hands plugin work to the ``PluginRunner`
 deliveries it turns into envelopes for the handle's connection. Each
 connection has a bounded outgoing queue drained by its own writer task, so a client that
 stops reading is disconnected instead of stalling anyone else. Session expiry is a timer
-here (the sessions table itself is pure). Plain HTTP GETs get the demo page and its
-allow-listed files (``http_static``); WebSocket upgrades on any path speak the API, as
-Janus's transport does.
+here (the sessions table itself is pure). Plain HTTP GETs get the operator's endpoints
+(``ops_http``: ``/healthz``, ``/readyz``, ``/metrics``) or the demo page and its allow-listed
+files (``http_static``); WebSocket upgrades on any path speak the API, as Janus's transport
+does.
+
+Draining (``drain``, on SIGTERM): new sessions are refused as Janus does with
+``accept_new_sessions: false``, ``/readyz`` says so, calls in progress go on until they end
+or ``drain_timeout`` passes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from signaling import janus_replies as replies
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.http_static import StaticFiles, demo_url
 from signaling.janus_errors import ErrorCode
+from signaling.metrics import NodeMetrics
+from signaling.ops_http import OpsEndpoints
 from signaling.plugin_runner import PluginRunner
 from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
@@ -112,6 +119,11 @@ class SignalingServer:
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.static = StaticFiles()
+        # --- operations: health, metrics, drain ---
+        self.draining = False
+        self.metrics = NodeMetrics(self, self.sessions, self.plugin.plugin, self.relay)
+        self.plugin.on_call_setup = self.metrics.call_setup.observe
+        self.ops = OpsEndpoints(self, self.registry, self.metrics)
 
     def _send(self, owner: Hashable, message: dict[str, Any]) -> None:
         connection = self.connections.get(owner)
@@ -128,6 +140,8 @@ class SignalingServer:
         match effect:
             case Event(_, data, transaction, jsep):
                 message = replies.plugin_event(session_id, handle, data, transaction=transaction, jsep=jsep)
+                if "error_code" in data:
+                    self.metrics.plugin_error(data["error_code"])
             case CoreHangup(_, reason):
                 message = replies.hangup(session_id, handle, reason)
             case Webrtcup():
@@ -175,10 +189,32 @@ class SignalingServer:
         await self.plugin.close()
         await self.registry.close()
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
+        ops = await self.ops.response(request.path)
+        if ops is not None:
+            return ops
         return self.static.response(request.path, request.headers.get("If-None-Match"))
+
+    # --- operations: readiness, drain ---------------------------------------------------
+
+    def workers_connected(self) -> int:
+        return len(self.relay.connected())
+
+    def calls(self) -> int:
+        return len(self.plugin.plugin.calls)
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new session, and return once no call is left or after ``timeout`` s."""
+        self.draining = True
+        log.info("draining: new sessions refused; %d call(s) in progress, waiting up to %g s for them",
+                 self.calls(), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.calls() and loop.time() < deadline:
+            await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+        log.info("drain over: %d call(s) left", self.calls())
 
     # --- one connection -----------------------------------------------------------------
 
@@ -211,9 +247,11 @@ class SignalingServer:
             reply = await self._dispatch(connection, envelope)
         except api.JanusError as exc:
             reply = exc.reply()
+            self.metrics.core_error(exc.code)
         except Exception:
             log.exception("internal error handling a frame on connection %s", connection.key)
             reply = api.JanusError(ErrorCode.UNKNOWN, "Internal error").reply()
+            self.metrics.core_error(ErrorCode.UNKNOWN)
         if reply is not None:
             connection.send(reply)
 
@@ -232,6 +270,8 @@ class SignalingServer:
                 if isinstance(request, api.PingRequest):
                     return replies.pong(tx)
                 assert isinstance(request, api.CreateRequest)
+                if self.draining:  # Janus: accept_new_sessions false (janus_process_incoming_request)
+                    raise error(ErrorCode.NOT_ACCEPTING_SESSIONS, ErrorCode.NOT_ACCEPTING_SESSIONS.reason)
                 try:
                     session = sessions.create(connection.key, now, request.id)
                 except SessionError as exc:  # Janus echoes the id asked for (468)
@@ -308,8 +348,10 @@ class SignalingServer:
                 await self._destroy_session(session_id)
 
 
-async def run(settings: Settings, registry: Registry | None = None, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled."""
+async def run(settings: Settings, registry: Registry | None = None, ready: asyncio.Event | None = None,
+              drain: asyncio.Event | None = None) -> None:
+    """Serve until cancelled, or, once ``drain`` is set, until the drain is over (no call is
+    left, or ``settings.drain_timeout`` passed)."""
     server = SignalingServer(settings, registry)
     await server.start()
     log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))",
@@ -319,6 +361,10 @@ async def run(settings: Settings, registry: Registry | None = None, ready: async
     if ready is not None:
         ready.set()
     try:
-        await asyncio.Future()
+        if drain is None:
+            await asyncio.Future()
+        else:
+            await drain.wait()
+            await server.drain(settings.drain_timeout)
     finally:
         await server.close()

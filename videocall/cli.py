@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.logs import setup_logging
 from shared.settings import Settings, load
 
 log = logging.getLogger("videocall")
@@ -42,6 +43,7 @@ examples:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    parser.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per line (default text)")
     ice = parser.add_argument_group("ICE (Janus's names)")
     ice.add_argument("--ice-enforce-list", metavar="ADDRS",
                      help="addresses/interfaces offered as host candidates, comma-separated (e.g. 127.0.0.1)")
@@ -59,6 +61,8 @@ def _signaling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", metavar="URL",
                         help="Redis shared by the nodes of a fleet, e.g. redis://host:6379/0 (default: none, names stay local)")
     parser.add_argument("--redis-key-prefix", metavar="PREFIX", help="start of every Redis key (default videocall:)")
+    parser.add_argument("--drain-timeout", type=float, metavar="S",
+                        help="after SIGTERM, seconds to wait for calls to end before exiting (default 60; 0 = at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,20 +111,13 @@ _SETTING_FLAGS = (
     "host", "port", "session_timeout", "workers", "worker_addresses", "log_level",
     "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers", "recordings_dir",
     "redis_url", "redis_key_prefix",
+    "log_format", "drain_timeout",
 )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     flags = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
     return load(args.config, **flags)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -193,17 +190,30 @@ async def _serve(settings: Settings) -> None:
         settings = settings.model_copy(update={"worker_addresses": supervisor.addresses})
         await supervisor.start()
         try:
-            await _until_signalled(run_signaling(settings))
+            drain = asyncio.Event()
+            await _until_signalled(run_signaling(settings, drain=drain), drain)
         finally:
             await supervisor.stop()
 
 
-async def _until_signalled(coro: Any) -> None:
-    """Run ``coro`` until it ends or SIGINT/SIGTERM arrives, then cancel it cleanly."""
+async def _until_signalled(coro: Any, drain: asyncio.Event | None = None) -> None:
+    """Run ``coro`` until it ends or a signal stops it, then cancel it cleanly.
+
+    SIGINT stops at once. SIGTERM does too, unless ``drain`` is given: then the first SIGTERM
+    sets it (the signalling node drains and ``coro`` ends by itself when its calls have) and a
+    second one stops at once.
+    """
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+
+    def on_sigterm() -> None:
+        if drain is None or drain.is_set():
+            task.cancel()
+        else:
+            drain.set()
+
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         await task
     except asyncio.CancelledError:
@@ -215,7 +225,8 @@ async def _signaling(settings: Settings) -> None:
 
     if not settings.worker_addresses:
         log.warning("no relay worker configured (--worker): calls will be refused")
-    await _until_signalled(run_signaling(settings))
+    drain = asyncio.Event()
+    await _until_signalled(run_signaling(settings, drain=drain), drain)
 
 
 def _run(coro: Any) -> None:
@@ -261,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"invalid settings: {problems}")
     except (ValueError, OSError) as exc:
         parser.error(f"invalid settings: {exc}")
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             _run(_serve(settings))

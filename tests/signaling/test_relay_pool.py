@@ -1,7 +1,8 @@
 """The relay pool against real in-process workers (``shared.ipc.serve`` with a scripted handler).
 
-Where calls are placed, where their requests go, what a hangup promises, what the plugin
-runner is told when a worker goes away, and that the pool comes back to it.
+Where calls are placed (by what the workers report to ``worker.stats``), where their
+requests go, what a hangup promises, what the plugin runner is told when a worker goes away,
+and that the pool comes back to it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from signaling.relay_client import RelayPool, RelayUnavailable
 
 
 class ScriptedWorker:
-    """A relay worker that answers every request at once and remembers what it got."""
+    """A relay worker that answers every request at once and remembers what it got
+    (``worker.stats`` polls apart: they come on their own schedule)."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -28,6 +30,10 @@ class ScriptedWorker:
         self.refuse: set[str] = set()  # methods answered with an error
         self.channels: list[ipc.Channel] = []
         self.server: asyncio.AbstractServer | None = None
+        #: What ``worker.stats`` reports: CPU seconds so far, extra calls (held for other nodes).
+        self.cpu_seconds = 0.0
+        self.other_calls = 0
+        self.stats_asked = 0
 
     async def start(self) -> None:
         self.server = await ipc.serve(self.address, self.handle, on_channel=self.channels.append)
@@ -43,6 +49,12 @@ class ScriptedWorker:
         self.server = None
 
     async def handle(self, channel: ipc.Channel, body: m.Request[Any]) -> BaseModel:
+        if isinstance(body, m.WorkerStats):
+            self.stats_asked += 1
+            if body.METHOD in self.refuse:
+                raise ipc.IpcError("no stats")
+            held = len(self.calls()) - len(self.calls("call.hangup")) + self.other_calls
+            return m.WorkerStatsResult(calls=held, legs=2 * held, pid=1, cpu_seconds=self.cpu_seconds)
         self.seen.append((body.METHOD, getattr(body, "call_id", "")))
         if body.METHOD in self.refuse:
             raise ipc.IpcError(f"{body.METHOD} refused")
@@ -63,7 +75,7 @@ class Pool:
         self.notifications: list[m.Notification] = []
         self.lost: list[list[str]] = []
         self.pool = RelayPool(addresses, node_id="n1", timeout=2.0, on_notification=self.notifications.append,
-                              on_calls_lost=self.lost.append, reconnect_delay=0.02)
+                              on_calls_lost=self.lost.append, reconnect_delay=0.02, stats_interval=0.05)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -219,3 +231,65 @@ async def test_worker_notifications_reach_the_listener(pool: Pool, workers: list
     workers[1].channels[0].notify(media)
     await until(lambda: len(pool.notifications) == 3)
     assert sorted(pool.notifications, key=lambda n: n.METHOD) == [media, state, state]
+
+
+async def test_a_busy_worker_gets_no_new_calls(pool: Pool, workers: list[ScriptedWorker]) -> None:
+    """The CPU a worker reports outweighs the node's own count: a worker busy with calls
+    placed by other nodes (or heavy ones) is passed over until the others catch up."""
+    w1, w2 = workers
+    w1.other_calls = 3
+    asked = w1.stats_asked
+    await until(lambda: w1.stats_asked >= asked + 2)  # two reports: a CPU rate is known
+    for call_id in ("c1", "c2", "c3"):
+        await pool.pool.request(create(call_id))
+    assert (w1.calls(), w2.calls()) == ([], ["c1", "c2", "c3"])  # 3 calls reported on w1
+
+    # w2 now burns half a core on its calls; w1 stays idle: w1 gets the next calls although
+    # this node placed more on w2 and w1 holds as many calls as w2.
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    w2.cpu_seconds = 0.0
+
+    async def burn() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            w2.cpu_seconds = 0.5 * (loop.time() - start)
+
+    burner = asyncio.create_task(burn())
+    try:
+        await until(lambda: pool.pool.workers[1].load.cpu > 0.3)
+        for call_id in ("c4", "c5", "c6"):
+            await pool.pool.request(create(call_id))
+        assert w1.calls() == ["c4", "c5", "c6"] and w2.calls() == ["c1", "c2", "c3"]
+    finally:
+        burner.cancel()
+
+
+async def test_placement_falls_back_to_the_node_count_when_reports_stop(
+        pool: Pool, workers: list[ScriptedWorker]) -> None:
+    """A worker that stops answering ``worker.stats`` (or has not yet) is weighed by the calls
+    this node placed on it, not by a report that no longer holds."""
+    w1, w2 = workers
+    w1.other_calls = 10  # w1 reports many calls...
+    asked = w1.stats_asked
+    await until(lambda: w1.stats_asked >= asked + 1)
+    await pool.pool.request(create("c1"))
+    await pool.pool.request(create("c2"))
+    assert w2.calls() == ["c1", "c2"]
+    w1.refuse.add("worker.stats")  # ...then stops reporting: its report goes stale
+    now = asyncio.get_running_loop().time()
+    await until(lambda: not pool.pool.workers[0].load.fresh(asyncio.get_running_loop().time(),
+                                                           3 * pool.pool.stats_interval))
+    assert asyncio.get_running_loop().time() - now < 1.0
+    for call_id in ("c3", "c4"):
+        await pool.pool.request(create(call_id))
+    assert w1.calls() == ["c3", "c4"]  # by this node's count: 0 and 1 against w2's 2
+
+
+async def test_stats_give_rates_and_round_trip(pool: Pool, workers: list[ScriptedWorker]) -> None:
+    load = pool.pool.workers[0].load
+    asked = workers[0].stats_asked
+    await until(lambda: workers[0].stats_asked >= asked + 2)
+    assert load.stats is not None and load.rtt is not None and 0 < load.rtt < 1.0
+    await workers[0].stop()
+    await until(lambda: load.stats is None)  # a lost worker's report is forgotten
