@@ -328,8 +328,7 @@ class Recorder:
             self._timer = None
         reason = reason_of(error)
         log.warning("recording %s failed: %s (%s)", self.label, reason, ", ".join(self.files()))
-        tracks, self.tracks = list(self.tracks.values()), {}
-        self._closing = self._loop.run_in_executor(EXECUTOR, _close_quietly, tracks)
+        self._closing = self._loop.run_in_executor(EXECUTOR, _close_quietly, list(self.tracks.values()))
         self._notify("failed", reason)
 
     async def close(self) -> None:
