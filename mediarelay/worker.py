@@ -149,7 +149,6 @@ class Worker:
         """Start or stop recording what one leg's user sends. A name that cannot be written
         inside the recordings folder, or a file that cannot be opened, is an IpcError whose
         reason says why, and nothing is created."""
-        hosted = self.calls.get(body.call_id)
         call = self._call(body.call_id)
         if not body.record:
             await call.stop_recording(body.leg)
@@ -158,7 +157,7 @@ class Worker:
         problem = recording_name_problem(base)
         if problem:
             raise IpcError(problem)
-        owner = hosted.owner if hosted is not None else None
+        owner = self.calls[body.call_id].owner
         call_id, leg = body.call_id, body.leg
 
         def on_state(state: str, files: list[str], reason: str) -> None:

@@ -234,6 +234,19 @@ async def test_a_renegotiation_that_adds_video_while_recording_opens_the_video_f
     assert video.info is not None and video.info.codec == "vp8"
 
 
+async def test_a_lost_leg_closes_the_recording_with_its_frames_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "recordings"
+    async with recorded_call(folder) as (call, _caller, _callee):
+        await record(call, "caller", True, "lost")
+        await wait_recording(call, "started")
+        await asyncio.sleep(0.5)
+        await call.callee.close()  # the callee's client goes away: its leg closes, the media unlinks
+        stopped = await wait_recording(call, "stopped")
+        assert stopped.leg == "caller"
+        video = mjr.read((folder / "lost-video.mjr").read_bytes())
+        assert not video.truncated and len(video.frames) > 5
+
+
 # --- names and the folder -----------------------------------------------------------------------------
 
 
