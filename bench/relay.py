@@ -15,6 +15,9 @@ DTLS and RTCP, but their media is pre-packetized RTP sent on their own socket (t
 not decoded (every 50th packet is SRTP-checked). Frames are RTP marker bits on the video
 payload type; the relay's decoding correctness is proven by the tests, not here.
 
+``--record``: every caller is recorded by the worker (``leg.record``: Janus ``.mjr`` files in a
+temporary recordings folder, removed afterwards), to measure what recording costs per call.
+
 Printed per mode: the worker's CPU (utime+stime of all its threads, % of one core) per call,
 RSS growth per call, packet and video frame delivery ratios over the window, and call setup
 time (``call.create`` sent -> first media packet at the callee) p50/p95; then one JSON line.
@@ -27,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,7 +50,7 @@ from loadtest.clip import Clip, load_or_make  # noqa: E402
 from mediarelay import aiortc_hooks, ice, routes  # noqa: E402
 from mediarelay.rtp_header import MID_URI, pack_extensions  # noqa: E402
 from shared import ipc  # noqa: E402
-from shared.messages import CallAccept, CallCreate, CallHangup  # noqa: E402
+from shared.messages import CallAccept, CallCreate, CallHangup, LegRecord  # noqa: E402
 
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 _FIXED = Struct("!BBHII")
@@ -207,6 +211,11 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def folder_bytes(path: str) -> int:
+    """Bytes of the files under ``path`` (what the worker recorded so far)."""
+    return sum(entry.stat().st_size for entry in Path(path).rglob("*") if entry.is_file())
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -215,12 +224,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def start_worker(mode: str, address: str, cpu: int | None) -> asyncio.subprocess.Process:
+async def start_worker(mode: str, address: str, cpu: int | None, recordings: str) -> asyncio.subprocess.Process:
     if mode == "fastpath":
         command = [sys.executable, "-m", "mediarelay.worker", "--listen", address, "--log-level", "WARNING"]
     else:
         command = [sys.executable, str(ROOT / "bench" / "transcoding_worker.py"), "--listen", address]
-    env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "PYTHONPATH": str(ROOT),
+           "VIDEOCALL_RECORDINGS_DIR": recordings}
     process = await asyncio.create_subprocess_exec(
         *command, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
@@ -283,10 +293,12 @@ def snapshot(calls: list[Call], senders: list[Sender]) -> dict[str, int]:
 
 
 async def run(mode: str, calls_wanted: int, duration: float, warmup: float, relay_cpu: int | None,
-              profile: str = "") -> dict[str, Any]:
+              profile: str = "", record: bool = False) -> dict[str, Any]:
     media = load_media()
-    address = f"unix:{tempfile.mkdtemp(prefix='bench-relay-')}/worker.sock"
-    worker = await start_worker(mode, address, relay_cpu)
+    folder = tempfile.mkdtemp(prefix='bench-relay-')
+    address = f"unix:{folder}/worker.sock"
+    recordings = os.path.join(folder, "recordings")
+    worker = await start_worker(mode, address, relay_cpu, recordings)
     senders: list[Sender] = []
     calls: list[Call] = []
     ticker = Ticker(senders)
@@ -297,6 +309,9 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             rss_before = rss_mb(worker.pid)
             for number in range(calls_wanted):
                 calls.append(await place_call(channel, number, media, senders))
+                if record:
+                    await channel.request(LegRecord(call_id=f"bench-{number}", leg="caller", record=True,
+                                                    base=f"bench-{number}"))
                 await asyncio.sleep(0.05)
             deadline = time.perf_counter() + 10
             while time.perf_counter() < deadline and any(c.callee.received.first is None for c in calls):
@@ -311,6 +326,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             before = snapshot(calls, senders)
             ticker.paused = False
             cpu0, client0, t0 = cpu_seconds(worker.pid), time.process_time(), time.perf_counter()
+            recorded0 = folder_bytes(recordings)
             if profile:
                 spy = await asyncio.create_subprocess_exec(
                     "py-spy", "record", "--pid", str(worker.pid), "--duration", str(int(duration)), "--rate", "1000",
@@ -321,6 +337,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
                 await spy.wait()
             cpu1, client1, t1 = cpu_seconds(worker.pid), time.process_time(), time.perf_counter()
             await ticker.drained()
+            recorded = folder_bytes(recordings) - recorded0
             after = snapshot(calls, senders)
             wall = t1 - t0
             setups = sorted(c.setup * 1000 for c in calls if c.setup is not None)
@@ -330,6 +347,8 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             sent_frames = after["sent_video_frames"] - before["sent_video_frames"]
             return {
                 "mode": mode,
+                "recording": record,
+                "recorded_kbit_s_per_call": round(recorded * 8 / 1000 / wall / calls_wanted, 1),
                 "calls": calls_wanted,
                 "calls_with_media": len(setups),
                 "window_s": round(wall, 2),
@@ -363,6 +382,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             await channel.close()
             worker.terminate()
             await worker.wait()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- profile ----------------------------------------------------------------------------------
@@ -406,6 +426,8 @@ def summarize_profile(path: str, user_us: float) -> list[tuple[str, float, float
 
 def describe(result: dict[str, Any]) -> str:
     name = {"fastpath": "fast path", "transcode": "decode+re-encode (MediaRelay)"}[result["mode"]]
+    if result["recording"]:
+        name += f", every caller recorded ({result['recorded_kbit_s_per_call']} kbit/s to disk per call)"
     return (f"{name}: {result['calls']} calls, {result['window_s']} s window: worker CPU {result['worker_cpu_pct']}% "
             f"of a core = {result['worker_cpu_pct_per_call']}% per call ({result['worker_us_per_packet']} us/packet, "
             f"{result['packets_per_s']} packets/s); RSS {result['worker_rss_mb_per_call']} MB per call; delivered "
@@ -425,6 +447,7 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--relay-cpu", type=int, default=0, help="core for the worker (-1: no pinning)")
     parser.add_argument("--client-cpu", type=int, default=1, help="core for the clients (-1: no pinning)")
+    parser.add_argument("--record", action="store_true", help="the fast-path worker records every caller (.mjr)")
     parser.add_argument("--profile", metavar="FILE", default="",
                         help="py-spy the fast-path worker during the window (raw stacks to FILE) and summarize")
     args = parser.parse_args()
@@ -433,7 +456,8 @@ def main() -> int:
     relay_cpu = args.relay_cpu if args.relay_cpu >= 0 else None
     import uvloop
 
-    results = [uvloop.run(run("fastpath", args.calls, args.duration, args.warmup, relay_cpu, args.profile))]
+    results = [uvloop.run(run("fastpath", args.calls, args.duration, args.warmup, relay_cpu, args.profile,
+                              args.record))]
     print(describe(results[0]), flush=True)
     if args.profile:
         fast = results[0]

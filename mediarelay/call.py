@@ -7,6 +7,8 @@ relay's ICE/DTLS, and the callee's answer decides the codecs of the whole call.
     call, callee_offer = await Call.create(call_id, caller_offer, policy=..., notify=...)
     caller_answer = await call.accept(callee_answer)
     await call.add_candidates("caller", [{"candidate": ..., "sdpMid": "0"}], completed=False)
+    await call.record("caller", "recordings", "alice-call", on_state)   # what the caller sends
+    await call.stop_recording("caller")
     await call.close("Explicit hangup")
 
 Every SDP and candidate is checked before it touches a PeerConnection; a refusal is an
@@ -18,6 +20,10 @@ renegotiation (``renegotiate``, see ``renegotiation.py``) may add ``pairs`` (cal
 callee m-line); after each one (pairs added, directions or codecs changed) the media links
 again and ``listeners`` are told ``"renegotiated"``; ``"ice-restarted"`` when a leg's restarted
 ICE agent takes over (its selected candidate pair changed).
+
+A recording (``recorder.py``) follows the media of the user it records: each time the media
+links, its tracks are attached to that leg's streams (a file opens for a medium a
+renegotiation added, and closes for one it removed); a lost leg or the call's end closes it.
 """
 
 from __future__ import annotations
@@ -26,15 +32,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import Literal
 
 from aiortc import RTCIceCandidate
 
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.datachannels import DataChannelRelay
+from mediarelay.forwarder import RecvStream
 from mediarelay.ice import IcePolicy
 from mediarelay.leg import Leg, Notify
 from mediarelay.media import CallMedia
 from mediarelay.negotiation import MediaPair, apply_answer
+from mediarelay.recorder import OnState, Recorder
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
 from shared.logs import call_log
@@ -59,6 +68,12 @@ class Call:
         self.renegotiation = Renegotiation(call_id, {"caller": caller, "callee": callee}, pairs, self.changed)
         #: The media between the legs: forwarded without decoding once both are connected.
         self.media = CallMedia(call_id, {"caller": caller, "callee": callee})
+        #: What each user's recording is (one at most per leg), and the streams it is attached to.
+        self.recordings: dict[LegName, Recorder] = {}
+        self._recorded: dict[LegName, list[RecvStream]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.media.on_linked = self._follow_recordings
+        self.media.on_unlinked = self._lose_recordings
         for leg in (caller, callee):
             leg.on_connection_state = partial(self._connection_changed, leg.name)
             leg.on_sender_stop = partial(self.media.sender_stopped, leg.name)
@@ -201,6 +216,103 @@ class Call:
             settings.bitrate = bitrate
         self.media.apply(leg, settings)
 
+    # --- recording ----------------------------------------------------------------------------
+
+    async def record(self, leg: LegName, recordings_dir: str, base: str, on_state: OnState) -> None:
+        """Start recording what ``leg``'s user sends into ``<base>-<kind>.mjr`` inside
+        ``recordings_dir``; nothing changes if it is recorded already (as in Janus).
+        ``recorder.RecordingRefused`` (nothing created) when the files cannot be opened."""
+        self.leg(leg)
+        if self.closed:
+            raise ValueError("the call is over")
+        current = self.recordings.get(leg)
+        if current is not None and current.active:
+            return
+
+        def state_changed(state: str, files: list[str], reason: str) -> None:
+            if state != "started":
+                self._detach_recording(leg)
+                if self.recordings.get(leg) is recorder:
+                    del self.recordings[leg]
+            on_state(state, files, reason)
+
+        recorder = self.recordings[leg] = Recorder(f"{self.call_id}/{leg}", recordings_dir, base, state_changed)
+        try:
+            await recorder.start(self._recorded_kinds(leg))
+        except BaseException:
+            if self.recordings.get(leg) is recorder:
+                del self.recordings[leg]
+            raise
+        if recorder.state == "recording":
+            self._attach_recording(leg, recorder)
+
+    async def stop_recording(self, leg: LegName) -> None:
+        """Flush and close ``leg``'s recording at once (``record: false``); fine when there is none."""
+        recorder = self.recordings.pop(self.leg(leg).name, None)
+        if recorder is not None:
+            self._detach_recording(leg)
+            await recorder.close()
+
+    def _recorded_kinds(self, leg: LegName) -> list[Literal["audio", "video", "data"]]:
+        """What ``leg``'s client sends now: its linked streams (or, before the media links, its
+        m-lines that send to the relay), and data when the leg has a data channel transport."""
+        kinds: list[Literal["audio", "video", "data"]] = []
+        if self.media.linked:
+            sent = [link.recv_stream.kind for link in self.media.links if link.source == leg]
+        else:
+            sent = [t.kind for t in self.leg(leg).pc.getTransceivers()
+                    if t.currentDirection in ("sendrecv", "recvonly")]
+        for kind in ("audio", "video"):
+            if kind in sent:
+                kinds.append(kind)
+        if self.leg(leg).pc.sctp is not None:
+            kinds.append("data")
+        return kinds
+
+    def _follow_recordings(self) -> None:
+        """The media (re)linked: each recording follows its user's streams."""
+        for leg, recorder in list(self.recordings.items()):
+            if recorder.state == "recording":
+                self._attach_recording(leg, recorder)
+
+    def _attach_recording(self, leg: LegName, recorder: Recorder) -> None:
+        self._detach_recording(leg)
+        streams: dict[str, RecvStream] = {}
+        for link in self.media.links:
+            if link.source == leg:
+                streams.setdefault(link.recv_stream.kind, link.recv_stream)
+        if self.media.linked:
+            for kind in [k for k in recorder.tracks if k != "data" and k not in streams]:
+                recorder.remove(kind)  # its m-line went away
+        loop = asyncio.get_running_loop()
+        attached = self._recorded[leg] = []
+        for kind, stream in streams.items():
+            track = recorder.add(kind)  # type: ignore[arg-type]
+            if track is None:
+                continue
+            track.codec_names = stream.codec_names
+            stream.record = track.rtp
+            attached.append(stream)
+            if kind == "video" and not track.asked_keyframe:  # so the file starts decodable (Janus: a PLI)
+                track.asked_keyframe = True
+                self.media.rtcp.keyframe(stream, loop.time())
+        if self.leg(leg).pc.sctp is not None:
+            data = recorder.add("data")
+            if data is not None:
+                self.data.record[leg] = lambda message: data.message(message, loop.time())
+
+    def _detach_recording(self, leg: LegName) -> None:
+        for stream in self._recorded.pop(leg, []):
+            stream.record = None
+        self.data.record.pop(leg, None)
+
+    def _lose_recordings(self) -> None:
+        """A leg failed or closed: the recordings end (their files stay valid)."""
+        for leg in list(self.recordings):
+            task = asyncio.ensure_future(self.stop_recording(leg))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Close both legs (each reports ``closed`` with ``reason`` unless it already ended); idempotent."""
         if self._closing is None:
@@ -209,6 +321,7 @@ class Call:
         await asyncio.shield(self._closing)
 
     async def _close(self, reason: str) -> None:
+        await asyncio.gather(*(self.stop_recording(leg) for leg in list(self.recordings)), *self._stopping)
         await self.renegotiation.close()  # first: a PC closing under a restart waits for its old agent
         await asyncio.gather(self.caller.close(reason), self.callee.close(reason))
         self.media.close()

@@ -69,6 +69,8 @@ class DataChannelRelay:
         self._channels: dict[LegName, list[RTCDataChannel]] = {"caller": [], "callee": []}
         self._waiting: dict[int, _Waiting] = {}
         self._warned: set[int] = set()
+        #: Per leg, ``record(message)`` while that leg's user is recorded (``recorder.Track.message``).
+        self.record: dict[LegName, Callable[[str | bytes], None]] = {}
         for leg, pc in pcs.items():
             pc.on("datachannel", partial(self._guarded, self._on_remote_channel, leg))
 
@@ -130,6 +132,9 @@ class DataChannelRelay:
     # --- messages -----------------------------------------------------------------------------
 
     def _on_message(self, leg: LegName, channel: RTCDataChannel, message: str | bytes) -> None:
+        record = self.record.get(leg)
+        if record is not None:  # what this user sends, as Janus records it before relaying
+            record(message)
         target = self._target(_other(leg), channel)
         if target is None:
             self._drop(leg, channel, "the other leg has no data channel transport")

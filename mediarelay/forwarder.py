@@ -5,6 +5,7 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
 
     tap:     find the ``RecvStream`` by SSRC (cleartext), unprotect (aiortc's SRTP session)
     count:   receive statistics, holes (NACK), "media flowing?" (``leg.media``)
+    record:  while its sender is recorded, the packet as it arrived (``recorder.py`` buffers it)
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
     send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its
@@ -152,7 +153,8 @@ class RecvStream:
     (``send_stream``, on the other leg) with the rewriting that takes."""
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "flow", "on_media", "on_gap",
-                 "send_stream", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters")
+                 "send_stream", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters",
+                 "record")
 
     def __init__(self, kind: str, mid: str, clock_rate: int, flow: MediaFlow, counters: Counters, *,
                  on_media: Callable[[MediaFlow], None], nack: bool = False) -> None:
@@ -176,6 +178,9 @@ class RecvStream:
         self.extensions: ExtensionRewriter | None = None
         #: False while ``set`` says this sender's audio/video is not relayed.
         self.enabled = True
+        #: ``record(plain, now)`` while this sender is recorded (``recorder.Track.rtp``): each
+        #: packet with a payload, as it arrived, while relayed; None (one test) when not.
+        self.record: Callable[[bytes, float], None] | None = None
 
     def link(self, send_stream: SendStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
              codec_names: dict[int, str], extensions: ExtensionRewriter | None) -> None:
@@ -221,6 +226,8 @@ class RecvStream:
             return
         if self.flow.on_packet(payload, now):
             self.on_media(self.flow)
+        if self.record is not None and payload and self.enabled:
+            self.record(plain, now)
         if self.send_stream is None:
             self.counters.unlinked += 1
         elif not self.enabled:

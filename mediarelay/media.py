@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from functools import partial
 
 from mediarelay import aiortc_hooks, routes
@@ -51,6 +52,10 @@ class CallMedia:
         #: Kept across re-links so numbering stays continuous: by (leg, mid).
         self._send_streams: dict[tuple[str, str], SendStream] = {}
         self._recv_streams: dict[tuple[str, str], RecvStream] = {}
+        #: Told after each link (the first, and after a renegotiation) and after an unlink (a
+        #: leg failed or closed): the call's recordings follow the streams (``Call``).
+        self.on_linked: Callable[[], None] | None = None
+        self.on_unlinked: Callable[[], None] | None = None
         self.rtcp = CallRtcp(call_id, self.links, self.ports, {name: leg.settings for name, leg in legs.items()},
                              self.counters)
 
@@ -104,6 +109,8 @@ class CallMedia:
         log.info("call %s: media linked (%s)", self.call_id, ", ".join(
             f"{k.source}->{k.sink} {k.recv_stream.kind} {k.recv_stream.mid}->{k.send_stream.mid}"
             for k in self.links) or "nothing", extra=call_log(self.call_id))
+        if self.on_linked is not None:
+            self.on_linked()
 
     def changed(self, what: str) -> None:
         """A renegotiation or an ICE restart changed a leg (``Call.changed``): link again."""
@@ -174,6 +181,8 @@ class CallMedia:
             port.disconnect()
         self.rtcp.stop()
         log.info("call %s: media unlinked %s", self.call_id, self.counters.as_dict(), extra=call_log(self.call_id))
+        if self.on_unlinked is not None:
+            self.on_unlinked()
 
     def close(self) -> None:
         self.closed = True

@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from pydantic import BaseModel
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
+from mediarelay.recorder import RecordingRefused, default_base
 from mediarelay.worker_stats import WorkerTotals
 from shared import ipc
 from shared.ipc import Channel, IpcError
@@ -43,6 +45,8 @@ from shared.messages import (
     CallHangup,
     Empty,
     LegConfigure,
+    LegRecord,
+    LegRecording,
     LegRenegotiate,
     LegRenegotiateResult,
     LegState,
@@ -51,6 +55,7 @@ from shared.messages import (
     Request,
     WorkerStats,
     WorkerStatsResult,
+    recording_name_problem,
 )
 from shared.settings import Settings, load
 
@@ -65,8 +70,10 @@ class _Hosted:
 class Worker:
     """The calls of this process, and the dispatch of IPC requests to them."""
 
-    def __init__(self, policy: IcePolicy) -> None:
+    def __init__(self, policy: IcePolicy, recordings_dir: str = "recordings") -> None:
         self.policy = policy
+        #: Where recordings are written (``settings.recordings_dir``); no name ever leaves it.
+        self.recordings_dir = recordings_dir
         self.calls: dict[str, _Hosted] = {}
         self.channels: set[Channel] = set()
         self._creating: dict[str, bool] = {}  # call id -> hung up while being created
@@ -142,6 +149,31 @@ class Worker:
         # An offer goes on to the other client as an offer, an answer back to the offerer.
         return LegRenegotiateResult(sdp_type=body.sdp_type, sdp=sdp)
 
+    async def _record(self, channel: Channel, body: LegRecord) -> Empty:
+        """Start or stop recording what one leg's user sends. A name that cannot be written
+        inside the recordings folder, or a file that cannot be opened, is an IpcError whose
+        reason says why, and nothing is created."""
+        call = self._call(body.call_id)
+        if not body.record:
+            await call.stop_recording(body.leg)
+            return Empty()
+        base = body.base or default_base(body.user or "unknown", body.peer or "unknown", time.time_ns() // 1_000_000)
+        problem = recording_name_problem(base)
+        if problem:
+            raise IpcError(problem)
+        owner = self.calls[body.call_id].owner
+        call_id, leg = body.call_id, body.leg
+
+        def on_state(state: str, files: list[str], reason: str) -> None:
+            self._send(owner, call_id, LegRecording(call_id=call_id, leg=leg, state=state,  # type: ignore[arg-type]
+                                                    files=files, reason=reason))
+
+        try:
+            await call.record(leg, self.recordings_dir, base, on_state)
+        except RecordingRefused as exc:
+            raise IpcError(str(exc)) from None
+        return Empty()
+
     async def _hangup(self, channel: Channel, body: CallHangup) -> Empty:
         await self.hangup(body.call_id, body.reason or CLOSE_PC)
         return Empty()
@@ -196,6 +228,7 @@ _HANDLERS: dict[type[Request[Any]], Callable[[Worker, Channel, Any], Awaitable[B
     LegTrickle: Worker._trickle,
     LegConfigure: Worker._configure,
     LegRenegotiate: Worker._renegotiate,
+    LegRecord: Worker._record,
     CallHangup: Worker._hangup,
     WorkerStats: Worker._stats,
 }
@@ -211,7 +244,7 @@ async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") ->
     """
     aiortc_hooks.prepare_relay_legs()
     policy = ice.policy_from_settings(settings)
-    worker = Worker(policy)
+    worker = Worker(policy, settings.recordings_dir)
     kind, where = ipc.parse_address(listen)
     with ice.installed(policy):
         server = await ipc.serve(listen, worker.handle, on_channel=worker.attach, worker_id=worker_id or None,

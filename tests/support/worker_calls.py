@@ -36,10 +36,12 @@ from tests.support.relay_clients import Notifications, apply_answer, client, mak
 
 
 @contextlib.asynccontextmanager
-async def running_worker() -> AsyncIterator[str]:
-    """A worker on a Unix socket in this process, ICE on loopback; yields its address."""
+async def running_worker(**settings: Any) -> AsyncIterator[str]:
+    """A worker on a Unix socket in this process, ICE on loopback (``settings``: more of its
+    settings, e.g. ``recordings_dir``); yields its address."""
     path = os.path.join(tempfile.mkdtemp(prefix="relay-"), "w.sock")
-    task = asyncio.ensure_future(run_worker(Settings(ice_enforce_list="127.0.0.1"), f"unix:{path}", worker_id="w"))
+    task = asyncio.ensure_future(run_worker(Settings(ice_enforce_list="127.0.0.1", **settings), f"unix:{path}",
+                                            worker_id="w"))
     try:
         for _ in range(500):
             if os.path.exists(path):
