@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediarelay import mjr
+from mediarelay import mjr, rtp_header
 from shared.messages import recording_name_problem
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,11 @@ class Track:
         if first is None:
             name = self.codec_names.get(pt)
             if name is None:
+                self.skipped += 1
+                return
+            if self.kind == "video" and not _starts_keyframe(name, plain):
+                # Better than Janus, which writes from any frame: the file begins decodable
+                # (the sender was asked for a keyframe when recording started).
                 self.skipped += 1
                 return
             self.payload_type, self.codec = pt, name.lower()
@@ -367,6 +372,16 @@ class Recorder:
 
 
 # --- jobs of the writer thread (EXECUTOR) ---------------------------------------------------------
+
+
+def _starts_keyframe(codec: str, plain: bytes) -> bool:
+    """Whether a decrypted RTP packet starts a keyframe of ``codec``."""
+    try:
+        header = rtp_header.header_length(plain)
+        payload = plain[header:header + rtp_header.payload_length(plain, header)]
+    except ValueError:
+        return False
+    return rtp_header.is_keyframe(codec, payload)
 
 
 def _guard(job: Callable[..., None], *args: object) -> OSError | None:

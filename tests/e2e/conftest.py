@@ -113,6 +113,8 @@ class ServerProcess:
 
 #: Running server processes by URL, so a test can say so when its server died.
 RUNNING: dict[str, ServerProcess] = {}
+#: Where each of our servers writes its recordings (``recordings_dir``), by URL.
+RECORDINGS: dict[str, Path] = {}
 
 
 def alive(server: Server) -> Server:
@@ -131,12 +133,14 @@ def start_videocall(tmp: Path, name: str, session_timeout: float | None,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if session_timeout is not None:
         env["VIDEOCALL_SESSION_TIMEOUT"] = str(session_timeout)
+    env["VIDEOCALL_RECORDINGS_DIR"] = str(tmp / "recordings")
     env.update(extra_env or {})
     process = ServerProcess(name, [*videocall_command(), "serve", "--port", str(port), "--workers", "1"],
                             host="127.0.0.1", port=port, logdir=tmp, env=env, cwd=REPO)
     process.start()
     url = f"ws://127.0.0.1:{port}/"
     RUNNING[url] = process
+    RECORDINGS[url] = tmp / "recordings"
     try:
         yield url
     finally:
