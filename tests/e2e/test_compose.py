@@ -48,7 +48,7 @@ def local(value: str, variables: dict[str, str]) -> str:
     text = interpolate(value, variables)
     text = text.replace("0.0.0.0", "127.0.0.1")
     for name in ("redis", *SERVICES):
-        text = re.sub(rf"(?<=[/:]){name}(?=:)|^{name}(?=:)", "127.0.0.1", text)
+        text = re.sub(rf"(?<=[/:]){name}(?=:)", "127.0.0.1", text)
     return text
 
 
@@ -141,6 +141,7 @@ def node(variables: dict[str, str], which: str) -> Server:
 async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(fleet: dict[str, str]) -> None:
     with offer_host_address("127.0.0.1"):
         async with Clients(node(fleet, "SIGNAL1_PORT")) as one, Clients(node(fleet, "SIGNAL2_PORT")) as two:
+            two.suffix = one.suffix  # one test's users, whichever node they are on
             alice = await one.user("alice")
             # a name is unique across the nodes, and both list everyone
             bob = await two.user("bob")
@@ -154,6 +155,6 @@ async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(f
             erin = await one.user("erin")
             await connect_call(carol, dave)
             await connect_call(erin, alice)
-            per_worker = metric(fleet["SIGNAL1_PORT"], "videocall_worker_calls")
+            per_worker = metric(fleet["SIGNAL1_PORT"], "videocall_worker_placed_calls")
             busy = {labels for labels, value in per_worker.items() if value >= 1}
             assert len(busy) == 2, per_worker
