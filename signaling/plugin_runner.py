@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -50,6 +50,9 @@ from signaling.metrics import CallSetupTimer
 from signaling.registry import Registry, RegistryUnavailable, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
 from signaling.videocall import VideoCall, error_data
+
+if TYPE_CHECKING:
+    from signaling.fleet_calls import FleetCalls
 
 log = logging.getLogger("videocall.plugin")
 
@@ -88,6 +91,8 @@ class PluginRunner:
         #: Call setup times (``call`` request to both ``webrtcup``) go to ``on_call_setup``.
         self.setup = CallSetupTimer()
         self.on_call_setup = on_call_setup
+        #: Calls shared with other nodes of a fleet (``signaling/fleet_calls.py``); None alone.
+        self.fleet: FleetCalls | None = None
 
     async def close(self) -> None:
         """Cancel what is still running (server shutdown)."""
@@ -111,20 +116,60 @@ class PluginRunner:
 
     def message(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str) -> None:
         """Queue a plugin message; its ``ack`` has been sent already."""
-        self._spawn(self._in_turn(handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction)))
+        self._spawn(self.message_now(handle, body, jsep, transaction))
+
+    async def message_now(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str) -> None:
+        """A plugin message, answered before this returns (in its handle's turn)."""
+        if self._away(handle):
+            async with self._handle_locks[handle]:
+                await self._fleet.forward(handle, "message", body=body, jsep=jsep, transaction=transaction)
+            return
+        await self._in_turn(handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction))
 
     def trickle(self, handle: int, candidates: list[m.IceCandidate], completed: bool) -> None:
+        if self._away(handle):
+            self._spawn(self._fleet.forward(handle, "trickle", candidates=candidates, completed=completed))
+            return
         self._spawn(self._in_turn(handle, None, lambda: self.plugin.trickle(handle, candidates, completed)))
 
     async def detach(self, handle: int) -> None:
         """The handle is gone: free its name, end its call (it may still be told of it)."""
+        if self._away(handle):
+            await self._fleet.forward(handle, "detach")
         await self._step(handle, None, lambda: self.plugin.detach(handle))
         self._handle_locks.pop(handle, None)
         self.setup.forget_handle(handle)
 
     async def pc_closed(self, handle: int) -> None:
         """The client asked to close the handle's PeerConnection (``hangup``)."""
+        if self._away(handle):
+            await self._fleet.forward(handle, "hangup")
+            return
         await self._step(handle, None, lambda: self.plugin.pc_closed(handle))
+
+    def local_deliver(self, effect: Delivery) -> None:
+        """To a handle of this node's own clients (``FleetCalls`` hands its users theirs)."""
+        self.deliver(effect)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, failures logged (``FleetCalls`` uses it)."""
+        self._spawn(coro)
+
+    def _away(self, handle: int) -> bool:
+        """Whether ``handle``'s call is hosted by another node, which answers it meanwhile."""
+        state = self.plugin.handles.get(handle)
+        return self.fleet is not None and state is not None and state.away is not None
+
+    @property
+    def _fleet(self) -> FleetCalls:
+        assert self.fleet is not None
+        return self.fleet
+
+    def _deliver(self, effect: Delivery) -> None:
+        if self.fleet is not None and self.fleet.is_proxy(effect.handle):
+            self.fleet.deliver(effect)
+        else:
+            self.deliver(effect)
 
     def on_relay_notification(self, body: m.Notification) -> None:
         """A worker's ``leg.state`` / ``leg.media``."""
@@ -171,16 +216,18 @@ class PluginRunner:
         except RegistryUnavailable as exc:
             log.warning("registry unavailable (handle %s, transaction %r): %s", handle, transaction, exc.reason)
             if handle is not None and handle in self.plugin.handles:
-                self.deliver(Event(handle, error_data(REGISTRY_UNAVAILABLE), transaction))
+                self._deliver(Event(handle, error_data(REGISTRY_UNAVAILABLE), transaction))
         except Exception:
             log.exception("plugin step failed (handle %s, transaction %r)", handle, transaction)
             if handle is not None and handle in self.plugin.handles:
-                self.deliver(Event(handle, error_data(UNKNOWN_ERROR), transaction))
+                self._deliver(Event(handle, error_data(UNKNOWN_ERROR), transaction))
+        if self.fleet is not None:
+            self.fleet.settle()
 
     async def _do(self, effect: Effect) -> list[Effect]:
         match effect:
             case Event() | CoreHangup() | Webrtcup() | Media():
-                self.deliver(effect)
+                self._deliver(effect)
             case Claim(handle, name, transaction):
                 ok = await self.registry.claim(name, owner_id(self.node_id, handle))
                 return self.plugin.claimed(handle, name, ok, transaction)
@@ -192,7 +239,9 @@ class PluginRunner:
                 self.setup.asked(handle, asyncio.get_running_loop().time())
                 owner = await self.registry.lookup(name)
                 parsed = parse_owner(owner) if owner else None
-                # A name held on another signalling node cannot be called from here.
+                if parsed and parsed[0] != self.node_id and self.fleet is not None:
+                    await self.fleet.go(handle, parsed[0], name, transaction, jsep)  # its node hosts the call
+                    return []
                 callee = parsed[1] if parsed and parsed[0] == self.node_id else None
                 return self.plugin.looked_up(handle, name, callee, transaction, jsep)
             case Relay(m.CallCreate() as request):

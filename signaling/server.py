@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import websockets
@@ -33,9 +33,11 @@ from shared.settings import Settings
 from signaling import janus_api as api
 from signaling import janus_replies as replies
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
+from signaling.fleet_calls import FleetCalls
 from signaling.http_static import StaticFiles, demo_url
 from signaling.janus_errors import ErrorCode
 from signaling.metrics import NodeMetrics
+from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
 from signaling.plugin_runner import PluginRunner
 from signaling.redis_registry import RedisRegistry, redacted_url
@@ -92,6 +94,18 @@ def create_registry(settings: Settings) -> Registry:
     return RedisRegistry(settings.redis_url, prefix=settings.redis_key_prefix, lease=settings.registry_lease)
 
 
+def create_fleet(settings: Settings) -> FleetCalls | None:
+    """Calls with users of other nodes, through Redis, when nodes share a registry there."""
+    if not settings.redis_url:
+        return None
+
+    def bus(on_message: Callable[[NodeMessage], None]) -> NodeBus:
+        return NodeBus(settings.redis_url, prefix=settings.redis_key_prefix, node_id=settings.node_id,
+                       lease=settings.registry_lease, on_message=on_message)
+
+    return FleetCalls(bus, settings.node_id, check_every=settings.registry_lease / 3)
+
+
 class SignalingServer:
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
@@ -115,6 +129,10 @@ class SignalingServer:
             deliver=self._deliver,
             node_id=settings.node_id,
         )
+        self.fleet = create_fleet(settings)
+        if self.fleet is not None:
+            self.fleet.bind(self.plugin)
+            self.plugin.fleet = self.fleet
         self._keys = itertools.count(1)
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -160,6 +178,8 @@ class SignalingServer:
 
     async def start(self) -> Server:
         await self.registry.start()
+        if self.fleet is not None:
+            await self.fleet.start()
         await self.relay.start(wait=5.0)
         self._server = await websockets.serve(
             self._serve_connection,
@@ -187,6 +207,8 @@ class SignalingServer:
             await self._server.wait_closed()
         await self.relay.close()
         await self.plugin.close()
+        if self.fleet is not None:
+            await self.fleet.close()
         await self.registry.close()
 
     async def _http(self, connection: ServerConnection, request: Request) -> Response | None:

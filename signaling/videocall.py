@@ -116,6 +116,12 @@ class HandleState:
     #: Candidates trickled before the handle has a call leg (bounded).
     pending_trickles: list[m.IceCandidate] = field(default_factory=list)
     pending_completed: bool = False
+    #: The node that hosts this handle's call (its user called someone registered there):
+    #: while set, that node's machine answers the handle, and here it counts as busy.
+    away: str | None = None
+    #: A stand-in for a user of another node whose call this node hosts: its name is held
+    #: in the registry by that node, so this handle never claims or releases it.
+    proxy: bool = False
 
 
 class VideoCall:
@@ -144,9 +150,32 @@ class VideoCall:
             # Janus tells a detaching handle its PeerConnection closed ("Detach") first.
             effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=DETACH)
         del self.handles[handle]
-        if state.username is not None:
+        if state.username is not None and not state.proxy:
             effects.append(Release(state.username, handle))
         return effects
+
+    # --- calls hosted by another node (a fleet) -----------------------------------------------
+
+    def attach_proxy(self, handle: int, username: str) -> None:
+        """A user of another node calls one of ours: it is answered here, under ``handle``."""
+        self.handles[handle] = HandleState(handle, username=username, proxy=True)
+
+    def went_away(self, handle: int, node: str) -> tuple[list[m.IceCandidate], bool]:
+        """``handle`` calls a user of ``node``, which hosts the call: what it trickled so far
+        goes there with it, and here it is busy until it comes back."""
+        state = self.handles.get(handle)
+        if state is None:
+            return [], False
+        state.away = node
+        pending = (state.pending_trickles, state.pending_completed)
+        self._drop_pending(state)
+        return pending
+
+    def came_back(self, handle: int) -> None:
+        """The call ``handle`` had on another node is over."""
+        state = self.handles.get(handle)
+        if state is not None:
+            state.away = None
 
     def pc_closed(self, handle: int, reason: str = JANUS_API) -> list[Effect]:
         """The client asked the core to close the handle's PeerConnection (``hangup``
@@ -233,7 +262,7 @@ class VideoCall:
             refusal = Event(handle, error_data(missing), transaction)
             return [refusal, CoreHangup(handle)] if jsep is not None else [refusal]
         had_pc = jsep is not None
-        if peer.call is not None:
+        if peer.call is not None or peer.away is not None:
             effects: list[Effect] = [
                 Event(handle, _result({"event": "hangup", "username": state.username, "reason": USER_BUSY}), transaction)
             ]

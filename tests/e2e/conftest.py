@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytest.register_assert_rewrite("tests.e2e.e2e_support")  # its asserts explain themselves
 from tests.e2e.e2e_support import Clients, Server  # noqa: E402 - after the assert rewrite
+from tests.support.compose import Fleet, running_fleet  # noqa: E402 - after the assert rewrite
 from tests.support.janus_ws import offer_host_address  # noqa: E402 - after the assert rewrite
 from tests.support.servers import free_port, videocall_command  # noqa: E402 - after the assert rewrite
 
@@ -169,6 +170,18 @@ def videocall_ring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     """`videocall serve` whose unanswered calls end after SHORT_RING_TIMEOUT seconds."""
     yield from start_videocall(tmp_path_factory.mktemp("videocall-ring"), "videocall-serve-ring", None,
                                {"VIDEOCALL_RING_TIMEOUT": str(SHORT_RING_TIMEOUT)})
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """``docker-compose.yml``'s topology as local processes: two nodes on one Redis, two
+    workers; a short registry lease, so a node that dies is noticed within seconds."""
+    with running_fleet(tmp_path, {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE)}) as running:
+        yield running
+
+
+#: The registry lease of the fleet fixture's nodes (seconds).
+FLEET_LEASE = 3.0
 
 
 # --- the real Janus --------------------------------------------------------------------------

@@ -1,146 +1,27 @@
 """``docker-compose.yml`` as plain processes: the file cannot drift from the CLI.
 
-There is no Docker engine here, so each service's own ``command`` and ``environment`` from
-the compose file run as local processes, with the file's ``${VAR:-default}`` variables set
-to free ports, its service names mapped to 127.0.0.1 and ``redis`` being the Redis this
-machine runs (with a key prefix of this test's own). What is checked is what the file
-promises: both workers start, both nodes become ready (the compose health check command
-itself passes), a name is unique across nodes and listed on both, and a node places its
-calls on both workers.
+What is checked is what the file promises (``tests/support/compose.py`` runs it): both
+workers start, both nodes become ready (the compose health check command itself passes), a
+name is unique across nodes and listed on both, and a node places its calls on both workers.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import redis
-import yaml
 
 from tests.e2e.e2e_support import Clients, Server, connect_call, expect_plugin_error
+from tests.support.compose import Fleet, metric
 from tests.support.janus_ws import offer_host_address
-from tests.support.servers import free_port, videocall_command
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE = REPO / "docker-compose.yml"
-SERVICES = ("worker1", "worker2", "signal1", "signal2")
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+def node(fleet: Fleet, service: str) -> Server:
+    return Server("videocall", fleet.url(service), "127.0.0.1", 60)
 
 
-def interpolate(value: str, variables: dict[str, str]) -> str:
-    """Compose's ``${VAR}`` / ``${VAR:-default}``, as ``docker compose`` reads them."""
-    return _VAR.sub(lambda m: variables.get(m.group(1)) or (m.group(2) or ""), value)
-
-
-def local(value: str, variables: dict[str, str]) -> str:
-    """One compose string as it runs here: variables set, service names on 127.0.0.1."""
-    text = interpolate(value, variables)
-    text = text.replace("0.0.0.0", "127.0.0.1")
-    for name in ("redis", *SERVICES):
-        text = re.sub(rf"(?<=[/:]){name}(?=:)", "127.0.0.1", text)
-    return text
-
-
-def as_processes(variables: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """service -> (argv, environment) for every videocall service of the compose file."""
-    services: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())["services"]
-    assert set(services) == {"redis", *SERVICES}
-    out = {}
-    for name in SERVICES:
-        spec = services[name]
-        argv = [local(str(arg), variables) for arg in spec["command"]]
-        assert argv[0] == "videocall", f"{name} must run the videocall command"
-        env = {key: local(str(value), variables) for key, value in spec.get("environment", {}).items()}
-        out[name] = ([*videocall_command(), *argv[1:]], env)
-    return out
-
-
-def healthcheck(name: str, variables: dict[str, str]) -> list[str]:
-    test = yaml.safe_load(COMPOSE.read_text())["services"][name]["healthcheck"]["test"]
-    assert test[0] == "CMD"
-    return [local(str(arg), variables) for arg in test[1:]]
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The compose topology running; yields its variables (ports)."""
-    prefix = f"videocall-test-{uuid.uuid4().hex[:8]}:"
-    variables = {
-        "REDIS_PORT": "6379", "VIDEOCALL_REDIS_KEY_PREFIX": prefix, "ICE_ENFORCE_LIST": "127.0.0.1",
-        "WORKER1_PORT": str(free_port()), "WORKER2_PORT": str(free_port()),
-        "SIGNAL1_PORT": str(free_port()), "SIGNAL2_PORT": str(free_port()),
-    }
-    started: list[tuple[str, subprocess.Popen[bytes]]] = []
-    try:
-        for name, (argv, env) in as_processes(variables).items():
-            log = (tmp_path / f"{name}.log").open("wb")
-            full_env = {**os.environ, **env, "VIDEOCALL_RECORDINGS_DIR": str(tmp_path / "recordings"),
-                        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-            started.append((name, subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                                   cwd=tmp_path, start_new_session=True)))
-        for name in ("signal1", "signal2"):
-            wait_ready(name, variables, started, tmp_path)
-        yield variables
-    finally:
-        for _, process in started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for name, process in started:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                pytest.fail(f"{name} did not stop on SIGTERM")
-        client = redis.Redis(host="127.0.0.1", port=6379)
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-
-def wait_ready(name: str, variables: dict[str, str], started: list[tuple[str, subprocess.Popen[bytes]]],
-               logs: Path) -> None:
-    """Until the compose health check of ``name`` passes (it asks /readyz)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for service, process in started:
-            if process.poll() is not None:
-                pytest.fail(f"{service} exited ({process.returncode}): {(logs / f'{service}.log').read_text()[-2000:]}")
-        if subprocess.run(healthcheck(name, variables), capture_output=True, check=False).returncode == 0:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{name} never became ready: {(logs / f'{name}.log').read_text()[-2000:]}")
-
-
-def metric(port: str, name: str) -> dict[str, float]:
-    """Samples of one metric from a node's /metrics, by their label text."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    samples = {}
-    for line in body.splitlines():
-        if line.startswith(name):
-            labels, _, value = line[len(name):].rpartition(" ")
-            samples[labels] = float(value)
-    return samples
-
-
-def node(variables: dict[str, str], which: str) -> Server:
-    return Server("videocall", f"ws://127.0.0.1:{variables[which]}/", "127.0.0.1", 60)
-
-
-async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(fleet: dict[str, str]) -> None:
+async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(fleet: Fleet) -> None:
     with offer_host_address("127.0.0.1"):
-        async with Clients(node(fleet, "SIGNAL1_PORT")) as one, Clients(node(fleet, "SIGNAL2_PORT")) as two:
+        async with Clients(node(fleet, "signal1")) as one, Clients(node(fleet, "signal2")) as two:
             two.suffix = one.suffix  # one test's users, whichever node they are on
             alice = await one.user("alice")
             # a name is unique across the nodes, and both list everyone
@@ -155,6 +36,6 @@ async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(f
             erin = await one.user("erin")
             await connect_call(carol, dave)
             await connect_call(erin, alice)
-            per_worker = metric(fleet["SIGNAL1_PORT"], "videocall_worker_placed_calls")
+            per_worker = metric(fleet.variables["SIGNAL1_PORT"], "videocall_worker_placed_calls")
             busy = {labels for labels, value in per_worker.items() if value >= 1}
             assert len(busy) == 2, per_worker
