@@ -102,15 +102,17 @@ class FleetCalls:
 
     async def forward(self, handle: int, kind: str, *, body: Any = None, jsep: dict[str, Any] | None = None,
                       transaction: str | None = None, candidates: list[m.IceCandidate] | None = None,
-                      completed: bool = False) -> None:
-        """What ``handle`` does, to the node that hosts its call."""
+                      completed: bool = False, to: tuple[str, str | None] | None = None) -> None:
+        """What ``handle`` does, to the node that hosts its call (``to``: that node and the
+        user's name, for a handle this node has already let go of)."""
         state = self._runner.plugin.handles.get(handle)
-        if state is None or state.away is None or state.username is None:
+        node, username = to if to is not None else (state.away, state.username) if state is not None else (None, None)
+        if node is None or username is None:
             return
-        message = Forward(origin=self.node_id, handle=handle, username=state.username, kind=kind,  # type: ignore[arg-type]
+        message = Forward(origin=self.node_id, handle=handle, username=username, kind=kind,  # type: ignore[arg-type]
                           body=body, jsep=jsep, transaction=transaction, candidates=candidates or [],
                           completed=completed)
-        if not await self.bus.send(state.away, message):
+        if not await self.bus.send(node, message):
             self._ended_there(handle, "Node unreachable")
 
     def _ended_there(self, handle: int, reason: str) -> None:

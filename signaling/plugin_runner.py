@@ -134,9 +134,11 @@ class PluginRunner:
 
     async def detach(self, handle: int) -> None:
         """The handle is gone: free its name, end its call (it may still be told of it)."""
-        if self._away(handle):
-            await self._fleet.forward(handle, "detach")
-        await self._step(handle, None, lambda: self.plugin.detach(handle))
+        state = self.plugin.handles.get(handle)
+        away = (state.away, state.username) if state is not None and state.away is not None else None
+        await self._step(handle, None, lambda: self.plugin.detach(handle))  # its name is free first
+        if away is not None:
+            await self._fleet.forward(handle, "detach", to=away)
         self._handle_locks.pop(handle, None)
         self.setup.forget_handle(handle)
 

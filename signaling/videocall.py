@@ -146,12 +146,14 @@ class VideoCall:
         if state is None:
             return []
         effects: list[Effect] = []
+        if state.username is not None and not state.proxy:
+            # Freed before its peer hears of it, so a peer's next ``list`` (which may reach
+            # a shared registry sooner than this node's release) no longer shows it.
+            effects.append(Release(state.username, handle))
         if state.call is not None:
             # Janus tells a detaching handle its PeerConnection closed ("Detach") first.
             effects += self._end_call(state.call, dropped=handle, reason=REMOTE_HANGUP, dropped_pc=DETACH)
         del self.handles[handle]
-        if state.username is not None and not state.proxy:
-            effects.append(Release(state.username, handle))
         return effects
 
     # --- calls hosted by another node (a fleet) -----------------------------------------------

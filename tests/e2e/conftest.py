@@ -257,6 +257,22 @@ def server_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture(params=[pytest.param("janus", marks=pytest.mark.janus),
+                        pytest.param("videocall", marks=pytest.mark.videocall),
+                        pytest.param("fleet", marks=pytest.mark.videocall)])
+def media_kind(request: pytest.FixtureRequest) -> str:
+    """Calls run against real Janus, our server, and our fleet (users alternating between two
+    nodes of docker-compose.yml's topology, so every call crosses nodes)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def fleet_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """``fleet``, once for the whole session (the e2e call tests share it)."""
+    with running_fleet(tmp_path_factory.mktemp("fleet"), {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE)}) as running:
+        yield running
+
+
 @pytest.fixture
 def server(server_kind: str, request: pytest.FixtureRequest) -> Server:
     """The server for signalling-only tests."""
@@ -266,10 +282,16 @@ def server(server_kind: str, request: pytest.FixtureRequest) -> Server:
 
 
 @pytest.fixture
-def media_server(server_kind: str, request: pytest.FixtureRequest) -> Server:
+def media_server(media_kind: str, request: pytest.FixtureRequest) -> Server:
     """The server for tests that set up calls with media."""
-    if server_kind == "janus":
+    if media_kind == "janus":
         return alive(request.getfixturevalue("janus_media_server"))
+    if media_kind == "fleet":
+        fleet: Fleet = request.getfixturevalue("fleet_session")
+        urls = (fleet.url("signal1"), fleet.url("signal2"))
+        for url in urls:
+            RECORDINGS[url] = fleet.logs / "recordings"  # where the fleet's workers write
+        return Server("videocall", urls[0], "127.0.0.1", 60, urls=urls)
     return alive(Server("videocall", request.getfixturevalue("videocall_url"), "127.0.0.1", 60))
 
 

@@ -35,6 +35,9 @@ class Server:
     ice_host: str  # the address the clients must offer as their host candidate
     session_timeout: float
     log: Path | None = None
+    #: For a fleet: every node's URL. Each new connection goes to the next one, so a test's
+    #: users alternate between nodes and its calls cross them.
+    urls: tuple[str, ...] = ()
 
     @property
     def is_janus(self) -> bool:
@@ -116,7 +119,8 @@ class Clients:
         return name.endswith(f"-{self.suffix}")
 
     async def connect(self) -> JanusConnection:
-        conn = await JanusConnection.connect(self.server.url)
+        urls = self.server.urls or (self.server.url,)
+        conn = await JanusConnection.connect(urls[len(self.connections) % len(urls)])
         self.connections.append(conn)
         return conn
 
