@@ -157,7 +157,7 @@ class Worker:
         if not body.record:
             await call.stop_recording(body.leg)
             return Empty()
-        base = body.base or default_base(body.user or "unknown", body.peer or "unknown", time.time_ns() // 1_000_000)
+        base = body.base or default_base(body.user or "unknown", body.peer or "unknown", time.time_ns() // 1000)
         problem = recording_name_problem(base)
         if problem:
             raise IpcError(problem)

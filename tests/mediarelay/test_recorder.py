@@ -204,7 +204,7 @@ async def test_without_a_name_the_file_says_who_with_whom_and_when(tmp_path: Pat
         started = await wait_recording(call, "started")
         assert started.leg == "callee"
         base = started.files[0].removesuffix("-audio.mjr")
-        assert re.fullmatch(r"videocall-bob-al_ice_\.\._x-\d{13}", base), base
+        assert re.fullmatch(r"videocall-bob-al_ice_\.\._x-\d{16}", base), base
         assert started.files == [f"{base}-audio.mjr", f"{base}-video.mjr", f"{base}-data.mjr"]  # the call has one
         await asyncio.sleep(0.3)
     # The hangup closed the files: whole frames only, and the callee's media, not the caller's.
