@@ -8,6 +8,7 @@ one folder on purpose), so the same relative name lands in different places on e
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import time
@@ -17,8 +18,9 @@ import av
 import pytest
 
 from mediarelay import mjr
-from tests.e2e.conftest import RECORDINGS
-from tests.e2e.e2e_support import Clients, connect_call, expect_plugin_error, expect_result
+from tests.e2e.conftest import RECORDINGS, REPO
+from tests.e2e.e2e_support import MEDIA_TIMEOUT, Clients, User, connect_call, expect_plugin_error, expect_result
+from tests.support.servers import videocall_command
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -100,3 +102,136 @@ async def test_hostile_filenames_are_refused_and_nothing_is_written(calls: Clien
     after = sorted(folder.rglob("*")) if folder.exists() else []
     assert after == before
     assert not Path("/tmp/escape-audio.mjr").exists() and not (folder.parent / "escape-audio.mjr").exists()
+
+
+# --- record again, our converter and list, data, faults -------------------------------------
+
+def recordings_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``videocall recordings ...`` as a user runs it (a subprocess of our command)."""
+    return subprocess.run([*videocall_command(), "recordings", *args], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=REPO)
+
+
+def packet_count(path: Path, kind: str) -> int:
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams if s.type == kind)
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def first_times(path: Path) -> dict[str, tuple[int, float]]:
+    """Per stream kind of a muxed file: frames decoded (every packet decodes) and the first one's time."""
+    out: dict[str, tuple[int, float]] = {}
+    with av.open(str(path)) as container:
+        for stream in [*container.streams.audio, *container.streams.video]:
+            times: list[float] = []
+            for packet in container.demux(stream):
+                times += [float(f.time) for f in packet.decode() if f.time is not None]
+            out[stream.type] = (len(times), min(times) if times else -1.0)
+            container.seek(0)
+    return out
+
+
+async def hang_up(caller: User, callee: User) -> None:
+    await expect_result(caller, {"request": "hangup"},
+                        {"event": "hangup", "username": caller.name, "reason": "Explicit hangup"})
+    await callee.handle.plugin_event("hangup", timeout=MEDIA_TIMEOUT)
+    for user in (caller, callee):
+        await user.handle.notification("hangup", timeout=MEDIA_TIMEOUT)
+
+
+async def record_for(user: User, seconds: float, filename: str | None = None) -> None:
+    start: dict[str, object] = {"request": "set", "record": True}
+    if filename is not None:
+        start["filename"] = filename
+    await expect_result(user, start, {"event": "set"})
+    await asyncio.sleep(seconds)
+    await expect_result(user, {"request": "set", "record": False}, {"event": "set"})
+
+
+async def test_record_again_in_a_second_call_and_our_converter_matches_janus(calls: Clients, tmp_path: Path) -> None:
+    """First call recorded under a name; hang up, call again, record under Janus's default
+    name. Both recordings are whole; the second, through ``videocall recordings convert``,
+    gives the frames janus-pp-rec gives and one file with audio and video in sync."""
+    if calls.server.is_janus:
+        pytest.skip("Janus writes wherever filename points; this checks our recordings folder")
+    folder = RECORDINGS[calls.server.url]
+    alice, bob = await calls.user("alice"), await calls.user("bob")
+    first = f"e2e/again-{alice.name}"
+    await connect_call(alice, bob)
+    await record_for(alice, 1.0, first)
+    await hang_up(alice, bob)
+    for peer in calls.peers:
+        await peer.close()
+
+    before = {p.name: p.stat().st_size for p in (folder / "e2e").glob(f"again-{alice.name}-*")}
+    await connect_call(alice, bob)
+    await record_for(alice, 2.0)  # no filename: a new, default name (not the first call's)
+    assert {p.name: p.stat().st_size for p in (folder / "e2e").glob(f"again-{alice.name}-*")} == before
+    assert sorted(before) == [f"again-{alice.name}-audio.mjr", f"again-{alice.name}-video.mjr"]
+    (video_path,) = [p for p in folder.glob("videocall-*-video.mjr") if alice.name.replace("-", "_") in p.name]
+    base = video_path.name.removesuffix("-video.mjr")
+    assert re.fullmatch(rf"videocall-{alice.name.replace('-', '_')}-{bob.name.replace('-', '_')}-\d{{16}}", base), base
+
+    out = tmp_path / "janus"
+    out.mkdir()
+    for name in (f"e2e/again-{alice.name}", base):  # both recordings whole and convertible
+        for kind, suffix in (("audio", ".opus"), ("video", ".webm")):
+            recording = mjr.read((folder / f"{name}-{kind}.mjr").read_bytes())
+            assert recording.info is not None and recording.frames and not recording.truncated, (name, kind)
+            convert_with_janus(folder / f"{name}-{kind}.mjr", out / f"{Path(name).name}-{kind}{suffix}")
+
+    ours = tmp_path / "ours"
+    done = recordings_cli("convert", base, "--dir", str(folder), "--out", str(ours))
+    assert done.returncode == 0, done.stdout + done.stderr
+    janus_frames = decoded_video(out / f"{base}-video.webm")[0]
+    our_frames, refused, _ = decoded_video(ours / f"{base}-video.webm")
+    assert refused == 0 and abs(our_frames - janus_frames) <= 2, (our_frames, janus_frames)
+    ours_audio = packet_count(ours / f"{base}-audio.opus", "audio")
+    janus_audio = packet_count(out / f"{base}-audio.opus", "audio")
+    assert abs(ours_audio - janus_audio) <= 2, (ours_audio, janus_audio)
+    muxed = first_times(ours / f"{base}.webm")
+    assert set(muxed) == {"audio", "video"}, muxed
+    assert muxed["video"][0] >= our_frames - 2 and muxed["audio"][0] >= ours_audio - 2, muxed
+    # In sync: each stream starts at its first frame's real time (the info headers' ``u``).
+    # Video starts later, at the keyframe asked for when recording began (one round trip and
+    # a frame: ~0.15 s here); audio from its first packet.
+    heads = {kind: mjr.read((folder / f"{base}-{kind}.mjr").read_bytes()).info for kind in ("audio", "video")}
+    assert heads["audio"] is not None and heads["video"] is not None
+    lag = (heads["video"].first_frame_us - heads["audio"].first_frame_us) / 1e6
+    assert abs((muxed["video"][1] - muxed["audio"][1]) - lag) < 0.025, (muxed, lag)
+    assert abs(lag) < 0.4, lag
+
+    listed = recordings_cli("list", "--dir", str(folder))
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [line for line in listed.stdout.splitlines() if line.startswith(f"{base}:")]
+    duration = float(re.search(r" duration=([\d.]+)s ", line)[1])  # type: ignore[index]
+    assert f"user={alice.name.replace('-', '_')} peer={bob.name.replace('-', '_')} " in line, line
+    assert " media=audio:opus,video:vp8 " in line and 1.5 <= duration <= 2.5, line
+
+
+async def test_data_channel_messages_are_recorded_and_become_subtitles(calls: Clients, tmp_path: Path) -> None:
+    if calls.server.is_janus:
+        pytest.skip("Janus writes wherever filename points; this checks our recordings folder")
+    folder = RECORDINGS[calls.server.url]
+    alice, bob = await calls.user("alice"), await calls.user("bob")
+    await connect_call(alice, bob, media=False, datachannel="chat")
+    assert alice.peer is not None and bob.peer is not None
+    await alice.peer.wait_channel_open()
+    base = f"e2e/data-{alice.name}"
+    await expect_result(alice, {"request": "set", "record": True, "filename": base}, {"event": "set"})
+    sent = ["hello bob", "ça va? ✓", "third"]
+    for text in sent:
+        alice.peer.send_data(text)
+        await asyncio.sleep(0.1)
+    await bob.peer.wait_data(len(sent))
+    bob.peer.send_data("bob is not recorded")
+    await alice.peer.wait_data(1)
+    await expect_result(alice, {"request": "set", "record": False}, {"event": "set"})
+
+    data = mjr.read((folder / f"{base}-data.mjr").read_bytes())
+    assert data.info is not None and data.info.kind == "data" and data.info.codec == "text"
+    assert [f.packet.decode() for f in data.frames] == sent
+    done = recordings_cli("convert", f"{base}-data.mjr", "--dir", str(folder), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    cues = (tmp_path / f"data-{alice.name}-data.srt").read_text().split("\n\n")
+    assert [cue.splitlines()[2] for cue in cues if cue.strip()] == sent
