@@ -8,8 +8,11 @@ one folder on purpose), so the same relative name lands in different places on e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,8 +21,17 @@ import av
 import pytest
 
 from mediarelay import mjr
-from tests.e2e.conftest import RECORDINGS, REPO
-from tests.e2e.e2e_support import MEDIA_TIMEOUT, Clients, User, connect_call, expect_plugin_error, expect_result
+from tests.e2e.conftest import RECORDINGS, REPO, RUNNING, start_videocall
+from tests.e2e.e2e_support import (
+    MEDIA_TIMEOUT,
+    Clients,
+    Server,
+    User,
+    connect_call,
+    expect_plugin_error,
+    expect_result,
+)
+from tests.support.janus_ws import offer_host_address
 from tests.support.servers import videocall_command
 
 pytestmark = pytest.mark.timeout(90)
@@ -235,3 +247,71 @@ async def test_data_channel_messages_are_recorded_and_become_subtitles(calls: Cl
     assert done.returncode == 0, done.stdout + done.stderr
     cues = (tmp_path / f"data-{alice.name}-data.srt").read_text().split("\n\n")
     assert [cue.splitlines()[2] for cue in cues if cue.strip()] == sent
+
+
+def relay_workers(serve_pid: int) -> list[int]:
+    """The ``videocall relay`` processes the serve process started (its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == serve_pid and b"relay" in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.videocall
+async def test_a_killed_worker_leaves_whole_frames_and_a_stopped_one_closes_its_files(tmp_path: Path) -> None:
+    """SIGKILL the relay worker mid-recording: the files hold whole frames up to the last
+    flush and janus-pp-rec converts them. Then, on the restarted worker, SIGTERM the serve
+    process mid-recording (a drain of one second): the worker closes the files itself."""
+    serve = contextlib.contextmanager(start_videocall)(
+        tmp_path, "videocall-serve-recording", None, {"VIDEOCALL_DRAIN_TIMEOUT": "1", "VIDEOCALL_LOG_LEVEL": "INFO"})
+    with serve as url, offer_host_address("127.0.0.1"):
+        process = RUNNING[url]
+        assert process.proc is not None
+        folder = RECORDINGS[url]
+        async with Clients(Server("videocall", url, "127.0.0.1", 60)) as calls:
+            alice, bob = await calls.user("alice"), await calls.user("bob")
+            await connect_call(alice, bob)
+            await expect_result(alice, {"request": "set", "record": True, "filename": "killed"}, {"event": "set"})
+            await asyncio.sleep(1.0)
+            (worker,) = relay_workers(process.proc.pid)
+            os.kill(worker, signal.SIGKILL)
+            await bob.handle.plugin_event("hangup", timeout=MEDIA_TIMEOUT)
+            for kind, suffix in (("audio", ".opus"), ("video", ".webm")):
+                recording = mjr.read((folder / f"killed-{kind}.mjr").read_bytes())  # whole frames, parsed
+                assert recording.info is not None and len(recording.frames) > 10, kind
+                convert_with_janus(folder / f"killed-{kind}.mjr", tmp_path / f"killed-{kind}{suffix}")
+            frames, refused, _ = decoded_video(tmp_path / "killed-video.webm")
+            assert frames > 10 and refused == 0, (frames, refused)
+            for peer in calls.peers:
+                await peer.close()
+
+            deadline = time.monotonic() + 20
+            while True:  # the restarted worker takes the next call
+                try:
+                    await connect_call(alice, bob)
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+            await expect_result(alice, {"request": "set", "record": True, "filename": "stopped"}, {"event": "set"})
+            await asyncio.sleep(1.0)
+            process.proc.send_signal(signal.SIGTERM)  # the serve process only: it drains, then stops its worker
+            await asyncio.get_running_loop().run_in_executor(None, process.proc.wait, 15)
+        assert process.proc.returncode == 0, process.tail(process.stderr)
+        log = process.stderr.read_text()
+        assert "recording " in log and "/caller stopped (stopped-audio.mjr: " in log, process.tail(process.stderr)
+        for kind in ("audio", "video"):
+            recording = mjr.read((folder / f"stopped-{kind}.mjr").read_bytes())
+            assert recording.info is not None and len(recording.frames) > 10 and not recording.truncated, kind
+            # Written to the end: the last frame is from the drain's end, not a flush before it.
+            assert recording.frames[-1].offset_ms > 1500, (kind, recording.frames[-1].offset_ms)
+        convert_with_janus(folder / "stopped-video.mjr", tmp_path / "stopped-video.webm")
