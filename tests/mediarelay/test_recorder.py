@@ -225,8 +225,9 @@ async def test_a_renegotiation_that_adds_video_while_recording_opens_the_video_f
         await call.update("caller")
         with_video = await wait_recording(call, "started", 2, timeout=15)
         assert with_video.files == ["late-video-audio.mjr", "late-video-video.mjr"]
-        async with asyncio.timeout(15):
-            while len(mjr.read((folder / "late-video-video.mjr").read_bytes()).frames) < 10:
+        late = folder / "late-video-video.mjr"
+        async with asyncio.timeout(15):  # "started" comes as the file's open is queued: not there yet, or empty
+            while len(mjr.read(data).frames if late.exists() and (data := late.read_bytes()) else []) < 10:
                 await asyncio.sleep(0.2)
         await record(call, "caller", False)
         await wait_recording(call, "stopped")
