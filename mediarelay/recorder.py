@@ -68,9 +68,13 @@ def safe_name(text: str, limit: int = 64) -> str:
     return _UNSAFE.sub("_", text)[:limit] or "unknown"
 
 
-def default_base(user: str, peer: str, unix_ms: int) -> str:
-    """Janus's name when no ``filename`` is given: ``videocall-<user>-<peer>-<time>``."""
-    return f"videocall-{safe_name(user)}-{safe_name(peer)}-{unix_ms}"
+def default_base(user: str, peer: str, unix_us: int) -> str:
+    """Janus's name when no ``filename`` is given: ``videocall-<user>-<peer>-<time>``, the time
+    in microseconds as Janus writes it. A '-' in a name becomes '_' (as any unsafe character
+    does), so the name splits back into user and peer (``videocall recordings list``); Janus
+    writes the names as they are, and ``alice-1`` with ``bob`` cannot be told from ``alice``
+    with ``1-bob``."""
+    return f"videocall-{safe_name(user).replace('-', '_')}-{safe_name(peer).replace('-', '_')}-{unix_us}"
 
 
 def reason_of(exc: OSError) -> str:

@@ -78,6 +78,9 @@ class Worker:
         self.channels: set[Channel] = set()
         self._creating: dict[str, bool] = {}  # call id -> hung up while being created
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Calls hung up and still closing (their recordings flushing), even when the hangup
+        #: request that started it was cancelled with its channel: shutdown waits for them.
+        self._ending: set[asyncio.Future[None]] = set()
         #: What ended calls relayed, for ``worker.stats``.
         self.totals = WorkerTotals()
 
@@ -157,7 +160,7 @@ class Worker:
         if not body.record:
             await call.stop_recording(body.leg)
             return Empty()
-        base = body.base or default_base(body.user or "unknown", body.peer or "unknown", time.time_ns() // 1_000_000)
+        base = body.base or default_base(body.user or "unknown", body.peer or "unknown", time.time_ns() // 1000)
         problem = recording_name_problem(base)
         if problem:
             raise IpcError(problem)
@@ -205,12 +208,16 @@ class Worker:
             self._creating[call_id] = True
         hosted = self.calls.pop(call_id, None)
         if hosted is not None:
-            await hosted.call.close(reason)
+            closing = asyncio.ensure_future(hosted.call.close(reason))
+            self._ending.add(closing)
+            closing.add_done_callback(self._ending.discard)
+            await asyncio.shield(closing)
             self.totals.call_ended(hosted.call)
 
     async def close(self, reason: str = CLOSE_PC) -> None:
-        """Hang up every call (worker shutdown)."""
-        await asyncio.gather(*(self.hangup(call_id, reason) for call_id in list(self.calls)))
+        """Hang up every call (worker shutdown), and let those already closing finish: a
+        hangup whose request was cancelled with its channel still closes its recordings."""
+        await asyncio.gather(*(self.hangup(call_id, reason) for call_id in list(self.calls)), *list(self._ending))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 

@@ -370,10 +370,11 @@ class VideoCall:
             controls.video = parsed.video
         if parsed.bitrate is not None:
             controls.bitrate = parsed.bitrate
-        if parsed.filename is not None:
-            controls.filename = parsed.filename
         if parsed.record is not None:
+            # As Janus: ``filename`` names the recording this request starts; a later
+            # ``record: true`` without one gets a new default name (never the old files again).
             controls.record = parsed.record
+            controls.filename = parsed.filename
         effects: list[Effect] = []
         call = state.call
         live = call is not None and call.phase == "active"

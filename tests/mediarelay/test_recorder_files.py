@@ -35,7 +35,8 @@ def test_names_made_from_users_keep_to_safe_characters() -> None:
     assert safe_name("al/ice") == "al_ice"
     assert safe_name("") == "unknown"
     assert len(safe_name("x" * 500)) == 64
-    assert default_base("bob", "a/b", 1700000000123) == "videocall-bob-a_b-1700000000123"
+    assert default_base("bob", "a/b", 1700000000123456) == "videocall-bob-a_b-1700000000123456"
+    assert default_base("bob-1", "al-ice", 1700000000123456) == "videocall-bob_1-al_ice-1700000000123456"
 
 
 def test_an_os_error_reads_as_a_sentence() -> None:

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mediarelay.worker import run_worker
+from mediarelay.ice import IcePolicy
+from mediarelay.worker import Worker, _Hosted, run_worker
 from shared import ipc
 from shared.ipc import IpcError
 from shared.messages import (
@@ -163,3 +164,35 @@ async def test_python_m_mediarelay_worker_serves_until_sigterm() -> None:
         _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 0, stderr.decode()
     assert not os.path.exists(path)
+
+
+class _SlowClose:
+    """A call whose close takes a while and goes on when its caller is cancelled (as ``Call.close``)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    async def close(self, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        await asyncio.sleep(0.1)  # a recording's last flush, the legs closing
+        self.closed = True
+
+
+async def test_shutdown_waits_for_a_call_whose_hangup_was_cancelled() -> None:
+    """A hangup request cancelled with its channel (signalling stopping) leaves its call
+    closing; the worker's shutdown waits for it, so the recording's last flush and its log
+    line are not lost when the process exits."""
+    worker = Worker(IcePolicy())
+    call = _SlowClose()
+    worker.calls["c1"] = _Hosted(call, None)  # type: ignore[arg-type]
+    hangup = asyncio.ensure_future(worker.hangup("c1", "Close PC"))
+    await asyncio.sleep(0.01)
+    hangup.cancel()
+    await asyncio.sleep(0.01)  # the cancellation is delivered before the shutdown starts
+    await worker.close()
+    assert call.closed and "c1" not in worker.calls

@@ -439,8 +439,21 @@ async def test_set_record_in_call_asks_the_worker_then_answers_set(h: Harness) -
     (e,) = events(effects)
     assert result(e) == {"event": "set"} and e.transaction == "r1"  # as Janus answers any set
     effects = await h.msg(ALICE, {"request": "set", "record": False}, tx="r2")
-    assert [e.request for e in of_type(effects, Relay)] == [record.model_copy(update={"record": False})]
+    assert [e.request for e in of_type(effects, Relay)] == [record.model_copy(update={"record": False, "base": None})]
     assert result(events(effects)[0]) == {"event": "set"}
+
+
+async def test_filename_names_only_the_recording_its_request_starts(h: Harness) -> None:
+    """As Janus: recording again without ``filename`` gets a default name, not the last
+    one (whose files would be overwritten); a ``filename`` without ``record`` is ignored."""
+    await h.connect()
+    await h.msg(ALICE, {"request": "set", "record": True, "filename": "first"})
+    await h.msg(ALICE, {"request": "set", "record": False})
+    await h.msg(ALICE, {"request": "set", "filename": "ignored"})
+    h.relay.requests.clear()
+    effects = await h.msg(ALICE, {"request": "set", "record": True})
+    (record,) = [e.request for e in of_type(effects, Relay)]
+    assert isinstance(record, m.LegRecord) and (record.record, record.base) == (True, None)
 
 
 async def test_record_without_filename_leaves_the_name_to_the_worker(h: Harness) -> None:
