@@ -109,9 +109,13 @@ class PluginRunner:
     def attach(self, handle: int) -> None:
         self.plugin.attach(handle)
 
-    def message(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str) -> None:
-        """Queue a plugin message; its ``ack`` has been sent already."""
-        self._spawn(self._in_turn(handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction)))
+    def message(
+        self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str, bound_username: str | None = None,
+    ) -> None:
+        """Queue a plugin message; its ``ack`` has been sent already. ``bound_username``: the
+        one name the request's token lets it register (``signaling.auth``), None for any."""
+        self._spawn(self._in_turn(
+            handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction, bound_username)))
 
     def trickle(self, handle: int, candidates: list[m.IceCandidate], completed: bool) -> None:
         self._spawn(self._in_turn(handle, None, lambda: self.plugin.trickle(handle, candidates, completed)))
