@@ -6,7 +6,7 @@ means every plugin we have; unknown plugins are skipped. The store is in memory,
 shared by ``videocall tokens add|list|remove`` and the running server: a write replaces the
 file atomically (a temporary file in the same folder, then ``os.replace``; mode 0600, as it
 holds credentials) under an exclusive lock, and the server re-reads the file when its
-modification time or size changes, so a token added or removed applies to the next request
+inode, modification time or size changes, so a token added or removed applies to the next request
 without a restart. A file that cannot be read keeps the tokens last read, with one warning.
 """
 
@@ -35,7 +35,7 @@ class TokenStore:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path else None
         self._tokens: dict[str, frozenset[str]] = {}
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._warned = False
         self._refresh()
 
@@ -61,7 +61,7 @@ class TokenStore:
         except OSError as exc:
             self._warn(exc)
             return
-        seen = (stat.st_mtime_ns, stat.st_size)
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # each write is a new file: a new inode
         if seen == self._seen:
             return
         try:
