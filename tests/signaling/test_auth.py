@@ -11,6 +11,8 @@ import base64
 import hashlib
 import hmac
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,3 +270,14 @@ def test_videocall_register_checks_come_in_janus_order_before_the_token() -> Non
     plugin.claimed(7, "alice", True, "t2")
     (again,) = plugin.message(7, {"request": "register", "username": "bob"}, None, "t3", "alice")
     assert isinstance(again, Event) and again.data["error_code"] == 477  # already registered next
+
+
+def test_the_readme_example_mints_tokens_we_accept() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("a token that names its holder"):]
+    code = section[section.index("```python\n") + 10:section.index("```\n", section.index("```python\n") + 10)]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # our own README's example
+    minted = namespace["videocall_token"](SECRET, "Zoë")
+    signed = verify_signed(minted, SECRET, time.time())
+    assert signed is not None and signed.username == "Zoë" and signed.plugins == (VIDEOCALL,)
