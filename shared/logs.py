@@ -57,3 +57,5 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+    # websockets at DEBUG dumps every frame, clients' apisecret and token included: never below INFO.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLevelNamesMapping().get(level.upper(), 0)))

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -104,6 +104,19 @@ class Settings(BaseSettings):
         "recordings",
         description="Folder every recording is written in (created when needed; relative to the "
         "current directory). A `filename` is relative to it and can never leave it.",
+    )
+
+    # --- who may use the API (Janus's names; off by default, as in Janus) -----------------
+    api_secret: SecretStr = Field(
+        SecretStr(""), description="Every request must carry this `apisecret` (empty: not required). "
+        "A secret: never logged nor shown.",
+    )
+    token_auth: bool = Field(False, description="Every request must carry a valid `token` (stored or signed).")
+    token_auth_secret: SecretStr = Field(
+        SecretStr(""), description="Key of signed tokens (<expiry>,janus,<plugins>:<HMAC-SHA1>); empty: stored tokens.",
+    )
+    token_store: str = Field(
+        "", description="JSON file of the stored tokens (`videocall tokens`); empty: in memory only.",
     )
 
     # --- misc ---------------------------------------------------------------------------

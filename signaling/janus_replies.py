@@ -63,6 +63,8 @@ def server_info(
     accepting_new_sessions: bool = True,
     reclaim_session_timeout: int = 0,
     candidates_timeout: int = 45,
+    api_secret: bool = False,
+    auth_token: bool = False,
 ) -> dict[str, Any]:
     """The ``server_info`` reply, shaped as Janus 1.1.2's (trace), VideoCall the only plugin."""
     numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", version_string)
@@ -79,8 +81,8 @@ def server_info(
         "reclaim-session-timeout": reclaim_session_timeout,
         "candidates-timeout": candidates_timeout,
         "server-name": server_name,
-        "api_secret": False,
-        "auth_token": False,
+        "api_secret": api_secret,
+        "auth_token": auth_token,
         "event_handlers": False,
         "opaqueid_in_api": False,
         "transports": {"janus.transport.websockets": {"name": "WebSockets transport", "version_string": version_string}},

@@ -114,17 +114,22 @@ class PluginRunner:
     def attach(self, handle: int) -> None:
         self.plugin.attach(handle)
 
-    def message(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str) -> None:
-        """Queue a plugin message; its ``ack`` has been sent already."""
-        self._spawn(self.message_now(handle, body, jsep, transaction))
+    def message(
+        self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str, bound_username: str | None = None,
+    ) -> None:
+        """Queue a plugin message; its ``ack`` has been sent already. ``bound_username``: the
+        one name the request's token lets it register (``signaling.auth``), None for any."""
+        self._spawn(self.message_now(handle, body, jsep, transaction, bound_username))
 
-    async def message_now(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str) -> None:
+    async def message_now(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str,
+                          bound_username: str | None = None) -> None:
         """A plugin message, answered before this returns (in its handle's turn)."""
         if self._away(handle):
             async with self._handle_locks[handle]:
                 await self._fleet.forward(handle, "message", body=body, jsep=jsep, transaction=transaction)
             return
-        await self._in_turn(handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction))
+        await self._in_turn(
+            handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction, bound_username))
 
     def trickle(self, handle: int, candidates: list[m.IceCandidate], completed: bool) -> None:
         if self._away(handle):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from shared import messages as m
 from shared.settings import Settings
 from signaling import janus_api as api
 from signaling import janus_replies as replies
+from signaling.auth import RequestAuth
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.fleet_calls import FleetCalls
 from signaling.http_static import StaticFiles, demo_url
@@ -44,6 +46,7 @@ from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
 from signaling.sessions import SessionError, Sessions
+from signaling.tokens import TokenStore
 from signaling.videocall import VideoCall
 
 log = logging.getLogger("videocall.server")
@@ -142,6 +145,8 @@ class SignalingServer:
         self.metrics = NodeMetrics(self, self.sessions, self.plugin.plugin, self.relay)
         self.plugin.on_call_setup = self.metrics.call_setup.observe
         self.ops = OpsEndpoints(self, self.registry, self.metrics)
+        # --- who may use the API: api_secret, token auth (signaling/auth.py) ---
+        self.auth = RequestAuth.from_settings(settings, TokenStore(settings.token_store))
 
     def _send(self, owner: Hashable, message: dict[str, Any]) -> None:
         connection = self.connections.get(owner)
@@ -266,6 +271,9 @@ class SignalingServer:
                     f"Message too large ({len(frame)} bytes, the limit is {self.settings.max_message_size})",
                 )
             envelope = api.parse_envelope(frame, max_depth=self.settings.max_json_depth)
+            refusal = self.auth.refusal(envelope, time.time(), accepting_sessions=not self.draining)
+            if refusal is not None:  # 403, before any session lookup (janus_request_check_secret)
+                raise refusal
             reply = await self._dispatch(connection, envelope)
         except api.JanusError as exc:
             reply = exc.reply()
@@ -288,7 +296,8 @@ class SignalingServer:
             if env.session_id is None:
                 request = api.parse_request(env)
                 if isinstance(request, api.InfoRequest):
-                    return replies.server_info(tx, session_timeout=int(self.settings.session_timeout))
+                    return replies.server_info(tx, session_timeout=int(self.settings.session_timeout),
+                                               api_secret=bool(self.auth.api_secret), auth_token=self.auth.token_auth)
                 if isinstance(request, api.PingRequest):
                     return replies.pong(tx)
                 assert isinstance(request, api.CreateRequest)
@@ -311,6 +320,8 @@ class SignalingServer:
             if isinstance(request, api.KeepaliveRequest):
                 return replies.ack(tx, sid)
             if isinstance(request, api.AttachRequest):
+                if (refusal := self.auth.attach_refusal(env, request.plugin, time.time())) is not None:
+                    raise refusal  # 405, once the plugin is known (janus_auth_check_plugin)
                 new_handle = sessions.attach(session)
                 self.plugin.attach(new_handle)
                 return replies.success(tx, session_id=sid, data={"id": new_handle})
@@ -322,7 +333,7 @@ class SignalingServer:
             if isinstance(request, api.MessageRequest):
                 connection.send(replies.ack(tx, sid))
                 jsep = request.jsep.model_dump(exclude_none=True) if request.jsep is not None else None
-                self.plugin.message(handle, request.body, jsep, tx)
+                self.plugin.message(handle, request.body, jsep, tx, bound_username=self.auth.bound_username(env, time.time()))
                 return None
             if isinstance(request, api.TrickleRequest):
                 connection.send(replies.ack(tx, sid))

@@ -190,8 +190,11 @@ class VideoCall:
 
     # --- plugin messages ----------------------------------------------------------------
 
-    def message(self, handle: int, body: Any, jsep: Jsep | None, transaction: str | None) -> list[Effect]:
-        """A plugin ``message``; returns the effects (the ``ack`` is the adapter's)."""
+    def message(
+        self, handle: int, body: Any, jsep: Jsep | None, transaction: str | None, bound_username: str | None = None,
+    ) -> list[Effect]:
+        """A plugin ``message``; returns the effects (the ``ack`` is the adapter's).
+        ``bound_username``: the only name this request may ``register`` (its token names it)."""
         state = self.handles.get(handle)
         if state is None:
             return []
@@ -200,6 +203,8 @@ class VideoCall:
             handler = _HANDLERS.get(request)
             if handler is None:
                 raise vb.unknown_request(body["request"])
+            if handler is VideoCall._register:  # only register reads who the token names
+                return self._register(state, body, jsep, transaction, bound_username)
             return handler(self, state, body, jsep, transaction)
         except PluginError as exc:
             effects: list[Effect] = [Event(handle, error_data(exc), transaction)]
@@ -219,10 +224,14 @@ class VideoCall:
             return []
         return [Event(handle, _result({"list": sorted(names)}), transaction)]
 
-    def _register(self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None) -> list[Effect]:
+    def _register(
+        self, state: HandleState, body: dict[str, Any], jsep: Jsep | None, tx: str | None, bound: str | None = None,
+    ) -> list[Effect]:
         name = vb.validate_username(body)
         if state.username is not None:
             raise PluginError(PluginCode.ALREADY_REGISTERED, f"Already registered ({state.username})")
+        if bound is not None and name != bound:  # ours: Janus lets anyone be anyone
+            raise PluginError(PluginCode.INVALID_ELEMENT, f"Username '{quote(name)}' is not the one your token names")
         return [Claim(state.handle, name, tx)]
 
     def claimed(self, handle: int, name: str, ok: bool, transaction: str | None) -> list[Effect]:

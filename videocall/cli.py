@@ -1,4 +1,4 @@
-"""The ``videocall`` command: ``serve``, ``signaling``, ``relay``, ``loadtest`` and ``recordings``.
+"""The ``videocall`` command: ``serve``, ``signaling``, ``relay``, ``loadtest``, ``recordings``, ``tokens``.
 
 ``serve`` is the embedded default a newcomer runs: one signalling process plus relay
 worker subprocesses it starts, watches and restarts, an in-memory registry. ``signaling``
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shared.logs import setup_logging
 from shared.settings import Settings, load
@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     recordings = sub.add_parser("recordings", help="list the recordings folder; convert .mjr files to "
                                 ".webm/.mp4/.opus/.srt (videocall recordings --help)", add_help=False, prefix_chars="\0")
     recordings.add_argument("recordings_args", nargs=argparse.REMAINDER)
+
+    # And for the stored tokens of token_auth (videocall/tokens.py): a file tool too.
+    tokens = sub.add_parser("tokens", help="add, list or remove the stored tokens of token_auth "
+                            "(videocall tokens --help)", add_help=False, prefix_chars="\0")
+    tokens.add_argument("tokens_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -124,6 +129,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The effective settings as ``VIDEOCALL_*`` variables, for child processes."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):  # api_secret, token_auth_secret: workers need none
+            continue
         env[f"VIDEOCALL_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
     return env
 
@@ -264,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from videocall.recordings import main as recordings_main
 
         return recordings_main(args.recordings_args)
+    if args.command == "tokens":  # edits the token_store file; no server is started
+        from videocall.tokens import main as tokens_main
+
+        return tokens_main(args.tokens_args)
     try:
         settings = settings_from(args)
     except ValidationError as exc:

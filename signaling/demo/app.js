@@ -22,6 +22,8 @@ import {
 
 const JANUS_URL = "/node_modules/janus-gateway/npm/dist/janus.es.js";
 const SERVER = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
+// A token from the page's address (?token=...), for a server with token_auth; janus.js sends it.
+const TOKEN = new URLSearchParams(location.search).get("token") || undefined;
 const LIST_EVERY_MS = 3000;
 const RETRY_MS = 5000;
 const STATS_EVERY_MS = 1000;
@@ -91,6 +93,7 @@ function connect() {
   go("connect");
   const janus = new Janus({
     server: SERVER,
+    token: TOKEN,
     success: () => attach(janus),
     error: (cause) => serverLost(janus, cause),
     destroyed: () => serverLost(janus, "session ended"),
@@ -563,7 +566,9 @@ function wireUp() {
   $("message-close").addEventListener("click", () => clearMessage());
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") decline(); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshList(); });
-  $("share-link").href = location.href;
+  const share = new URL(location.href);
+  share.searchParams.delete("token"); // one's token is not to be passed on with the link
+  $("share-link").href = share.href;
   $("share-link").textContent = location.host + location.pathname;
   try { $("username").value = localStorage.getItem("videocall.name") || ""; } catch (_) { /* private mode */ }
 }

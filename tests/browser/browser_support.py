@@ -67,8 +67,9 @@ def unavailable(what: str) -> None:
 class VideocallServer:
     """``videocall serve --port <free> --workers 1`` in its own process group, logs to files."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
+        self.env = env or {}  # more VIDEOCALL_* settings (e.g. auth)
         self.url = f"ws://127.0.0.1:{self.port}/"
         self.cmd = [*videocall_command(), "serve", "--port", str(self.port), "--workers", "1"]
         self.stdout, self.stderr = logdir / "videocall.stdout.log", logdir / "videocall.stderr.log"
@@ -76,7 +77,7 @@ class VideocallServer:
 
     def start(self) -> None:
         env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_HOST": "127.0.0.1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **self.env}
         try:
             with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
                 self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, env=env, cwd=REPO,

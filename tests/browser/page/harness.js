@@ -81,13 +81,15 @@ function onmessage(msg, jsep) {
   }
 }
 
-vc.connect = (server) => new Promise((resolve, reject) => {
+// `auth`: janus.js's credentials, { apisecret } and/or { token }.
+vc.connect = (server, auth) => new Promise((resolve, reject) => {
   Janus.init({
     debug: ["warn", "error"],
     dependencies: Janus.useDefaultDependencies({ adapter: window.adapter }),
     callback: () => {
       vc.janus = new Janus({
         server,
+        ...(auth || {}),
         success: () => {
           record("session", { id: vc.janus.getSessionId() });
           vc.janus.attach({
