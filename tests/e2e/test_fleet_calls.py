@@ -120,3 +120,23 @@ async def test_a_node_that_dies_mid_call_ends_it_for_the_peer_within_the_lease(n
     erin = await nodes.two.user("erin")
     incoming = await place_call(erin, bob)
     assert incoming["plugindata"]["data"]["result"]["username"] == erin.name
+
+
+async def test_a_renegotiation_crosses_nodes_both_ways_and_media_goes_on(nodes: Nodes) -> None:
+    alice, bob = await nodes.one.user("alice"), await nodes.two.user("bob")
+    await connect_call(alice, bob)
+    assert alice.peer is not None and bob.peer is not None
+    # alice (whose call node 2 hosts) offers again: bob gets it as update, answers with set
+    await alice.peer.pc.setLocalDescription(await alice.peer.pc.createOffer())
+    offer = {"type": "offer", "sdp": alice.peer.pc.localDescription.sdp}
+    await expect_result(alice, {"request": "set"}, {"event": "set"}, jsep=offer)
+    update = await bob.handle.plugin_event("update", timeout=MEDIA_TIMEOUT)
+    assert update["jsep"]["type"] == "offer"
+    answer = await bob.peer.answer(update["jsep"])
+    await expect_result(bob, {"request": "set"}, {"event": "set"}, jsep=answer)
+    update = await alice.handle.plugin_event("update", timeout=MEDIA_TIMEOUT)
+    assert update["jsep"]["type"] == "answer"
+    await alice.peer.set_remote(update["jsep"])
+    for user in (alice, bob):
+        assert user.peer is not None
+        await user.peer.wait_frames("video", 10, timeout=MEDIA_TIMEOUT)  # media goes on
