@@ -7,9 +7,8 @@ worker reports: the pool asks every connected worker for ``worker.stats`` every
 reports feed ``/metrics``). The same poll is the worker's heartbeat: a worker that does not
 answer it within ``heartbeat_timeout`` seconds is hung (stopped, swapped out, stuck in a
 loop), and is treated as dead at once: its channel is closed (so it drops those calls
-itself if it ever resumes), it gets no new calls, and its calls are reported lost.
-Worker notifications
-(``leg.state``, ``leg.media``) are handed to the plugin runner as they come. When a worker's
+itself if it ever resumes), it gets no new calls, and its calls are reported lost. Worker
+notifications (``leg.state``, ``leg.media``) are handed to the plugin runner as they come. When a worker's
 channel closes (it died, or the network failed), the calls it held are reported lost so
 both users get a clean ``hangup``, and the pool keeps reconnecting in the background:
 signalling goes on serving with the workers it has.
@@ -98,7 +97,7 @@ class RelayPool:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
+        for task in [*self._tasks, *self._late_hangups]:
             task.cancel()
         for worker in self.workers:
             if worker.channel is not None:
