@@ -13,10 +13,12 @@ also set up and torn down all along, as in real use) until ``--minutes`` have pa
 (signalling and each worker, replaced workers included), the memory (PSS from
 ``/proc/PID/smaps_rollup`` when readable, else RSS) and the open file descriptors.
 
-Printed: one row per sample (total and per process), each round's result, and for each
-process and the total the least-squares slope per hour, over the whole run and over its
-second half (after warm-up: caches filled, arenas grown). Flat means the second-half slopes
-are within noise: a few MB/h and ~0 fds/h. A JSON line with everything ends the output.
+Printed: one row per sample (total and per process), each round's result with the tree's
+memory and fds just after it (no call up: what a leak would show as a rising floor), and for
+each process and the total the least-squares slope per hour, over the whole run, over its
+second half (after warm-up: caches filled, arenas grown), and of the after-round floors.
+Flat means those slopes are within noise: a few MB/h and 0 fds/h (the samples taken during
+rounds swing with the calls up). A JSON line with everything ends the output.
 
 Calls: ``--calls N``, or 80% of ``ours.capacity.held`` in a ``bench/compare_janus.py
 --json-out`` file (its step search), or 80% of the default 10 if neither is given.
@@ -224,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             end = started + 60 * args.minutes
             while time.monotonic() < end:
                 left = end - time.monotonic()
-                media = max(5.0, min(args.round_seconds, left - calls / args.rate - 5))
+                media = min(args.round_seconds, left - calls / args.rate - 5)
+                if rounds and media < args.round_seconds / 2:
+                    break  # too little time left for a round like the others
                 report_path = Path(tmp) / f"round{len(rounds)}.json"
                 load = [*command, "loadtest", f"ws://127.0.0.1:{port}/", "--calls", str(calls), "--rate",
                         str(args.rate), "--duration", f"{media:g}", "--processes", str(args.processes),
@@ -233,10 +237,15 @@ def main(argv: list[str] | None = None) -> int:
                                       timeout=120 + calls / args.rate + media).returncode
                 report = json.loads(report_path.read_text()) if report_path.exists() else {}
                 block = report.get("calls", {})
+                time.sleep(2)  # the hangups carried out
+                floor = sampler.sample()
+                mb, fds = floor.total()
                 rounds.append({"round": len(rounds), "exit": code, "succeeded": block.get("succeeded"),
-                               "failures": block.get("failures"), "seconds": round(media)})
+                               "failures": block.get("failures"), "seconds": round(media), "at": floor.at,
+                               "floor_mb": round(mb, 1), "floor_fds": fds})
                 print(f"round {len(rounds)}: {block.get('succeeded')}/{calls} calls ok, exit {code}"
-                      + (f", failures {block.get('failures')}" if block.get("failures") else ""), flush=True)
+                      + (f", failures {block.get('failures')}" if block.get("failures") else "")
+                      + f"; after it {mb:.1f} MB, {fds} fds", flush=True)
                 if serve.poll() is not None:
                     print(f"videocall serve exited with {serve.returncode}", flush=True)
                     break
@@ -254,9 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'process':<12} {'MB first':>9} {'MB last':>8} {'MB/h':>8} {'MB/h 2nd':>9} {'fds':>9} {'fds/h':>7} "
           f"{'fds/h 2nd':>9}")
     for name, s in summary.items():
+        if name == "after_rounds":
+            continue
         print(f"{name:<12} {s['first_mb']:>9.1f} {s['last_mb']:>8.1f} {_f(s['mb_per_hour']):>8} "
               f"{_f(s['mb_per_hour_second_half']):>9} {s['first_fds']:>4}->{s['last_fds']:<4} "
               f"{_f(s['fds_per_hour']):>7} {_f(s['fds_per_hour_second_half']):>9}")
+    floor_mb = slope_per_hour([(r["at"], r["floor_mb"]) for r in rounds])
+    floor_fds = slope_per_hour([(r["at"], float(r["floor_fds"])) for r in rounds])
+    summary["after_rounds"] = {"mb_per_hour": floor_mb, "fds_per_hour": floor_fds,
+                               "mb": [r["floor_mb"] for r in rounds], "fds": [r["floor_fds"] for r in rounds]}
+    print(f"after each round (no call up): MB {[r['floor_mb'] for r in rounds]} ({_f(floor_mb)}/h), "
+          f"fds {[r['floor_fds'] for r in rounds]} ({_f(floor_fds)}/h)")
     ok = sum(r["succeeded"] or 0 for r in rounds)
     print(f"{len(rounds)} rounds, {ok}/{calls * len(rounds)} calls ok")
     out = {"calls": calls, "minutes": args.minutes, "workers": args.workers, "memory": sampler.kind,
