@@ -4,12 +4,15 @@ Sans-I/O, like websockets' ``frames.py``: bytes in, checked messages out, and ba
 sockets, tasks or clocks here; ``shared/ipc.py`` moves the bytes. A frame is a 4-byte
 big-endian payload length, then one msgpack map of one of these shapes::
 
-    request      {"t": "req", "id": int (1..2**32-1), "method": str, "body": map}
+    request      {"t": "req", "id": int (1..2**32-1), "method": str, "body": map[, "dl": float]}
     response     {"t": "res", "id": int, "ok": bool, "body": map | nil, "error": str | nil}
     notification {"t": "ntf", "method": str, "body": map}
 
-Anything else is a ``FrameError`` naming the defect in one sentence, so the channel can log
-it and drop the peer. What a ``body`` holds is not checked here: that is the job of the
+A request's optional ``dl`` is its deadline: the sender's wall clock (Unix seconds) after
+which nobody waits for the answer any more, so the receiver drops it instead of carrying
+it out late (``shared/ipc.py`` reads it on its own clock). Anything else is a
+``FrameError`` naming the defect in one sentence, so the channel can log it and drop the
+peer. What a ``body`` holds is not checked here: that is the job of the
 pydantic models in ``shared/messages.py``, once the method is known.
 """
 
@@ -27,6 +30,9 @@ MAX_FRAME: int = 1 << 20
 MAX_ID: int = 2**32 - 1
 
 _PREFIX = 4
+
+#: Deadlines outside this range (Unix seconds: 2001..2286) are a bug or a hostile peer.
+_DEADLINE_RANGE = (1e9, 1e10)
 
 # Field -> (accepted types, description for the error). ``bool`` is an ``int`` in Python,
 # so types are matched exactly, not with isinstance.
@@ -83,8 +89,13 @@ def check_message(message: object) -> dict[str, Any]:
         if type(value) not in types or (field == "id" and not 1 <= value <= MAX_ID):
             raise FrameError(f"'{kind}' frame field '{field}' must be {wanted}, got {_type_name(value)} {value!r:.40}")
     for field in message:
-        if field not in shape:
+        if field not in shape and not (kind == "req" and field == "dl"):
             raise FrameError(f"'{kind}' frame has unexpected field {field!r:.40}")
+    if "dl" in message:
+        deadline = message["dl"]
+        if type(deadline) is not float or not _DEADLINE_RANGE[0] <= deadline <= _DEADLINE_RANGE[1]:
+            raise FrameError(f"'req' frame field 'dl' must be a float of Unix seconds, got {_type_name(deadline)} "
+                             f"{deadline!r:.40}")
     return message
 
 

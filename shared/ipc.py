@@ -15,6 +15,12 @@ Guarantees the callers build on:
   (mediasoup issue 510); ``on_close`` comes after the last notification.
 - A bad frame from the peer is logged in one line and closes this channel, never the
   process. Closing fails every pending request with ``ChannelClosed``.
+- Every request carries its deadline (the frame's ``dl``: when its timeout runs out, on the
+  sender's wall clock). The receiver learns how far the sender's clock is from its own at
+  ``hello`` and drops a request read after its deadline, unanswered: a worker that was
+  stopped (SIGSTOP, swapped out) does not create calls nobody waits for when it resumes.
+  A response that comes after its request timed out goes to ``on_late_response``, so the
+  sender can undo what was done for nobody (``call.create``: hang the call up).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import logging
 import os
 import socket
 import stat
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -45,10 +53,14 @@ log = logging.getLogger(__name__)
 #: Answers one request from the peer; it is told which channel the request came on.
 Handler = Callable[["Channel", Request[Any]], Awaitable[BaseModel]]
 NotificationHandler = Callable[[Notification], None]
+#: Told of a response to a request that had timed out: the request, and whether it succeeded.
+LateResponseHandler = Callable[[Request[Any], bool], None]
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 _READ_SIZE = 64 * 1024
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, NUL included
+#: Timed-out requests remembered for ``on_late_response`` (the oldest are forgotten).
+_LATE_MEMORY = 256
 
 
 class IpcError(Exception):
@@ -70,6 +82,7 @@ class RequestTimeout(IpcError):
 @dataclass
 class _Pending:
     request: type[Request[Any]]
+    body: Request[Any]
     future: asyncio.Future[BaseModel]
     timer: asyncio.TimerHandle
 
@@ -92,17 +105,25 @@ class Channel:
                  handler: Handler | None = None,
                  on_notification: NotificationHandler | None = None,
                  on_close: Callable[[], None] | None = None,
+                 on_late_response: LateResponseHandler | None = None,
                  timeout: float = 10.0, max_frame: int = MAX_FRAME, name: str = "") -> None:
         self._reader = reader
         self._writer = writer
         self._handler = handler
         self._on_notification = on_notification
         self._on_close = on_close
+        self._on_late_response = on_late_response
         self._timeout = timeout
         self._max_frame = max_frame
         self._decoder = FrameDecoder(max_frame)
         self.name = name or str(writer.get_extra_info("peername") or "ipc")
         self._pending: dict[int, _Pending] = {}
+        self._timed_out: OrderedDict[int, Request[Any]] = OrderedDict()
+        #: The peer's wall clock minus ours (seconds), learnt at ``hello``; None: unknown, so
+        #: the peer's deadlines are not checked.
+        self.clock_offset: float | None = None
+        #: Requests from the peer dropped because they were read after their deadline.
+        self.dropped_late = 0
         self._last_id = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._run_task: asyncio.Task[None] | None = None
@@ -120,14 +141,14 @@ class Channel:
             raise ChannelClosed(f"channel {self.name} is closed")
         method = body.METHOD
         request_id = self._next_id()
+        wait = self._timeout if timeout is None else timeout
         try:
-            frame = encode_frame({"t": "req", "id": request_id, "method": method, "body": body.model_dump()},
-                                 max_frame=self._max_frame)
+            frame = encode_frame({"t": "req", "id": request_id, "method": method, "body": body.model_dump(),
+                                  "dl": time.time() + wait}, max_frame=self._max_frame)
         except FrameError as exc:
             raise IpcError(f"'{method}' not sent: {exc}") from exc
         loop = asyncio.get_running_loop()
-        wait = self._timeout if timeout is None else timeout
-        entry = _Pending(type(body), loop.create_future(), loop.call_later(wait, self._expire, request_id, wait))
+        entry = _Pending(type(body), body, loop.create_future(), loop.call_later(wait, self._expire, request_id, wait))
         self._pending[request_id] = entry
         self._writer.write(frame)
         try:
@@ -193,6 +214,9 @@ class Channel:
     def _expire(self, request_id: int, wait: float) -> None:
         entry = self._pending.pop(request_id, None)
         if entry is not None and not entry.future.done():
+            self._timed_out[request_id] = entry.body
+            while len(self._timed_out) > _LATE_MEMORY:
+                self._timed_out.popitem(last=False)
             entry.future.set_exception(RequestTimeout(f"'{entry.request.METHOD}' got no response within {wait:g} s"))
 
     def _shutdown(self, reason: str) -> None:
@@ -220,7 +244,13 @@ class Channel:
     def _on_response(self, message: dict[str, Any]) -> None:
         entry = self._pending.pop(message["id"], None)
         if entry is None:
-            log.warning("ipc %s: response to unknown request id %d ignored (timed out?)", self.name, message["id"])
+            late = self._timed_out.pop(message["id"], None)
+            if late is None:
+                log.warning("ipc %s: response to unknown request id %d ignored", self.name, message["id"])
+                return
+            log.warning("ipc %s: %r answered after it timed out (request id %d)", self.name, late.METHOD, message["id"])
+            if self._on_late_response is not None:
+                self._call_back(self._on_late_response, late, message["ok"])
             return
         entry.timer.cancel()
         if entry.future.done():
@@ -235,6 +265,13 @@ class Channel:
 
     def _on_request(self, message: dict[str, Any]) -> None:
         request_id, method = message["id"], message["method"]
+        if "dl" in message and self.clock_offset is not None:
+            late = time.time() + self.clock_offset - message["dl"]
+            if late > 0:
+                self.dropped_late += 1
+                log.warning("ipc %s: dropped %s request %d read %.1f s after its deadline (nobody waits for it)",
+                            self.name, _quoted(method), request_id, late)
+                return
         model = REQUESTS.get(method)
         if model is None:
             self._reply_error(request_id, f"unknown method {_quoted(method)}")
@@ -326,7 +363,7 @@ async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> 
     channel = Channel(reader, writer, **channel_kwargs)
     channel._run_task = asyncio.get_running_loop().create_task(channel.run())
     try:
-        result = await channel.request(Hello(version=PROTOCOL_VERSION, node_id=node_id))
+        result = await channel.request(Hello(version=PROTOCOL_VERSION, node_id=node_id, clock=time.time()))
         if result.version != PROTOCOL_VERSION:
             raise IpcError(f"protocol version mismatch: worker speaks {result.version}, node speaks {PROTOCOL_VERSION}")
     except BaseException:
@@ -353,6 +390,8 @@ async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel
                     raise IpcError(f"protocol version mismatch: worker speaks {PROTOCOL_VERSION}, "
                                    f"node speaks {body.version}")
                 greeted = True
+                if body.clock is not None:  # a node's deadlines, read on our clock
+                    channel.clock_offset = body.clock - time.time()
                 log.info("ipc %s: hello from node %r", channel.name, body.node_id)
                 load = calls() if calls is not None else 0
                 return HelloResult(version=PROTOCOL_VERSION, worker_id=me, pid=os.getpid(), calls=load)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 #: Bumped on any incompatible change to the models below; checked by ``hello``.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: The largest SDP we accept from a client or pass across the channel (bytes of text).
 MAX_SDP = 64 * 1024
@@ -176,6 +176,9 @@ class Hello(Request[HelloResult]):
     METHOD = "hello"
     version: int
     node_id: ShortText
+    #: The node's wall clock (Unix seconds) when it sent ``hello``: how the worker reads the
+    #: deadlines of the node's requests (``dl`` in the frame) on its own clock.
+    clock: float | None = None
 
 
 class CallCreate(Request[CallCreateResult]):

@@ -20,7 +20,7 @@ from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED
 __all__ = [
     "QUOTE_LIMIT", "ErrorCode", "DEFAULT_REASONS", "quote", "PluginCode", "PluginError",
     "CLOSE_PC", "DTLS_ALERT", "ICE_FAILED", "DETACH", "JANUS_API", "EXPLICIT_HANGUP",
-    "REMOTE_HANGUP", "PEER_HANGUP_DEFAULT", "USER_BUSY", "NO_ANSWER", "REASON_LIMIT",
+    "REMOTE_HANGUP", "PEER_HANGUP_DEFAULT", "USER_BUSY", "NO_ANSWER", "SHUTTING_DOWN", "REASON_LIMIT",
 ]
 
 #: Characters of a client's string quoted in an error text.
@@ -152,5 +152,8 @@ USER_BUSY = "User busy"
 #: Both sides' plugin ``hangup`` when a call rang for ``ring_timeout`` unanswered (ours: Janus
 #: lets a call ring for ever).
 NO_ANSWER = "No answer"
+#: Both sides' plugin ``hangup`` when the node stops with the call still up (ours: Janus
+#: closes the sockets without a word).
+SHUTTING_DOWN = "Server shutting down"
 #: Characters of a client's hangup reason passed on to the peer (then "...", as ``quote`` cuts).
 REASON_LIMIT = 256

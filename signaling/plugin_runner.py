@@ -104,6 +104,10 @@ class PluginRunner:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
+    async def end_all(self, reason: str) -> None:
+        """End every call for both sides with ``reason`` (the node is stopping)."""
+        await self._step(None, None, lambda: self.plugin.end_all(reason))
+
     async def drain(self) -> None:
         """Wait until no step or relay request is running (tests, shutdown)."""
         while self._background:

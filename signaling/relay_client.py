@@ -4,11 +4,18 @@ A call is placed on the least loaded connected worker when it is created and sta
 there; every later request for it goes to the same worker. "Least loaded" is from what each
 worker reports: the pool asks every connected worker for ``worker.stats`` every
 ``stats_interval`` seconds (``worker_load.py`` turns the reports into a score; the same
-reports feed ``/metrics``). Worker notifications
-(``leg.state``, ``leg.media``) are handed to the plugin runner as they come. When a worker's
+reports feed ``/metrics``). The same poll is the worker's heartbeat: a worker that does not
+answer it within ``heartbeat_timeout`` seconds is hung (stopped, swapped out, stuck in a
+loop), and is treated as dead at once: its channel is closed (so it drops those calls
+itself if it ever resumes), it gets no new calls, and its calls are reported lost. Worker
+notifications (``leg.state``, ``leg.media``) are handed to the plugin runner as they come. When a worker's
 channel closes (it died, or the network failed), the calls it held are reported lost so
 both users get a clean ``hangup``, and the pool keeps reconnecting in the background:
 signalling goes on serving with the workers it has.
+
+A request whose worker does not answer in time, or whose channel closes under it, fails with
+``RelayUnavailable`` (the client's "try again" error), never as if the client's offer were
+bad. A ``call.create`` answered after it timed out made a call nobody owns: it is hung up.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class RelayPool:
         on_calls_lost: LostHandler,
         reconnect_delay: float = 0.5,
         stats_interval: float = 2.0,
+        heartbeat_timeout: float = 3.0,
     ) -> None:
         self.workers = [Worker(address) for address in addresses]
         self.node_id = node_id
@@ -70,8 +78,10 @@ class RelayPool:
         self.on_calls_lost = on_calls_lost
         self.reconnect_delay = reconnect_delay
         self.stats_interval = stats_interval
+        self.heartbeat_timeout = heartbeat_timeout
         self._call_worker: dict[str, Worker] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._late_hangups: set[asyncio.Task[m.Empty]] = set()
         self._closing = False
 
     async def start(self, wait: float = 0.0) -> None:
@@ -87,7 +97,7 @@ class RelayPool:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
+        for task in [*self._tasks, *self._late_hangups]:
             task.cancel()
         for worker in self.workers:
             if worker.channel is not None:
@@ -109,6 +119,7 @@ class RelayPool:
                     node_id=self.node_id,
                     on_notification=self.on_notification,
                     on_close=on_close,
+                    on_late_response=lambda body, ok, w=worker: self._answered_late(w, body, ok),
                     timeout=self.timeout,
                     name=worker.address,
                 )
@@ -184,16 +195,47 @@ class RelayPool:
         channel = worker.channel
         if channel is None or channel.closed:
             raise RelayUnavailable(f"worker {worker.address} is not connected")
-        return await channel.request(body)
+        try:
+            return await channel.request(body)
+        except ipc.RequestTimeout:
+            raise RelayUnavailable(f"worker {worker.address} did not answer in time") from None
+        except ipc.ChannelClosed:
+            raise RelayUnavailable(f"worker {worker.address} went away") from None
+
+    def _answered_late(self, worker: Worker, body: m.Request[BaseModel], ok: bool) -> None:
+        """A worker answered a request this node had given up on: a call it created then is
+        nobody's (the caller was told the relay is unavailable), so it is hung up."""
+        if not (ok and isinstance(body, m.CallCreate)) or self._call_worker.get(body.call_id) is worker:
+            return
+        channel = worker.channel
+        if channel is None or channel.closed:
+            return  # the worker drops that channel's calls itself
+        log.warning("call %s was created on %s after it timed out; hanging it up", body.call_id, worker.address,
+                    extra=call_log(body.call_id))
+        task = asyncio.get_running_loop().create_task(self._request(worker, m.CallHangup(
+            call_id=body.call_id, reason="Call setup timed out")))
+        self._late_hangups.add(task)
+        task.add_done_callback(self._late_hangup_done)
+
+    def _late_hangup_done(self, task: asyncio.Task[m.Empty]) -> None:
+        self._late_hangups.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("late hangup failed: %s", task.exception())
 
     async def _poll_stats(self, worker: Worker, channel: ipc.Channel) -> None:
         """Ask ``worker`` how loaded it is, now and every ``stats_interval`` s, while ``channel``
-        lasts; a worker that does not answer keeps its last report until it goes stale."""
+        lasts. An error answer keeps the last report until it goes stale (the worker is alive);
+        no answer within ``heartbeat_timeout`` s closes the channel: the worker is hung."""
         loop = asyncio.get_running_loop()
         while not channel.closed:
             sent, counted = loop.time(), worker.load.placed_since
             try:
-                stats = await channel.request(m.WorkerStats(), timeout=max(self.stats_interval, 1.0))
+                stats = await channel.request(m.WorkerStats(), timeout=self.heartbeat_timeout)
+            except ipc.RequestTimeout:
+                log.warning("relay worker %s missed its heartbeat (no answer in %g s): dropping it",
+                            worker.address, self.heartbeat_timeout)
+                await channel.close()
+                return
             except ipc.IpcError as exc:
                 log.debug("worker %s did not report its stats: %s", worker.address, exc.reason)
             else:

@@ -12,7 +12,8 @@ does.
 
 Draining (``drain``, on SIGTERM): new sessions are refused as Janus does with
 ``accept_new_sessions: false``, ``/readyz`` says so, calls in progress go on until they end
-or ``drain_timeout`` passes.
+or ``drain_timeout`` passes. Calls still up when the node stops then (or at a second
+SIGTERM) end for both users with a plugin and a core ``hangup`` before the sockets close.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from signaling.auth import RequestAuth
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.fleet_calls import FleetCalls
 from signaling.http_static import StaticFiles, demo_url
-from signaling.janus_errors import ErrorCode
+from signaling.janus_errors import SHUTTING_DOWN, ErrorCode
 from signaling.metrics import NodeMetrics
 from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
@@ -207,6 +208,7 @@ class SignalingServer:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self._end_calls()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -242,6 +244,20 @@ class SignalingServer:
         while self.calls() and loop.time() < deadline:
             await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
         log.info("drain over: %d call(s) left", self.calls())
+
+    async def _end_calls(self, flush_timeout: float = 2.0) -> None:
+        """Calls still up when the node stops: both users get the plugin ``hangup`` ("Server
+        shutting down") and the core ``hangup``, and what is queued for them is written out
+        (for up to ``flush_timeout`` s) before their sockets close."""
+        if not self.calls():
+            return
+        log.info("stopping: hanging up %d call(s)", self.calls())
+        await self.plugin.end_all(SHUTTING_DOWN)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + flush_timeout
+        while any(not c.queue.empty() for c in self.connections.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the writers' last ``send`` reaches the socket
 
     # --- one connection -----------------------------------------------------------------
 

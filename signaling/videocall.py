@@ -513,6 +513,14 @@ class VideoCall:
                 effects += self._end_call(call, dropped=None, reason=REMOTE_HANGUP, dropped_pc=None)
         return effects
 
+    def end_all(self, reason: str) -> list[Effect]:
+        """The node stops (SIGTERM, drain over): every call ends for both sides with
+        ``reason``, as if the relay had failed, before the sockets close."""
+        effects: list[Effect] = []
+        for call in list(self.calls.values()):
+            effects += self._end_call(call, dropped=None, reason=reason, dropped_pc=None)
+        return effects
+
     # --- internals ------------------------------------------------------------------------
 
     def _end_call(self, call: Call, *, dropped: int | None, reason: str, dropped_pc: str | None) -> list[Effect]:

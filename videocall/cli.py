@@ -1,7 +1,10 @@
 """The ``videocall`` command: ``serve``, ``signaling``, ``relay``, ``loadtest``, ``recordings``, ``tokens``.
 
 ``serve`` is the embedded default a newcomer runs: one signalling process plus relay
-worker subprocesses it starts, watches and restarts, an in-memory registry. ``signaling``
+worker subprocesses it starts, watches and restarts, an in-memory registry. A worker that
+dies is restarted; one that hangs (misses its heartbeat) is killed and restarted; and a
+worker whose ``serve`` is gone (even SIGKILLed) exits too, removing its socket and, the last
+one out, the temporary socket folder. ``signaling``
 and ``relay`` run the two halves on their own, for several nodes or remote workers.
 
 The signalling side never imports aiortc: ``mediarelay`` is imported only by ``relay``.
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -92,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     relay.add_argument("--listen", required=True, metavar="ADDR", help="unix:/path.sock or tcp:host:port")
     relay.add_argument("--worker-id", default="", help="name used in logs and stats")
+    # Set by serve for the workers it starts: exit with serve, and remove its temporary folder.
+    relay.add_argument("--supervisor-pid", type=int, default=0, help=argparse.SUPPRESS)
+    relay.add_argument("--remove-empty-ipc-dir", action="store_true", help=argparse.SUPPRESS)
     _common(relay)
 
     # The load tester has its own parser (loadtest/cli.py), imported only when it runs: every
@@ -139,12 +147,24 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerSupervisor:
-    """Starts ``videocall relay`` subprocesses and restarts any that die."""
+    """Starts ``videocall relay`` subprocesses and restarts any that die or hang.
 
-    def __init__(self, settings: Settings, count: int, ipc_dir: Path) -> None:
+    Each worker is watched over its own IPC channel: ``worker.stats`` every
+    ``heartbeat_interval`` s, and a worker that does not answer within ``heartbeat_timeout``
+    s is hung and killed (SIGKILL: a stopped process takes no SIGTERM), then restarted like a
+    dead one. The signalling side drops it on its own heartbeat (``RelayPool``) or when its
+    channel closes, whichever comes first. ``temporary_dir``: the socket folder is serve's own,
+    and the last worker out removes it if serve was killed before it could.
+    """
+
+    def __init__(self, settings: Settings, count: int, ipc_dir: Path, *, temporary_dir: bool = False,
+                 heartbeat_interval: float = 1.0, heartbeat_timeout: float = 3.0) -> None:
         self.settings = settings
         self.addresses = [f"unix:{ipc_dir / f'worker-{i}.sock'}" for i in range(count)]
         self.processes: list[asyncio.subprocess.Process | None] = [None] * count
+        self.temporary_dir = temporary_dir
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -157,19 +177,54 @@ class WorkerSupervisor:
         delay = 0.5
         while not self._stopping:
             address = self.addresses[index]
+            extra = ["--remove-empty-ipc-dir"] if self.temporary_dir else []
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "videocall", "relay", "--listen", address, "--worker-id", f"worker-{index}",
-                env=env,
+                "--supervisor-pid", str(os.getpid()), *extra, env=env,
             )
             self.processes[index] = process
             log.info("relay worker %d started (pid %d) on %s", index, process.pid, address)
             started = asyncio.get_running_loop().time()
-            code = await process.wait()
+            watchdog = asyncio.create_task(self._watch(index, process))
+            try:
+                code = await process.wait()
+            finally:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
             if self._stopping:
                 return
             log.error("relay worker %d (pid %d) exited with %s; restarting", index, process.pid, code)
             delay = 0.5 if asyncio.get_running_loop().time() - started > 10 else min(delay * 2, 10.0)
             await asyncio.sleep(delay)
+
+    async def _watch(self, index: int, process: asyncio.subprocess.Process) -> None:
+        """Kill ``process`` if it stops answering its heartbeat (until it exits or is replaced)."""
+        from shared import ipc
+        from shared.messages import WorkerStats
+
+        address, channel = self.addresses[index], None
+        try:
+            while process.returncode is None:
+                try:
+                    if channel is None or channel.closed:
+                        channel = await ipc.connect(address, node_id="supervisor", timeout=self.heartbeat_timeout)
+                    await channel.request(WorkerStats())
+                except OSError:  # not listening yet (starting), or gone
+                    channel = None
+                except ipc.RequestTimeout:
+                    log.error("relay worker %d (pid %d) missed its heartbeat (no answer in %g s); killing it",
+                              index, process.pid, self.heartbeat_timeout)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    return
+                except ipc.IpcError as exc:  # refused or closed: ask again on a new channel
+                    log.debug("relay worker %d heartbeat: %s", index, exc.reason)
+                    channel = None
+                await asyncio.sleep(self.heartbeat_interval)
+        finally:
+            if channel is not None:
+                await channel.close()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -190,10 +245,10 @@ async def _serve(settings: Settings) -> None:
     from signaling.server import run as run_signaling
 
     count = settings.workers or os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="videocall-ipc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="videocall-ipc-", ignore_cleanup_errors=True) as tmp:
         ipc_dir = Path(settings.ipc_dir or tmp)
         ipc_dir.mkdir(parents=True, exist_ok=True)
-        supervisor = WorkerSupervisor(settings, count, ipc_dir)
+        supervisor = WorkerSupervisor(settings, count, ipc_dir, temporary_dir=not settings.ipc_dir)
         settings = settings.model_copy(update={"worker_addresses": supervisor.addresses})
         await supervisor.start()
         try:
@@ -247,17 +302,62 @@ def _run(coro: Any) -> None:
         uvloop.run(coro)
 
 
-def _relay(settings: Settings, listen: str, worker_id: str) -> None:
+#: ``prctl`` option: the signal this process gets when its parent exits (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with(supervisor_pid: int) -> bool:
+    """Have SIGHUP sent to this process when its parent (serve) exits, however it exits;
+    False if it is gone already. Linux only; elsewhere a worker outlives a killed serve.
+
+    SIGHUP, not SIGTERM: serve's own orderly stop sends SIGTERM, and only a worker whose serve
+    died must clean up after it (the kernel may send the signal while the dying parent's other
+    threads still run, so ``getppid`` cannot tell the two apart)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
+    return os.getppid() == supervisor_pid  # checked after prctl: no gap for the parent to die in
+
+
+async def _relay_until_signalled(coro: Any) -> bool:
+    """``_until_signalled`` for a worker started by serve: also stops on SIGHUP (serve died);
+    returns whether that is why it stopped."""
+    task = asyncio.ensure_future(coro)
+    parent_died = False
+
+    def on_sighup() -> None:
+        nonlocal parent_died
+        parent_died = True
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+    await _until_signalled(task)
+    return parent_died
+
+
+def _relay(settings: Settings, listen: str, worker_id: str, supervisor_pid: int = 0,
+           remove_empty_dir: bool = False) -> None:
     from mediarelay.worker import prepare_process, run_worker
+    from shared.ipc import parse_address
 
+    if supervisor_pid and not _exit_with(supervisor_pid):
+        log.warning("relay worker %s: serve (pid %d) is gone; not starting", worker_id or "-", supervisor_pid)
+        return
     prepare_process()
-
+    work = _relay_until_signalled(run_worker(settings, listen, worker_id=worker_id))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(_until_signalled(run_worker(settings, listen, worker_id=worker_id)))
+        parent_died = asyncio.run(work)
     else:
-        uvloop.run(_until_signalled(run_worker(settings, listen, worker_id=worker_id)))
+        parent_died = uvloop.run(work)
+    kind, where = parse_address(listen)
+    if parent_died and remove_empty_dir and kind == "unix":
+        # serve was killed and cannot remove its temporary folder: the last worker out does
+        # (each removes its socket first; rmdir fails, harmlessly, while another's is there).
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(str(where)))
+        log.info("relay worker %s: serve (pid %d) died; stopped with it", worker_id or "-", supervisor_pid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "signaling":
             _run(_signaling(settings))
         else:
-            _relay(settings, args.listen, args.worker_id)
+            _relay(settings, args.listen, args.worker_id, args.supervisor_pid, args.remove_empty_ipc_dir)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -62,6 +62,11 @@ def test_frame_round_trips(message: dict[str, Any]) -> None:
     assert FrameDecoder().feed(frame) == [message]
 
 
+def test_a_request_may_carry_its_deadline() -> None:
+    message = {**REQUEST, "dl": 1.8e9}
+    assert FrameDecoder().feed(encode_frame(message)) == [message]
+
+
 def test_frame_fed_one_byte_at_a_time() -> None:
     decoder, frame, out = FrameDecoder(), encode_frame(REQUEST), []
     for i in range(len(frame)):
@@ -107,6 +112,12 @@ def test_truncated_input_waits_for_the_rest() -> None:
     (raw_frame(msgpack.packb({k: v for k, v in NOTIFICATION.items() if k != "body"})),
      "'ntf' frame is missing field 'body'"),
     (raw_frame(msgpack.packb({**NOTIFICATION, "id": 3})), "'ntf' frame has unexpected field 'id'"),
+    (raw_frame(msgpack.packb({**RESPONSE, "dl": 1.8e9})), "'res' frame has unexpected field 'dl'"),
+    (raw_frame(msgpack.packb({**REQUEST, "dl": 1800000000})),
+     "'req' frame field 'dl' must be a float of Unix seconds, got integer 1800000000"),
+    (raw_frame(msgpack.packb({**REQUEST, "dl": 5.0})), "'req' frame field 'dl' must be a float of Unix seconds, got float 5.0"),
+    (raw_frame(msgpack.packb({**REQUEST, "dl": float("inf")})),
+     "'req' frame field 'dl' must be a float of Unix seconds, got float inf"),
 ])
 def test_bad_frame_names_its_defect(data: bytes, error: str) -> None:
     decoder = FrameDecoder()
@@ -288,8 +299,54 @@ async def test_timeout_fails_the_request_and_ignores_the_late_response(
     assert node._pending == {}
     worker[0].release.set()
     assert await node.request(CallHangup(call_id="c1")) == Empty()
-    assert "response to unknown request id 2 ignored" in caplog.text
+    assert "'call.create' answered after it timed out (request id 2)" in caplog.text
     assert not node.closed
+
+
+async def test_a_late_answer_goes_to_on_late_response(worker: tuple[Worker, str]) -> None:
+    late: list[tuple[Request[Any], bool]] = []
+    node = await connect(worker[1], timeout=2, on_late_response=lambda body, ok: late.append((body, ok)))
+    try:
+        slow = CallCreate(call_id="slow", caller_offer="")
+        with pytest.raises(RequestTimeout):
+            await node.request(slow, timeout=0.05)
+        assert late == []
+        worker[0].release.set()
+        for _ in range(100):
+            if late:
+                break
+            await asyncio.sleep(0.01)
+        assert late == [(slow, True)]
+    finally:
+        await node.close()
+
+
+async def test_a_request_read_after_its_deadline_is_dropped() -> None:
+    """The worker was stopped while the request waited in its socket: when it reads it, the
+    node has given up, so it is not carried out (and not answered)."""
+    node_sock, worker_sock = socket.socketpair()
+    node_reader, node_writer = await asyncio.open_connection(sock=node_sock)
+    worker_reader, worker_writer = await asyncio.open_connection(sock=worker_sock)
+    w = Worker()
+    node = Channel(node_reader, node_writer, name="node")
+    worker = Channel(worker_reader, worker_writer, handler=w.handle, name="worker")
+    worker.clock_offset = 0.0  # as learnt at hello: same clock
+    node_run = asyncio.create_task(node.run())
+    with pytest.raises(RequestTimeout):
+        await node.request(CallCreate(call_id="c1", caller_offer="v=0"), timeout=0.05)
+    worker_run = asyncio.create_task(worker.run())  # the worker resumes
+    assert await node.request(CallCreate(call_id="c2", caller_offer="v=0"), timeout=2) == CallCreateResult(
+        callee_offer="V=0")
+    assert w.seen == ["call.create"] and worker.dropped_late == 1  # c2 only
+    await node.close()
+    await worker.close()
+    await asyncio.gather(node_run, worker_run)
+
+
+async def test_hello_teaches_the_worker_the_node_clock(node: Channel, worker: tuple[Worker, str]) -> None:
+    (channel,) = worker[0].channels
+    assert channel.clock_offset is not None and abs(channel.clock_offset) < 0.5
+    assert node.clock_offset is None  # the node takes no requests
 
 
 class RawPeer:

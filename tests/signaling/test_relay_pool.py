@@ -34,6 +34,11 @@ class ScriptedWorker:
         self.cpu_seconds = 0.0
         self.other_calls = 0
         self.stats_asked = 0
+        #: Seconds ``method`` waits before it is answered.
+        self.delay: dict[str, float] = {}
+        #: Cleared: the worker is hung, nothing is answered until it is set again.
+        self.running = asyncio.Event()
+        self.running.set()
 
     async def start(self) -> None:
         self.server = await ipc.serve(self.address, self.handle, on_channel=self.channels.append)
@@ -49,6 +54,8 @@ class ScriptedWorker:
         self.server = None
 
     async def handle(self, channel: ipc.Channel, body: m.Request[Any]) -> BaseModel:
+        await self.running.wait()
+        await asyncio.sleep(self.delay.get(body.METHOD, 0.0))
         if isinstance(body, m.WorkerStats):
             self.stats_asked += 1
             if body.METHOD in self.refuse:
@@ -71,11 +78,12 @@ class ScriptedWorker:
 class Pool:
     """A ``RelayPool`` and what it told its listeners."""
 
-    def __init__(self, addresses: list[str]) -> None:
+    def __init__(self, addresses: list[str], *, timeout: float = 2.0, heartbeat_timeout: float = 1.0) -> None:
         self.notifications: list[m.Notification] = []
         self.lost: list[list[str]] = []
-        self.pool = RelayPool(addresses, node_id="n1", timeout=2.0, on_notification=self.notifications.append,
-                              on_calls_lost=self.lost.append, reconnect_delay=0.02, stats_interval=0.05)
+        self.pool = RelayPool(addresses, node_id="n1", timeout=timeout, on_notification=self.notifications.append,
+                              on_calls_lost=self.lost.append, reconnect_delay=0.02, stats_interval=0.05,
+                              heartbeat_timeout=heartbeat_timeout)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -293,3 +301,58 @@ async def test_stats_give_rates_and_round_trip(pool: Pool, workers: list[Scripte
     assert load.stats is not None and load.rtt is not None and 0 < load.rtt < 1.0
     await workers[0].stop()
     await until(lambda: load.stats is None)  # a lost worker's report is forgotten
+
+
+# --- faults: hung workers, answers that come too late ---------------------------------------
+
+
+async def test_a_hung_worker_is_dropped_and_its_calls_reported_lost(workers: list[ScriptedWorker]) -> None:
+    w1, w2 = workers
+    p = Pool([w1.address, w2.address], heartbeat_timeout=0.3)
+    await p.pool.start(wait=3.0)
+    try:
+        await until(lambda: len(p.pool.connected()) == 2)
+        for call_id in ("c1", "c2", "c3"):
+            await p.pool.request(create(call_id))
+        w1.running.clear()  # SIGSTOP: the socket stays open, nothing is answered
+        started = asyncio.get_running_loop().time()
+        await until(lambda: p.lost != [])
+        assert p.lost == [["c1", "c3"]]
+        assert asyncio.get_running_loop().time() - started < 0.3 + 0.05 + 0.5  # heartbeat + poll interval
+        assert [w.address for w in p.pool.connected()] == [w2.address]
+        await p.pool.request(create("c4"))  # placed on the live worker meanwhile
+        assert w2.calls() == ["c2", "c4"]
+        assert all(channel.closed for channel in w1.channels)  # it drops those calls if it resumes
+    finally:
+        w1.running.set()
+        await p.pool.close()
+
+
+async def test_a_request_that_times_out_is_relay_unavailable(workers: list[ScriptedWorker]) -> None:
+    w1 = workers[0]
+    p = Pool([w1.address], timeout=0.2)
+    await p.pool.start(wait=3.0)
+    try:
+        await p.pool.request(create("c1"))
+        w1.delay["call.accept"] = 0.5
+        with pytest.raises(RelayUnavailable, match=r"did not answer in time"):
+            await p.pool.request(m.CallAccept(call_id="c1", callee_answer="v=0\r\n"))
+    finally:
+        await p.pool.close()
+
+
+async def test_a_call_created_after_its_timeout_is_hung_up(workers: list[ScriptedWorker]) -> None:
+    w1 = workers[0]
+    p = Pool([w1.address], timeout=0.2)
+    await p.pool.start(wait=3.0)
+    try:
+        w1.delay["call.create"] = 0.4
+        with pytest.raises(RelayUnavailable):
+            await p.pool.request(create("late"))
+        await until(lambda: w1.calls("call.hangup") == ["late"])
+        w1.delay.clear()
+        await p.pool.request(create("c2"))  # the pool goes on with the worker
+        await asyncio.sleep(0.1)
+        assert w1.calls("call.hangup") == ["late"]
+    finally:
+        await p.pool.close()

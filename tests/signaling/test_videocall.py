@@ -597,6 +597,18 @@ async def test_relay_lost_hangs_up_both(h: Harness) -> None:
     assert all(result(e)["reason"] == "Remote WebRTC hangup" for e in events(effects))
 
 
+async def test_end_all_hangs_up_every_call_for_both_with_the_reason(h: Harness) -> None:
+    call = await h.connect()
+    effects = await h.run(h.vc.end_all("Server shutting down"))
+    assert [(e.handle, result(e)) for e in events(effects)] == [
+        (ALICE, {"event": "hangup", "username": "bob", "reason": "Server shutting down"}),
+        (BOB, {"event": "hangup", "username": "alice", "reason": "Server shutting down"}),
+    ]
+    assert {e.handle for e in effects if isinstance(e, CoreHangup)} == {ALICE, BOB}
+    assert m.CallHangup(call_id=call.call_id, reason="Server shutting down") in await h.relay_requests()
+    assert h.vc.calls == {} and await h.run(h.vc.end_all("again")) == []
+
+
 async def test_detach_during_setup_makes_relay_forget_the_call(h: Harness) -> None:
     await h.users((ALICE, "alice"), (BOB, "bob"))
     h.delivered.clear()
