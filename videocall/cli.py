@@ -158,7 +158,7 @@ class WorkerSupervisor:
     """
 
     def __init__(self, settings: Settings, count: int, ipc_dir: Path, *, temporary_dir: bool = False,
-                 heartbeat_interval: float = 1.0, heartbeat_timeout: float = 3.0) -> None:
+                 heartbeat_interval: float = 1.0, heartbeat_timeout: float = 5.0) -> None:
         self.settings = settings
         self.addresses = [f"unix:{ipc_dir / f'worker-{i}.sock'}" for i in range(count)]
         self.processes: list[asyncio.subprocess.Process | None] = [None] * count
