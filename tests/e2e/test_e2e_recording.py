@@ -32,7 +32,7 @@ from tests.e2e.e2e_support import (
     expect_result,
 )
 from tests.support.janus_ws import offer_host_address
-from tests.support.servers import videocall_command
+from tests.support.servers import children, videocall_command
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -251,18 +251,7 @@ async def test_data_channel_messages_are_recorded_and_become_subtitles(calls: Cl
 
 def relay_workers(serve_pid: int) -> list[int]:
     """The ``videocall relay`` processes the serve process started (its children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == serve_pid and b"relay" in command:
-            found.append(int(entry.name))
-    return found
+    return children(serve_pid)
 
 
 @pytest.mark.videocall

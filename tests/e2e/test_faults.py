@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.janus_ws import Handle, JanusConnection, Peer, Session, offer_host_address, plugin_result
-from tests.support.servers import free_port, videocall_command
+from tests.support.servers import children, free_port, videocall_command
 
 TIMEOUT = 15.0
 #: What the issue promises: users of a hung worker's calls are told within this.
@@ -86,18 +86,6 @@ def wait_connectable(port: int, timeout: float = 20.0) -> None:
         time.sleep(0.1)
     pytest.fail(f"nothing listens on port {port}")
 
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:

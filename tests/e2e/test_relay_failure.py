@@ -17,22 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.janus_ws import JanusConnection, Peer, Session, offer_host_address, plugin_result
-from tests.support.servers import free_port
+from tests.support.servers import children, free_port
 
 TIMEOUT = 15.0
 
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture
@@ -94,7 +82,7 @@ async def test_worker_death_hangs_up_both_and_next_call_works(serve: tuple[str, 
         b_conn, _, bob = await _user(url, "bob")
         peers = await _call(alice, bob)
 
-        (worker,) = _children(proc.pid)
+        (worker,) = children(proc.pid)
         os.kill(worker, signal.SIGKILL)
         for handle, other in ((alice, "bob"), (bob, "alice")):
             hangup = await handle.plugin_event("hangup", timeout=TIMEOUT)  # type: ignore[attr-defined]
@@ -115,7 +103,7 @@ async def test_worker_death_hangs_up_both_and_next_call_works(serve: tuple[str, 
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        assert _children(proc.pid) != [worker]
+        assert children(proc.pid) != [worker]
         for peer in peers:
             await peer.close()
         await a_conn.close()

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import socket
 import sys
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,3 +31,18 @@ def videocall_command() -> list[str]:
         return [exe]
     # Not installed: run the console script's entry point (pyproject: videocall.cli:main).
     return [sys.executable, "-c", "import sys; from videocall.cli import main; sys.exit(main())"]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (``serve``'s relay workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid:
+            found.append(int(entry.name))
+    return found
