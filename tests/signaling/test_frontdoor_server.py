@@ -8,11 +8,8 @@ X-Forwarded-For: a flood "from" one address and a bystander "from" another share
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import os
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,8 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from shared.settings import Settings
 from signaling.server import SignalingServer
-
-Connect = Callable[..., Awaitable["Client"]]
+from tests.support.raw_ws import close_frame, frame, handshake_request, open_raw
 
 FLOOD = "198.51.100.66"
 BYSTANDER = "203.0.113.7"
@@ -91,7 +87,7 @@ async def make_server() -> AsyncIterator[Callable[..., Awaitable[SignalingServer
 async def _open(server: SignalingServer, address: str, origin: str | None = None) -> ClientConnection:
     return await websockets.connect(
         f"ws://127.0.0.1:{server.port}/", subprotocols=["janus-protocol"],  # type: ignore[list-item]
-        additional_headers={"X-Forwarded-For": address}, origin=origin, open_timeout=3,  # type: ignore[arg-type]
+        additional_headers={"X-Forwarded-For": address}, origin=origin, open_timeout=3, proxy=None,  # type: ignore[arg-type]
     )
 
 
@@ -239,14 +235,14 @@ async def test_node_session_cap_answers_472(make_server: Any, clients: Any) -> N
 
 
 async def test_idle_connection_without_session_is_closed(make_server: Any, clients: Any) -> None:
-    server = await make_server(idle_timeout=0.6)
+    server = await make_server(idle_timeout=0.4)
     idle = await clients(server, FLOOD)
     with_session = await clients(server, BYSTANDER)
     sid = await with_session.session()
     chatty = await clients(server, BYSTANDER)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    while loop.time() - started < 1.5:
+    while loop.time() - started < 0.9:
         await chatty.ping()  # requests without a session keep a connection
         await asyncio.sleep(0.2)
     with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -256,57 +252,22 @@ async def test_idle_connection_without_session_is_closed(make_server: Any, clien
     await chatty.ping()
 
 
-# A raw client: the handshake and frames written by hand, so they can be cut into pieces.
-
-async def _raw_handshake(server: SignalingServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(_handshake_request())
-    response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return reader, writer
-
-
-def _handshake_request() -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: {FLOOD}\r\n\r\n").encode()
-
-
-def _frame(payload: bytes, *, opcode: int = 1, fin: bool = True) -> bytes:
-    """A masked client frame (payload under 126 bytes)."""
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + masked
-
-
-async def _close_frame(reader: asyncio.StreamReader) -> tuple[int, str]:
-    """Read server frames until a close frame; its code and reason."""
-    while True:
-        head = await asyncio.wait_for(reader.readexactly(2), 5)
-        length = head[1] & 0x7F
-        if length == 126:
-            length = struct.unpack("!H", await reader.readexactly(2))[0]
-        payload = await reader.readexactly(length)
-        if head[0] & 0x0F == 8:
-            return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
-
-
 async def test_frame_sent_a_byte_at_a_time_is_closed(make_server: Any, clients: Any) -> None:
     server = await make_server(frame_timeout=0.5)
     bystander = await clients(server, BYSTANDER)
-    reader, writer = await _raw_handshake(server)
-    writer.write(_frame(b'{"janus": "ping", "transaction": "quick"}'))  # a whole frame is fine
-    frame = _frame(b'{"janus": "ping", "transaction": "slowloris"}')
+    reader, writer = await open_raw("127.0.0.1", server.port, FLOOD)
+    writer.write(frame(b'{"janus": "ping", "transaction": "quick"}'))  # a whole frame is fine
+    slow = frame(b'{"janus": "ping", "transaction": "slowloris"}')
 
     async def trickle() -> None:
-        for byte in frame:
+        for byte in slow:
             writer.write(bytes([byte]))
             await writer.drain()
             await asyncio.sleep(0.1)
 
     trickler = asyncio.get_running_loop().create_task(trickle())
     started = asyncio.get_running_loop().time()
-    code, reason = await _close_frame(reader)
+    code, reason = await close_frame(reader)
     assert (code, reason) == (1008, "frame too slow")
     assert 0.4 < asyncio.get_running_loop().time() - started < 2.0
     trickler.cancel()
@@ -318,16 +279,16 @@ async def test_message_trickled_as_fragments_is_closed(make_server: Any) -> None
     """Each fragment is a whole frame (and keepalive pongs could pass between them): the
     message's first fragment starts the clock."""
     server = await make_server(frame_timeout=0.5)
-    reader, writer = await _raw_handshake(server)
-    writer.write(_frame(b'{"janus": ', fin=False))
+    reader, writer = await open_raw("127.0.0.1", server.port, FLOOD)
+    writer.write(frame(b'{"janus": ', fin=False))
 
     async def trickle() -> None:
         for _ in range(30):
             await asyncio.sleep(0.1)
-            writer.write(_frame(b" ", opcode=0, fin=False))
+            writer.write(frame(b" ", opcode=0, fin=False))
 
     trickler = asyncio.get_running_loop().create_task(trickle())
-    assert await _close_frame(reader) == (1008, "frame too slow")
+    assert await close_frame(reader) == (1008, "frame too slow")
     trickler.cancel()
     writer.close()
 
@@ -335,7 +296,7 @@ async def test_message_trickled_as_fragments_is_closed(make_server: Any) -> None
 async def test_handshake_sent_a_byte_at_a_time_is_dropped(make_server: Any) -> None:
     server = await make_server(handshake_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    request = _handshake_request()
+    request = handshake_request(FLOOD)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
