@@ -169,7 +169,9 @@ def test_zero_timeouts_never_close() -> None:
     assert FrontDoor().watch_period is None
 
 
-def test_settings_defaults_and_lists() -> None:
+def test_settings_defaults_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VIDEOCALL_MAX_CONNECTIONS_PER_ADDRESS", "VIDEOCALL_CREATE_RATE", "VIDEOCALL_REGISTER_RATE"):
+        monkeypatch.delenv(name, raising=False)  # tests/conftest.py lifts them for the suite
     settings = Settings(allowed_origins="https://a.example, https://b.example", trusted_proxies='["10.0.0.0/8"]')
     assert settings.allowed_origins == ["https://a.example", "https://b.example"]
     assert settings.trusted_proxies == ["10.0.0.0/8"]
