@@ -35,9 +35,11 @@ from signaling.janus_errors import ErrorCode, PluginCode
 __all__ = [
     "TokenBucket", "RateLimiter", "ConnectionCounts", "Refusal", "FrontDoor", "client_address",
     "normalize_origin", "quiet_close_reason", "CLOSE_POLICY", "IDLE", "FRAME_TOO_SLOW",
-    "CREATE_RATE_LIMITED", "SESSIONS_FULL", "REGISTER_RATE_LIMITED",
+    "CREATE_RATE_LIMITED", "SESSIONS_FULL", "REGISTER_RATE_LIMITED", "REFUSAL_LOG_PERIOD",
 ]
 
+#: Seconds between two log lines about refusals of one address.
+REFUSAL_LOG_PERIOD = 10.0
 #: WebSocket close code of every front-door close (RFC 6455 7.4.1: policy violation).
 CLOSE_POLICY = 1008
 #: Close reason of a connection without a session that sent nothing for ``idle_timeout``.
@@ -214,6 +216,8 @@ class FrontDoor:
         self.creates = RateLimiter(create_rate, create_burst)
         self.registers = RateLimiter(register_rate, register_burst)
         self.max_sessions = max_sessions
+        #: One log line per address per REFUSAL_LOG_PERIOD s: a flood of refusals is not a flood of logs.
+        self.refusal_logs = RateLimiter(1 / REFUSAL_LOG_PERIOD, 1)
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
 
@@ -263,6 +267,10 @@ class FrontDoor:
     def release(self, address: str) -> None:
         self.connections.release(address)
 
+    def log_refusal(self, address: str, now: float) -> bool:
+        """Whether to log this refusal of ``address`` (the first in REFUSAL_LOG_PERIOD s)."""
+        return self.refusal_logs.allow(address, now)
+
     def create_refusal(self, address: str, sessions: int, now: float) -> tuple[ErrorCode, str] | None:
         """A ``create`` from ``address`` while the node holds ``sessions``: the core error to
         answer, or None. The node-wide cap comes first, so a refused create costs no token."""
@@ -293,3 +301,4 @@ class FrontDoor:
     def prune(self, now: float) -> None:
         self.creates.prune(now)
         self.registers.prune(now)
+        self.refusal_logs.prune(now)

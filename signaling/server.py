@@ -10,6 +10,10 @@ here (the sessions table itself is pure). Plain HTTP GETs get the operator's end
 files (``http_static``); WebSocket upgrades on any path speak the API, as Janus's transport
 does.
 
+The front door (``frontdoor``, ``guarded_connection``): Origin and a per-address connection
+cap are checked in the handshake (403, 429), ``create`` and ``register`` are rate-limited per
+address, and a watch closes silent or trickling connections (1008).
+
 Draining (``drain``, on SIGTERM): new sessions are refused as Janus does with
 ``accept_new_sessions: false``, ``/readyz`` says so, calls in progress go on until they end
 or ``drain_timeout`` passes.
@@ -37,7 +41,7 @@ from signaling import janus_replies as replies
 from signaling.auth import RequestAuth
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.fleet_calls import FleetCalls
-from signaling.frontdoor import CLOSE_POLICY, FrontDoor
+from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
 from signaling.http_static import StaticFiles, demo_url
 from signaling.janus_errors import ErrorCode, PluginError
@@ -249,7 +253,9 @@ class SignalingServer:
         address = self.door.address(str(peer), request.headers.get("X-Forwarded-For"))
         refusal = self.door.handshake_refusal(address, request.headers.get_all("Origin"), upgrade=upgrade)
         if refusal is not None:
-            log.info("refused %s from %s: %s", "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason)
+            if self.door.log_refusal(address, asyncio.get_running_loop().time()):
+                log.info("refused %s from %s: %s (more from it within %g s are not logged)",
+                         "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason, REFUSAL_LOG_PERIOD)
             return connection.respond(refusal.status, refusal.reason + "\n")
         assert isinstance(connection, GuardedConnection)
         connection.hold(address, lambda: self.door.release(address))

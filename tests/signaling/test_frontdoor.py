@@ -181,3 +181,11 @@ def test_settings_defaults_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     assert door.allowed_origins == frozenset() and door.allow_missing_origin
     with pytest.raises(ValueError, match="trusted_proxies: 'nope' is not an IP address or CIDR block"):
         Settings(trusted_proxies="nope")
+
+
+def test_refusals_of_one_address_are_logged_once_per_period() -> None:
+    door = FrontDoor()
+    assert door.log_refusal("a", 0.0)
+    assert not door.log_refusal("a", 5.0)
+    assert door.log_refusal("b", 5.0)
+    assert door.log_refusal("a", 10.0)

@@ -173,6 +173,7 @@ async def test_connection_cap_per_address_refuses_then_recovers(make_server: Any
             await asyncio.sleep(0.02)
     await flood[0].ping()
     assert (await _refused(server, FLOOD)).response.status_code == 429
+    assert caplog.text.count(f"refused a WebSocket from {FLOOD}") == 1  # a flood of refusals is one line
 
 
 async def test_refused_and_plain_http_connections_give_their_slot_back(make_server: Any, clients: Any) -> None:
