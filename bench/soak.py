@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     calls = calls_from(args)
     command = shlex.split(os.environ.get("VIDEOCALL_SERVE_CMD", f"{sys.executable} -m videocall"))
     port = free_port()
+    # The load clients are all on this machine (one address): the per-address limits are off.
     env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_LOG_LEVEL": "WARNING",
+           "VIDEOCALL_MAX_CONNECTIONS_PER_ADDRESS": "0", "VIDEOCALL_CREATE_RATE": "0", "VIDEOCALL_REGISTER_RATE": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory(prefix="videocall-soak-") as tmp:
         log_path = Path(tmp) / "serve.log"

@@ -8,6 +8,7 @@ node and in a relay worker. ICE settings keep Janus's names (``ice_enforce_list`
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import tomllib
@@ -119,6 +120,37 @@ class Settings(BaseSettings):
         "", description="JSON file of the stored tokens (`videocall tokens`); empty: in memory only.",
     )
 
+    # --- the front door: who may connect, how often, for how long (signaling/frontdoor.py) ---
+    allowed_origins: StrList = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose pages may open the WebSocket, e.g. "
+        "https://example.com. Empty: any, as Janus.",
+    )
+    allow_missing_origin: bool = Field(
+        True, description="Accept WebSocket handshakes without an Origin header (scripts, janus-client; "
+        "browsers always send one).",
+    )
+    trusted_proxies: StrList = Field(
+        default_factory=list,
+        description="Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client. "
+        "Empty: the peer address is the client.",
+    )
+    max_connections_per_address: int = Field(
+        64, ge=0, description="Open connections one client address may hold (0 = no cap); more are refused with 429.",
+    )
+    create_rate: float = Field(10.0, ge=0, description="Sessions one address may create per second (0 = no limit).")
+    create_burst: int = Field(20, ge=1, description="Sessions one address may create at once before create_rate applies.")
+    register_rate: float = Field(10.0, ge=0, description="`register` requests per second per address (0 = no limit).")
+    register_burst: int = Field(20, ge=1, description="`register` requests one address may send at once.")
+    max_sessions: int = Field(100_000, ge=0, description="Sessions this node holds at most (0 = no cap); then 472.")
+    idle_timeout: float = Field(
+        30.0, ge=0, description="Seconds a connection without a session may stay silent before it is closed (0 = never).",
+    )
+    frame_timeout: float = Field(
+        10.0, ge=0, description="Seconds one WebSocket frame may take to arrive (slowloris; 0 = no limit).",
+    )
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds the opening HTTP/WebSocket handshake may take.")
+
     # --- misc ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
@@ -130,10 +162,21 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds a SIGTERM'd node waits for its calls to end before it exits (0 = at once)."
     )
 
-    @field_validator("ice_enforce_list", "worker_addresses", "ice_servers", mode="before")
+    @field_validator("ice_enforce_list", "worker_addresses", "ice_servers", "allowed_origins", "trusted_proxies",
+                     mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR block") from None
+        return value
 
     @field_validator("rtp_port_range")
     @classmethod

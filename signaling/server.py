@@ -10,6 +10,10 @@ here (the sessions table itself is pure). Plain HTTP GETs get the operator's end
 files (``http_static``); WebSocket upgrades on any path speak the API, as Janus's transport
 does.
 
+The front door (``frontdoor``, ``guarded_connection``): Origin and a per-address connection
+cap are checked in the handshake (403, 429), ``create`` and ``register`` are rate-limited per
+address, and a watch closes silent or trickling connections (1008).
+
 Draining (``drain``, on SIGTERM): new sessions are refused as Janus does with
 ``accept_new_sessions: false``, ``/readyz`` says so, calls in progress go on until they end
 or ``drain_timeout`` passes. Calls still up when the node stops then (or at a second
@@ -28,6 +32,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from shared import messages as m
@@ -37,8 +42,10 @@ from signaling import janus_replies as replies
 from signaling.auth import RequestAuth
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.fleet_calls import FleetCalls
+from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
+from signaling.guarded_connection import GuardedConnection
 from signaling.http_static import StaticFiles, demo_url
-from signaling.janus_errors import SHUTTING_DOWN, ErrorCode
+from signaling.janus_errors import SHUTTING_DOWN, ErrorCode, PluginError
 from signaling.metrics import NodeMetrics
 from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
@@ -48,7 +55,7 @@ from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
 from signaling.sessions import SessionError, Sessions
 from signaling.tokens import TokenStore
-from signaling.videocall import VideoCall
+from signaling.videocall import VideoCall, error_data
 
 log = logging.getLogger("videocall.server")
 
@@ -148,6 +155,10 @@ class SignalingServer:
         self.ops = OpsEndpoints(self, self.registry, self.metrics)
         # --- who may use the API: api_secret, token auth (signaling/auth.py) ---
         self.auth = RequestAuth.from_settings(settings, TokenStore(settings.token_store))
+        # --- the front door: origins, per-address caps and rates, silent clients (signaling/frontdoor.py) ---
+        self.door = FrontDoor.from_settings(settings)
+        self._watch: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _send(self, owner: Hashable, message: dict[str, Any]) -> None:
         connection = self.connections.get(owner)
@@ -196,8 +207,12 @@ class SignalingServer:
             max_size=self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR,
             process_request=self._http,
             ping_interval=30,
+            create_connection=GuardedConnection,
+            open_timeout=self.settings.handshake_timeout,
         )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
+        if (period := self.door.watch_period) is not None:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_connections(period))
         return self._server
 
     @property
@@ -208,6 +223,8 @@ class SignalingServer:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         await self._end_calls()
         if self._server is not None:
             self._server.close()
@@ -219,12 +236,60 @@ class SignalingServer:
         await self.registry.close()
 
     async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if (refused := self._admit(connection, request, upgrade=upgrade)) is not None:
+            return refused
+        if upgrade:
             return None
         ops = await self.ops.response(request.path)
         if ops is not None:
             return ops
         return self.static.response(request.path, request.headers.get("If-None-Match"))
+
+    # --- the front door (signaling/frontdoor.py) ------------------------------------------
+
+    def _admit(self, connection: ServerConnection, request: Request, *, upgrade: bool) -> Response | None:
+        """Origin and the per-address cap, before the upgrade: 403 or 429 with a one-line
+        reason (also logged), or None, the connection now counted against its address."""
+        peer = connection.remote_address[0] if connection.remote_address else ""
+        address = self.door.address(str(peer), request.headers.get("X-Forwarded-For"))
+        refusal = self.door.handshake_refusal(address, request.headers.get_all("Origin"), upgrade=upgrade)
+        if refusal is not None:
+            if self.door.log_refusal(address, asyncio.get_running_loop().time()):
+                log.info("refused %s from %s: %s (more from it within %g s are not logged)",
+                         "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason, REFUSAL_LOG_PERIOD)
+            return connection.respond(refusal.status, refusal.reason + "\n")
+        assert isinstance(connection, GuardedConnection)
+        connection.hold(address, lambda: self.door.release(address))
+        return None
+
+    @staticmethod
+    def _address(connection: Connection) -> str:
+        ws = connection.ws
+        return (ws.client_address if isinstance(ws, GuardedConnection) else None) or ""
+
+    async def _watch_connections(self, period: float) -> None:
+        """Close, with 1008, a connection without a session silent for ``idle_timeout``, or
+        one whose frame has been arriving for longer than ``frame_timeout``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            self.door.prune(now)
+            for key, connection in list(self.connections.items()):
+                ws = connection.ws
+                if not isinstance(ws, GuardedConnection) or ws.state is not State.OPEN:
+                    continue
+                has_session = bool(self.sessions.owned_by(key))
+                if has_session:  # idle counts from when it last held a session
+                    ws.last_active = now
+                reason = self.door.quiet_close_reason(now, last_active=ws.last_active, partial_since=ws.partial_since,
+                                                      has_session=has_session)
+                if reason is not None:
+                    log.info("connection %s from %s closed: %s", key, ws.client_address, reason)
+                    task = loop.create_task(ws.close(CLOSE_POLICY, reason))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
 
     # --- operations: readiness, drain ---------------------------------------------------
 
@@ -319,6 +384,8 @@ class SignalingServer:
                 assert isinstance(request, api.CreateRequest)
                 if self.draining:  # Janus: accept_new_sessions false (janus_process_incoming_request)
                     raise error(ErrorCode.NOT_ACCEPTING_SESSIONS, ErrorCode.NOT_ACCEPTING_SESSIONS.reason)
+                if (limited := self.door.create_refusal(self._address(connection), len(sessions.sessions), now)):
+                    raise error(*limited)  # 472 node full, 490 rate limit (signaling/frontdoor.py)
                 try:
                     session = sessions.create(connection.key, now, request.id)
                 except SessionError as exc:  # Janus echoes the id asked for (468)
@@ -348,6 +415,10 @@ class SignalingServer:
             assert handle is not None  # parse_request refused handle verbs without one
             if isinstance(request, api.MessageRequest):
                 connection.send(replies.ack(tx, sid))
+                if request.body.get("request") == "register" and (
+                        throttled := self.door.register_refusal(self._address(connection), now)):
+                    self._deliver(Event(handle, error_data(PluginError(*throttled)), tx))  # 499, rate limit
+                    return None
                 jsep = request.jsep.model_dump(exclude_none=True) if request.jsep is not None else None
                 self.plugin.message(handle, request.body, jsep, tx, bound_username=self.auth.bound_username(env, time.time()))
                 return None

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -134,7 +135,8 @@ def test_demo_page_passes_its_url_token_to_janus_js(auth_server: Any, browser: A
     try:
         page = context.new_page()
         peer = Peer("demo", context, page, server.server)
-        page.goto(f"http://127.0.0.1:{server.server.port}/?token={good}")
+        # URL-encoded, as a link must carry it: its base64 signature may hold '+' (a space in a query)
+        page.goto(f"http://127.0.0.1:{server.server.port}/?token={quote(good, safe='')}")
         page.wait_for_function("() => document.getElementById('conn-text').textContent.startsWith('Connected to')",
                                timeout=15_000)
         assert [m["token"] for m in sent(peer, "create") + sent(peer, "attach")] == [good, good]
