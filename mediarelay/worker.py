@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -90,14 +91,12 @@ class Worker:
     # --- channels -----------------------------------------------------------------------------
 
     def attach(self, channel: Channel) -> None:
-        """``on_channel``: remember the channel, and hang up its calls when its connection ends."""
+        """``on_channel``: a node said ``hello`` (with the secret's proof): remember its channel."""
         self.channels.add(channel)
-        task = asyncio.current_task()
-        if task is not None:
-            task.add_done_callback(lambda _: self.detach(channel))
         log.info("signalling channel %s connected", channel.name)
 
     def detach(self, channel: Channel) -> None:
+        """``on_channel_closed``: its connection ended; hang up the calls it owned."""
         self.channels.discard(channel)
         orphans = [call_id for call_id, hosted in self.calls.items() if hosted.owner is channel]
         log.info("signalling channel %s closed; hanging up %d call(s)", channel.name, len(orphans))
@@ -247,15 +246,20 @@ async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") ->
     The ICE settings apply to the whole process while it runs; on the way out every call is
     hung up and a Unix socket file is removed. The process is made ready for relay legs
     (``aiortc_hooks.prepare_relay_legs``, idempotent): ``prepare_process`` does more, once, for
-    a process that only relays.
+    a process that only relays. Raises ValueError, before binding, for a non-loopback TCP
+    address without ``relay_secret`` (``ipc.unguarded_listen``).
     """
+    refusal = ipc.unguarded_listen(listen, settings.relay_secret)
+    if refusal is not None:
+        raise ValueError(refusal)
     aiortc_hooks.prepare_relay_legs()
     policy = ice.policy_from_settings(settings)
     worker = Worker(policy, settings.recordings_dir)
     kind, where = ipc.parse_address(listen)
     with ice.installed(policy):
-        server = await ipc.serve(listen, worker.handle, on_channel=worker.attach, worker_id=worker_id or None,
-                                 calls=worker.call_count, timeout=settings.ipc_timeout)
+        server = await ipc.serve(listen, worker.handle, on_channel=worker.attach, on_channel_closed=worker.detach,
+                                 worker_id=worker_id or None, calls=worker.call_count, timeout=settings.ipc_timeout,
+                                 secret=settings.relay_secret)
         log.info("relay worker %s listening on %s (pid %d; ICE addresses %s, ports %s, public %s)",
                  worker_id or "-", listen, os.getpid(), ",".join(policy.addresses) or "all",
                  settings.rtp_port_range or "any", policy.public_address or "-")
@@ -297,9 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load(args.config, log_level=args.log_level)
-        ipc.parse_address(args.listen)
+        refusal = ipc.unguarded_listen(args.listen, settings.relay_secret)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if refusal is not None:  # before anything binds
+        print(f"{parser.prog}: {refusal}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, settings.log_format)
     prepare_process()
     try:

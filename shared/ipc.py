@@ -1,10 +1,11 @@
 """The channel between the signalling process and a relay worker: mediasoup's Channel.ts in Python.
 
 Owns one socket's traffic: request ids and the map of pending requests, timeouts, error
-responses, notification delivery, the ``hello`` version check, and the Unix/TCP addresses
-both ends use. Framing (length prefix, size cap, wire shapes) lives in ``shared/framing.py``
-and message bodies in ``shared/messages.py``; this module never looks inside a body beyond
-validating it against the model its method names. It knows nothing about calls or legs.
+responses, notification delivery, the ``hello`` version check and ``relay_secret`` proofs
+(``shared/relay_auth.py``), and the Unix/TCP addresses both ends use. Framing (length
+prefix, size cap, wire shapes) lives in ``shared/framing.py`` and message bodies in
+``shared/messages.py``; this module never looks inside a body beyond validating it against
+the model its method names. It knows nothing about calls or legs.
 
 Guarantees the callers build on:
 - Requests from the peer are validated, then each runs in its own task, so a slow
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import os
@@ -38,14 +40,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
+from shared import relay_auth
 from shared.framing import MAX_FRAME, MAX_ID, FrameDecoder, FrameError, encode_frame
-from shared.messages import NOTIFICATIONS, PROTOCOL_VERSION, REQUESTS, Hello, HelloResult, Notification, Request
+from shared.messages import (
+    NOTIFICATIONS,
+    PROTOCOL_VERSION,
+    REQUESTS,
+    Hello,
+    HelloChallenge,
+    HelloChallengeResult,
+    HelloResult,
+    Notification,
+    Request,
+)
 
 __all__ = [
     "MAX_FRAME", "IpcError", "ChannelClosed", "RequestTimeout", "FrameError", "FrameDecoder",
-    "encode_frame", "Handler", "Channel", "parse_address", "connect", "serve",
+    "encode_frame", "Handler", "Channel", "parse_address", "unguarded_listen", "connect", "serve",
 ]
 
 log = logging.getLogger(__name__)
@@ -349,10 +362,37 @@ def parse_address(address: str) -> tuple[Literal["unix"], str] | tuple[Literal["
     raise ValueError(f"address {address!r} must be 'unix:/path/to.sock' or 'tcp:host:port'")
 
 
-async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> Channel:
+def unguarded_listen(address: str, secret: SecretStr) -> str | None:
+    """Why a worker must not listen on ``address`` without a secret, or None if it may.
+
+    A Unix socket (mode 0600) and loopback TCP reach only this machine; any other address lets
+    whoever reaches the port drive the worker, so it needs ``relay_secret``. A host name other
+    than ``localhost`` counts as non-loopback: what it resolves to may change.
+    """
+    _, where = parse_address(address)
+    if _given(secret) is not None or isinstance(where, str):
+        return None
+    host = where[0]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (f"refusing to listen on {address} without a relay secret: anyone who reaches it could drive "
+            "this worker; set VIDEOCALL_RELAY_SECRET or relay_secret_file (the same on its nodes), or "
+            "listen on loopback or a unix socket")
+
+
+async def connect(address: str, *, node_id: str = "", secret: SecretStr | None = None,
+                  **channel_kwargs: Any) -> Channel:
     """Open a channel to a worker, start reading, and check its protocol version with ``hello``.
 
-    Raises OSError if nothing listens there, IpcError if the worker refuses or speaks another version.
+    With a ``secret`` (``relay_secret``), both ends prove they know it before the channel is
+    used: the node asks the worker's nonce (``hello.challenge``), signs it in ``hello`` with a
+    nonce of its own, and accepts only a worker whose answer signs that one
+    (``shared/relay_auth.py``). Raises OSError if nothing listens there, IpcError if the
+    worker refuses, speaks another version, or does not prove it has the secret.
     """
     _, where = parse_address(address)
     if isinstance(where, str):  # a unix socket's path (mypy does not narrow `where` by `kind`)
@@ -362,10 +402,24 @@ async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> 
     channel_kwargs.setdefault("name", address)
     channel = Channel(reader, writer, **channel_kwargs)
     channel._run_task = asyncio.get_running_loop().create_task(channel.run())
+    secret = _given(secret)
     try:
-        result = await channel.request(Hello(version=PROTOCOL_VERSION, node_id=node_id, clock=time.time()))
-        if result.version != PROTOCOL_VERSION:
-            raise IpcError(f"protocol version mismatch: worker speaks {result.version}, node speaks {PROTOCOL_VERSION}")
+        hello = Hello(version=PROTOCOL_VERSION, node_id=node_id, clock=time.time())
+        if secret is not None:
+            challenge = await channel.request(HelloChallenge(version=PROTOCOL_VERSION))
+            _check_version(challenge.version)
+            nonce = relay_auth.new_nonce()
+            proof = relay_auth.node_proof(secret, worker_nonce=challenge.nonce, node_nonce=nonce, node_id=node_id)
+            hello = hello.model_copy(update={"nonce": nonce, "proof": proof})
+        result = await channel.request(hello)
+        _check_version(result.version)
+        if secret is not None:
+            if result.proof is None:
+                raise IpcError("the worker did not prove it knows relay_secret (it has none set?)")
+            expected = relay_auth.worker_proof(secret, node_nonce=hello.nonce or b"", worker_nonce=challenge.nonce,
+                                               node_id=node_id)
+            if not relay_auth.matches(expected, result.proof):
+                raise IpcError("the worker's relay_secret proof is wrong (another secret, or not our worker)")
     except BaseException:
         await channel.close()
         raise
@@ -373,42 +427,95 @@ async def connect(address: str, *, node_id: str = "", **channel_kwargs: Any) -> 
     return channel
 
 
+def _check_version(worker_version: int) -> None:
+    if worker_version != PROTOCOL_VERSION:
+        raise IpcError(f"protocol version mismatch: worker speaks {worker_version}, node speaks {PROTOCOL_VERSION}")
+
+
+def _given(secret: SecretStr | None) -> SecretStr | None:
+    """An empty secret is no secret (the setting's default)."""
+    return secret if secret is not None and secret.get_secret_value() else None
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else "a local process"
+
+
 async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel], None] | None = None,
+                on_channel_closed: Callable[[Channel], None] | None = None,
                 worker_id: str | None = None, calls: Callable[[], int] | None = None,
-                **channel_kwargs: Any) -> asyncio.AbstractServer:
-    """Listen for signalling nodes; answer ``hello`` here, everything after it with ``handler``."""
+                secret: SecretStr | None = None, **channel_kwargs: Any) -> asyncio.AbstractServer:
+    """Listen for signalling nodes; answer ``hello`` here, everything after it with ``handler``.
+
+    ``on_channel`` is told of a channel once its node has said ``hello`` (and proved it knows
+    ``secret``, when there is one), ``on_channel_closed`` when such a channel has ended: a
+    channel that never got that far is nobody's, and sees nothing. With a ``secret``, a
+    ``hello`` without a proof or with a wrong one is refused, logged in one line with the
+    peer's address, and its channel closed; other channels go on.
+    """
     me = worker_id or f"pid-{os.getpid()}"
     numbers = itertools.count(1)
+    secret = _given(secret)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        greeted = False
+        greeted = attached = False
+        challenge: bytes | None = None  # the nonce this channel's node must sign; used once
+
+        def refuse(channel: Channel, body: Hello, reason: str) -> IpcError:
+            log.warning("ipc %s: refused hello from node %r at %s: %s; closing", channel.name, body.node_id,
+                        _peer_address(writer), reason)
+            # A tick later: the error response is written first, and flushed on close.
+            asyncio.get_running_loop().call_soon(channel._shutdown, f"hello refused: {reason}")
+            return IpcError(f"hello refused: {reason}")
 
         async def gate(channel: Channel, body: Request[Any]) -> BaseModel:
-            nonlocal greeted
+            nonlocal greeted, attached, challenge
+            if isinstance(body, HelloChallenge | Hello) and body.version != PROTOCOL_VERSION:
+                raise IpcError(f"protocol version mismatch: worker speaks {PROTOCOL_VERSION}, "
+                               f"node speaks {body.version}")
+            if isinstance(body, HelloChallenge):
+                challenge = relay_auth.new_nonce()
+                return HelloChallengeResult(version=PROTOCOL_VERSION, nonce=challenge)
             if isinstance(body, Hello):
-                if body.version != PROTOCOL_VERSION:
-                    raise IpcError(f"protocol version mismatch: worker speaks {PROTOCOL_VERSION}, "
-                                   f"node speaks {body.version}")
+                proof = None
+                if secret is not None:
+                    worker_nonce, challenge = challenge, None
+                    if body.proof is None or body.nonce is None or worker_nonce is None:
+                        raise refuse(channel, body, "no relay_secret proof (this worker requires one)")
+                    expected = relay_auth.node_proof(secret, worker_nonce=worker_nonce, node_nonce=body.nonce,
+                                                     node_id=body.node_id)
+                    if not relay_auth.matches(expected, body.proof):
+                        raise refuse(channel, body, "wrong relay_secret proof")
+                    proof = relay_auth.worker_proof(secret, node_nonce=body.nonce, worker_nonce=worker_nonce,
+                                                    node_id=body.node_id)
                 greeted = True
                 if body.clock is not None:  # a node's deadlines, read on our clock
                     channel.clock_offset = body.clock - time.time()
                 log.info("ipc %s: hello from node %r", channel.name, body.node_id)
+                if on_channel is not None and not attached:
+                    try:
+                        on_channel(channel)
+                    except Exception:
+                        log.exception("ipc %s: on_channel failed; closing", channel.name)
+                        asyncio.get_running_loop().call_soon(channel._shutdown, "internal error")
+                        raise IpcError("internal error") from None
+                    attached = True
                 load = calls() if calls is not None else 0
-                return HelloResult(version=PROTOCOL_VERSION, worker_id=me, pid=os.getpid(), calls=load)
+                return HelloResult(version=PROTOCOL_VERSION, worker_id=me, pid=os.getpid(), calls=load, proof=proof)
             if not greeted:
                 raise IpcError(f"'{body.METHOD}' refused: send 'hello' first")
             return await handler(channel, body)
 
         kwargs = {"name": f"{address}#{next(numbers)}", **channel_kwargs}
         channel = Channel(reader, writer, handler=gate, **kwargs)
-        if on_channel is not None:
-            try:
-                on_channel(channel)
-            except Exception:
-                log.exception("ipc %s: on_channel failed; closing", channel.name)
-                await channel.close()
-                return
-        await channel.run()
+        try:
+            await channel.run()
+        finally:
+            if attached and on_channel_closed is not None:
+                on_channel_closed(channel)
 
     _, where = parse_address(address)
     if not isinstance(where, str):  # (host, port)

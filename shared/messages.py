@@ -16,8 +16,10 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared.relay_auth import NONCE_SIZE, PROOF_SIZE
+
 #: Bumped on any incompatible change to the models below; checked by ``hello``.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: The largest SDP we accept from a client or pass across the channel (bytes of text).
 MAX_SDP = 64 * 1024
@@ -32,6 +34,9 @@ Sdp = Annotated[str, Field(max_length=MAX_SDP)]
 #: Characters of a short text field (names, reasons).
 MAX_TEXT = 256
 ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
+#: A random challenge, or an HMAC-SHA256 proof answering one (``shared/relay_auth.py``).
+Nonce = Annotated[bytes, Field(min_length=NONCE_SIZE, max_length=NONCE_SIZE)]
+Proof = Annotated[bytes, Field(min_length=PROOF_SIZE, max_length=PROOF_SIZE)]
 
 #: Characters of a recording's base name (``set`` ``filename``); Janus's own buffer is 255
 #: bytes and "-video.mjr" and a temporary suffix must still fit.
@@ -124,6 +129,15 @@ class HelloResult(_Model):
     worker_id: ShortText
     pid: int
     calls: int
+    #: The worker's answer to the node's nonce, when both have a ``relay_secret``: a node
+    #: with a secret talks only to a worker that proves it has the same one.
+    proof: Proof | None = None
+
+
+class HelloChallengeResult(_Model):
+    version: int
+    #: What the node must prove it can sign in its ``hello``; fresh for each challenge.
+    nonce: Nonce
 
 
 class CallCreateResult(_Model):
@@ -179,6 +193,21 @@ class Hello(Request[HelloResult]):
     #: The node's wall clock (Unix seconds) when it sent ``hello``: how the worker reads the
     #: deadlines of the node's requests (``dl`` in the frame) on its own clock.
     clock: float | None = None
+    #: Sent by a node with a ``relay_secret``: its own challenge to the worker, and its proof
+    #: over the nonce the worker gave it in ``hello.challenge``.
+    nonce: Nonce | None = None
+    proof: Proof | None = None
+
+
+class HelloChallenge(Request[HelloChallengeResult]):
+    """Asked before ``hello`` by a node with a ``relay_secret``: the worker's nonce to sign.
+
+    The only request besides ``hello`` a worker answers before a successful ``hello``; it
+    carries the version too, so a mismatch is told before any secret is used.
+    """
+
+    METHOD = "hello.challenge"
+    version: int
 
 
 class CallCreate(Request[CallCreateResult]):
@@ -316,7 +345,7 @@ class LegMedia(Notification):
 #: method name -> request model (its ``RESULT`` is the result's model), for the receiving side.
 REQUESTS: dict[str, type[Request[Any]]] = {
     model.METHOD: model
-    for model in (Hello, CallCreate, CallAccept, LegTrickle, LegConfigure, LegRenegotiate, LegRecord, CallHangup,
+    for model in (Hello, HelloChallenge, CallCreate, CallAccept, LegTrickle, LegConfigure, LegRenegotiate, LegRecord, CallHangup,
                   WorkerStats)
 }
 

@@ -24,6 +24,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+#: Characters a relay_secret must have at least (a short one is guessed offline from one hello).
+MIN_RELAY_SECRET = 16
+
 #: A list read from one env var or flag as "a,b,c" (or a JSON list).
 StrList = Annotated[list[str], NoDecode]
 
@@ -41,8 +44,9 @@ def _split_list(value: Any) -> Any:
 class Settings(BaseSettings):
     """Everything an operator can set. Defaults work on a laptop."""
 
+    # hide_input_in_errors: a refused value is never echoed, as it may be one of the secrets.
     model_config = SettingsConfigDict(
-        env_prefix="VIDEOCALL_", extra="forbid", validate_default=True
+        env_prefix="VIDEOCALL_", extra="forbid", validate_default=True, hide_input_in_errors=True
     )
 
     # --- signalling ---------------------------------------------------------------------
@@ -73,6 +77,16 @@ class Settings(BaseSettings):
     )
     ipc_dir: str = Field("", description="Directory for `serve`'s worker sockets (default: a temp dir).")
     ipc_timeout: float = Field(10.0, gt=0, description="Seconds a worker has to answer a request.")
+    relay_secret: SecretStr = Field(
+        SecretStr(""), description="Shared by a node and its workers: each proves it knows it when a channel "
+        "opens (empty: not required; a worker on a non-loopback address refuses to start without one; "
+        "`serve` makes one up for its own workers). Set it by VIDEOCALL_RELAY_SECRET or relay_secret_file, "
+        "never by a flag. A secret: never logged nor shown.",
+    )
+    relay_secret_file: str = Field(
+        "", description="File holding relay_secret (surrounding whitespace ignored), e.g. a Docker or "
+        "Kubernetes secret; read at start-up.",
+    )
 
     # --- the registry of usernames, shared by a fleet of signalling nodes ---------------------
     redis_url: str = Field(
@@ -192,6 +206,29 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @field_validator("relay_secret")
+    @classmethod
+    def _relay_secret(cls, value: SecretStr) -> SecretStr:
+        if 0 < len(value.get_secret_value()) < MIN_RELAY_SECRET:
+            raise ValueError(f"relay_secret must be at least {MIN_RELAY_SECRET} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _relay_secret_from_file(self) -> Settings:
+        if self.relay_secret_file:
+            if self.relay_secret.get_secret_value():
+                raise ValueError("set relay_secret or relay_secret_file, not both")
+            try:
+                text = Path(self.relay_secret_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"relay_secret_file {self.relay_secret_file}: {reason}") from None
+            if len(text) < MIN_RELAY_SECRET:
+                raise ValueError(f"relay_secret_file {self.relay_secret_file}: the secret must be at least "
+                                 f"{MIN_RELAY_SECRET} characters")
+            self.relay_secret = SecretStr(text)
+        return self
 
     @model_validator(mode="after")
     def _node(self) -> Settings:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from shared import ipc
 from shared import messages as m
@@ -70,8 +70,11 @@ class RelayPool:
         reconnect_delay: float = 0.5,
         stats_interval: float = 2.0,
         heartbeat_timeout: float = 3.0,
+        secret: SecretStr | None = None,
     ) -> None:
         self.workers = [Worker(address) for address in addresses]
+        #: ``relay_secret``: each worker must prove it knows it, and is proved to.
+        self._secret = secret
         self.node_id = node_id
         self.timeout = timeout
         self.on_notification = on_notification
@@ -117,6 +120,7 @@ class RelayPool:
                 channel = await ipc.connect(
                     worker.address,
                     node_id=self.node_id,
+                    secret=self._secret,
                     on_notification=self.on_notification,
                     on_close=on_close,
                     on_late_response=lambda body, ok, w=worker: self._answered_late(w, body, ok),

@@ -130,6 +130,7 @@ class SignalingServer:
             settings.worker_addresses,
             node_id=settings.node_id,
             timeout=settings.ipc_timeout,
+            secret=settings.relay_secret,
             on_notification=self._on_relay_notification,
             on_calls_lost=self._on_calls_lost,
         )

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from shared.logs import setup_logging
+from shared.relay_auth import new_secret
 from shared.settings import Settings, load
 
 log = logging.getLogger("videocall")
@@ -40,7 +41,8 @@ VIDEOCALL_ICE_ENFORCE_LIST=127.0.0.1), then these flags.
 examples:
   videocall serve                              # ws://127.0.0.1:8188/, one worker per core
   videocall serve --host 0.0.0.0 --workers 2 --rtp-port-range 20000-40000
-  videocall relay --listen tcp:0.0.0.0:7001    # a worker for a remote signalling node
+  VIDEOCALL_RELAY_SECRET=... videocall relay --listen tcp:0.0.0.0:7001
+                                               # a worker for a remote signalling node
   videocall signaling --worker tcp:10.0.0.5:7001 --worker tcp:10.0.0.6:7001
 """
 
@@ -134,12 +136,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The effective settings as ``VIDEOCALL_*`` variables, for child processes."""
+    """The effective settings as ``VIDEOCALL_*`` variables, for child processes.
+
+    Of the secrets only ``relay_secret`` goes, as its value (read from ``relay_secret_file``
+    already, so the file is not named again): the environment, unlike a command line, is not
+    shown by ``ps`` to other users. Workers need neither api_secret nor token_auth_secret.
+    """
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        if isinstance(value, SecretStr):  # api_secret, token_auth_secret: workers need none
+        if isinstance(value, SecretStr):
+            if name == "relay_secret":
+                env["VIDEOCALL_RELAY_SECRET"] = value.get_secret_value()
             continue
         env[f"VIDEOCALL_{name.upper()}"] = ",".join(value) if isinstance(value, list) else str(value)
+    env["VIDEOCALL_RELAY_SECRET_FILE"] = ""
     return env
 
 
@@ -208,7 +218,8 @@ class WorkerSupervisor:
             while process.returncode is None:
                 try:
                     if channel is None or channel.closed:
-                        channel = await ipc.connect(address, node_id="supervisor", timeout=self.heartbeat_timeout)
+                        channel = await ipc.connect(address, node_id="supervisor", timeout=self.heartbeat_timeout,
+                                                    secret=self.settings.relay_secret)
                     await channel.request(WorkerStats())
                 except OSError:  # not listening yet (starting), or gone
                     channel = None
@@ -245,6 +256,10 @@ async def _serve(settings: Settings) -> None:
     from signaling.server import run as run_signaling
 
     count = settings.workers or os.cpu_count() or 1
+    if not settings.relay_secret.get_secret_value():
+        # Even serve's own workers, on a socket only this user can open, want a proof: one
+        # made up for this run, given to them in their environment.
+        settings = settings.model_copy(update={"relay_secret": new_secret()})
     with tempfile.TemporaryDirectory(prefix="videocall-ipc-", ignore_cleanup_errors=True) as tmp:
         ipc_dir = Path(settings.ipc_dir or tmp)
         ipc_dir.mkdir(parents=True, exist_ok=True)
@@ -383,6 +398,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"invalid settings: {problems}")
     except (ValueError, OSError) as exc:
         parser.error(f"invalid settings: {exc}")
+    if args.command == "relay":
+        from shared.ipc import unguarded_listen
+
+        try:
+            refusal = unguarded_listen(args.listen, settings.relay_secret)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if refusal is not None:  # before anything binds
+            print(f"videocall relay: {refusal}", file=sys.stderr)
+            return 2
     setup_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":

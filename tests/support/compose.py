@@ -29,12 +29,20 @@ from tests.support.servers import free_port, videocall_command
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 SERVICES = ("worker1", "worker2", "signal1", "signal2")
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_VAR = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
 
 
 def interpolate(value: str, variables: dict[str, str]) -> str:
-    """Compose's ``${VAR}`` / ``${VAR:-default}``, as ``docker compose`` reads them."""
-    return _VAR.sub(lambda m: variables.get(m.group(1)) or (m.group(2) or ""), value)
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``, as ``docker compose`` reads them."""
+    def one(m: re.Match[str]) -> str:
+        name, kind, text = m.groups()
+        if variables.get(name):
+            return variables[name]
+        if kind == "?":
+            raise ValueError(f"{name}: {text}")
+        return text or ""
+
+    return _VAR.sub(one, value)
 
 
 def local(value: str, variables: dict[str, str]) -> str:
@@ -93,6 +101,7 @@ def running_fleet(tmp_path: Path, extra_env: dict[str, str] | None = None) -> It
         "REDIS_PORT": "6379", "VIDEOCALL_REDIS_KEY_PREFIX": prefix, "ICE_ENFORCE_LIST": "127.0.0.1",
         "WORKER1_PORT": str(free_port()), "WORKER2_PORT": str(free_port()),
         "SIGNAL1_PORT": str(free_port()), "SIGNAL2_PORT": str(free_port()),
+        "RELAY_SECRET": f"test-relay-secret-{uuid.uuid4().hex}",
     }
     started: list[tuple[str, subprocess.Popen[bytes]]] = []
     fleet = Fleet(variables, logs=tmp_path)
