@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -31,20 +30,18 @@ from tests.e2e.e2e_support import (
     expect_plugin_error,
     expect_result,
 )
+from tests.support.janus_tools import pp_rec
 from tests.support.janus_ws import offer_host_address
 from tests.support.servers import children, videocall_command
 
 pytestmark = pytest.mark.timeout(90)
 
-PP_REC = shutil.which("janus-pp-rec") or "/usr/bin/janus-pp-rec"
 #: How long the caller records.
 WINDOW = 3.0
 
 
 def convert_with_janus(source: Path, target: Path) -> None:
-    if not Path(PP_REC).exists():
-        pytest.fail("janus-pp-rec is missing: apt-get install -y janus-tools", pytrace=False)
-    done = subprocess.run([PP_REC, str(source), str(target)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([pp_rec(), str(source), str(target)], capture_output=True, text=True, timeout=60, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "[ERR]" not in output and target.stat().st_size > 0, output

@@ -27,11 +27,11 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamT
 from mediarelay import mjr
 from shared.ipc import IpcError
 from shared.messages import LegRecord, LegRecording
+from tests.support.janus_tools import needs_pp_rec, pp_rec
 from tests.support.worker_calls import WorkerCall, running_worker
 
 pytestmark = pytest.mark.usefixtures("relay_on_loopback")
 
-JANUS_PP_REC = shutil.which("janus-pp-rec")
 
 
 class Client:
@@ -117,8 +117,7 @@ def tree(root: Path) -> dict[str, int]:
 
 def janus_pp_rec(source: Path, target: Path) -> str:
     """Janus's post-processor on ``source``: its output, asserting success and no error line."""
-    assert JANUS_PP_REC is not None
-    done = subprocess.run([JANUS_PP_REC, str(source), str(target)], check=False, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([pp_rec(), str(source), str(target)], check=False, capture_output=True, text=True, timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert not [line for line in output.splitlines() if "ERR" in line], output
@@ -138,7 +137,7 @@ def video_of(path: Path) -> tuple[int, float]:
 # --- a recording ------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(JANUS_PP_REC is None, reason="janus-pp-rec is not installed (Debian package janus-tools)")
+@needs_pp_rec
 async def test_a_recorded_call_is_what_janus_writes_and_janus_pp_rec_converts_it(tmp_path: Path) -> None:
     folder = tmp_path / "recordings"
     async with recorded_call(folder) as (call, caller, _callee):

@@ -6,7 +6,6 @@ Encoding and decoding a few seconds of video takes a second or more per codec: s
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +14,12 @@ import av
 import pytest
 
 from tests.support import mjr_media
+from tests.support.janus_tools import PP_REC, needs_pp_rec
 from videocall import recordings
 
 pytestmark = pytest.mark.slow
 
-JANUS_PP_REC = shutil.which("janus-pp-rec")
-needs_janus = pytest.mark.skipif(JANUS_PP_REC is None, reason="janus-pp-rec (Debian janus-tools) is not installed")
+needs_janus = needs_pp_rec
 FIRST_US = 1_733_526_312_000_000
 SECONDS = 3.0
 EXTENSIONS = {"vp8": ".webm", "vp9": ".webm", "h264": ".mp4", "opus": ".opus"}
@@ -74,9 +73,9 @@ def test_convert_matches_the_source_and_janus_pp_rec(tmp_path: Path, codec: str)
     assert first == pytest.approx(0, abs=0.001)  # no encoder padding, no offset of its own
     assert span + step == pytest.approx(encoded.seconds, rel=0.03)
 
-    if JANUS_PP_REC is not None:
+    if PP_REC is not None:
         theirs = tmp_path / f"janus{EXTENSIONS[codec]}"
-        janus = subprocess.run([JANUS_PP_REC, str(source), str(theirs)], capture_output=True, text=True, check=False)
+        janus = subprocess.run([PP_REC, str(source), str(theirs)], capture_output=True, text=True, check=False)
         # Our writer is Janus-compatible: exit 0 and no error line.
         assert janus.returncode == 0, janus.stdout + janus.stderr
         assert "[ERR]" not in janus.stdout + janus.stderr
@@ -128,8 +127,8 @@ def test_data_becomes_subrip_as_janus_pp_rec_writes_it(tmp_path: Path) -> None:
         "2\n00:00:03,500 --> 00:00:06,249\nça va ?\n\n"
         "3\n00:00:06,250 --> 00:00:11,250\nbye\n\n"
     )
-    if JANUS_PP_REC is not None:
-        janus = subprocess.run([JANUS_PP_REC, str(source), str(tmp_path / "janus.srt")], capture_output=True, check=False)
+    if PP_REC is not None:
+        janus = subprocess.run([PP_REC, str(source), str(tmp_path / "janus.srt")], capture_output=True, check=False)
         assert janus.returncode == 0
         # The same cues; SubRip wants a comma before the milliseconds, pp-srt.c writes a dot.
         assert (tmp_path / "janus.srt").read_text(encoding="utf-8").replace(".", ",").replace("?,", "?.") == ours
