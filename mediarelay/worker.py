@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -66,6 +67,41 @@ log = logging.getLogger(__name__)
 class _Hosted:
     call: Call
     owner: Channel | None
+
+
+#: Seconds after a call ends before freed heap is given back (several hangups, one trim).
+TRIM_DELAY = 1.0
+_trim_handle: asyncio.TimerHandle | None = None
+
+
+def trim_soon() -> None:
+    """Give the heap a call freed back to the system, a second after calls end.
+
+    Measured (``bench/soak.py --calls 12 --minutes 5``): without it a worker's memory grows
+    by about 0.3 MB per call it held, for good (glibc keeps freed arenas: aiortc, OpenSSL and
+    libsrtp free many small blocks); with it, memory after each round stays flat. Python
+    objects are not what grows: none of a call's outlive it. glibc only: elsewhere a no-op.
+    """
+    global _trim_handle  # noqa: PLW0603 - one pending trim per process
+    if _trim_handle is None:
+        _trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, _trim)
+
+
+def _trim() -> None:
+    global _trim_handle  # noqa: PLW0603 - see trim_soon
+    _trim_handle = None
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 class Worker:
@@ -212,6 +248,7 @@ class Worker:
             closing.add_done_callback(self._ending.discard)
             await asyncio.shield(closing)
             self.totals.call_ended(hosted.call)
+            trim_soon()
 
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Hang up every call (worker shutdown), and let those already closing finish: a
