@@ -18,6 +18,7 @@ Markers: ``-m videocall`` / ``-m janus`` select one kind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -309,6 +310,16 @@ async def api(server: Server) -> AsyncIterator[Clients]:
     """Clients of the signalling server; everything they open is closed after the test."""
     async with Clients(server) as clients:
         yield clients
+
+
+@contextlib.asynccontextmanager
+async def clients_of(url: str) -> AsyncIterator[Clients]:
+    """Clients of our server at ``url`` (a dedicated one: other settings), offering loopback;
+    everything they open is closed after."""
+    server = alive(Server("videocall", url, "127.0.0.1", 60))
+    with offer_host_address(server.ice_host):
+        async with Clients(server) as clients:
+            yield clients
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from tests.e2e.conftest import alive, start_videocall
-from tests.e2e.e2e_support import MEDIA_TIMEOUT, Clients, Server, connect_call
-from tests.support.janus_ws import offer_host_address
+from tests.e2e.conftest import clients_of, start_videocall
+from tests.e2e.e2e_support import MEDIA_TIMEOUT, Clients, connect_call
 from tests.support.raw_ws import close_frame, frame, open_raw
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.videocall]
@@ -45,10 +44,8 @@ def guarded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def calls(guarded_url: str) -> AsyncIterator[Clients]:
-    server = alive(Server("videocall", guarded_url, "127.0.0.1", 60))
-    with offer_host_address(server.ice_host):
-        async with Clients(server) as clients:
-            yield clients
+    async with clients_of(guarded_url) as clients:
+        yield clients
 
 
 async def _attacker(url: str) -> ClientConnection:

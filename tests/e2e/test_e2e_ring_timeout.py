@@ -10,19 +10,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.e2e.conftest import SHORT_RING_TIMEOUT, alive
-from tests.e2e.e2e_support import MEDIA_TIMEOUT, Clients, Server, expected_notification, expected_result, place_call
-from tests.support.janus_ws import offer_host_address
+from tests.e2e.conftest import SHORT_RING_TIMEOUT, clients_of
+from tests.e2e.e2e_support import MEDIA_TIMEOUT, Clients, expected_notification, expected_result, place_call
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 async def ringing(videocall_ring_url: str) -> AsyncIterator[Clients]:
-    server = alive(Server("videocall", videocall_ring_url, "127.0.0.1", 60))
-    with offer_host_address(server.ice_host):
-        async with Clients(server) as clients:
-            yield clients
+    async with clients_of(videocall_ring_url) as clients:
+        yield clients
 
 
 async def test_an_unanswered_call_ends_for_both_after_ring_timeout(ringing: Clients) -> None:
