@@ -390,6 +390,11 @@ class _HttpConnection(asyncio.Protocol):
         if len(raw) > self.limits.max_headers:
             self._fail(431, f"more than {self.limits.max_headers} header fields")
             return
+        # h11 bounds a head still arriving; one that arrived whole in a read is measured here.
+        size = len(event.method) + len(event.target) + 12 + sum(len(name) + len(value) + 4 for name, value in raw)
+        if size > self.limits.max_head:
+            self._fail(431, "request head too large")
+            return
         try:
             request = HttpRequest.from_target(event.method.decode("ascii"), event.target.decode("ascii"),
                                               _headers(raw), peer=self.slot.address or self.slot.peer)
