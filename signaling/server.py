@@ -155,7 +155,8 @@ class SignalingServer:
         self._server: HttpListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.static = StaticFiles()
-        #: Adapters asked before the operator's endpoints and the demo page (the Janus HTTP transport).
+        #: Adapters asked, in order, before the operator's endpoints and the demo page (the Janus
+        #: HTTP transport); read once, by ``start``.
         self.http_handlers: list[HttpHandler] = []
         # --- operations: health, metrics, drain ---
         self.draining = False
