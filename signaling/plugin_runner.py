@@ -93,6 +93,8 @@ class PluginRunner:
         self.on_call_setup = on_call_setup
         #: Calls shared with other nodes of a fleet (``signaling/fleet_calls.py``); None alone.
         self.fleet: FleetCalls | None = None
+        #: The files each (call id, leg) records now, as the relay reported them (Admin API).
+        self.recordings: dict[tuple[str, str], list[str]] = {}
 
     async def close(self) -> None:
         """Cancel what is still running (server shutdown)."""
@@ -192,6 +194,12 @@ class PluginRunner:
         elif isinstance(body, m.LegRecording):
             log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason,
                      extra=call_log(body.call_id))
+            if body.state == "started":
+                # Forget those of calls gone without a "stopped" (their worker died): bounded.
+                self.recordings = {key: files for key, files in self.recordings.items() if key[0] in self.plugin.calls}
+                self.recordings[(body.call_id, body.leg)] = list(body.files)
+            else:
+                self.recordings.pop((body.call_id, body.leg), None)
             step = lambda: self.plugin.leg_recording(body.call_id, body.leg, body.state == "failed", body.reason)  # noqa: E731
         elif isinstance(body, m.LegMedia):
             step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731
