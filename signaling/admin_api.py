@@ -336,8 +336,8 @@ def janus_log_level(level: str) -> int:
     return _JANUS_LOG_LEVELS.get(level.upper(), 4)
 
 
-def status(transaction: str, *, token_auth: bool, session_timeout: int, log_level: str, accepting: bool,
-           no_media_timer: int) -> dict[str, Any]:
+def status(transaction: str, *, token_auth: bool, session_timeout: int, log_level: str,
+           accepting: bool) -> dict[str, Any]:
     """``get_status``: the subset of Janus's fields that mean something here, each true of us
     (no reclaim timeout: a session dies with its connection unless claimed first)."""
     return success(transaction, status={
@@ -346,7 +346,6 @@ def status(transaction: str, *, token_auth: bool, session_timeout: int, log_leve
         "reclaim_session_timeout": 0,
         "log_level": janus_log_level(log_level),
         "accepting_new_sessions": accepting,  # ours: Janus has only the verb that sets it
-        "no_media_timer": no_media_timer,
     })
 
 

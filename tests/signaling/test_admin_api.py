@@ -156,7 +156,7 @@ def test_handle_info_in_janus_shape_with_both_legs() -> None:
 
 
 def test_status_maps_the_log_level_to_janus_numbers() -> None:
-    reply = admin.status("t", token_auth=False, session_timeout=60, log_level="DEBUG", accepting=True, no_media_timer=1)
+    reply = admin.status("t", token_auth=False, session_timeout=60, log_level="DEBUG", accepting=True)
     assert reply["status"]["log_level"] == 7 and reply["status"]["session_timeout"] == 60
 
 
