@@ -34,11 +34,11 @@ from typing import Any
 
 from shared.messages import CallStatsResult, LegStats
 from signaling.janus_api import JanusError
-from signaling.janus_errors import ErrorCode, quote
+from signaling.janus_errors import STORED_TOKENS_DISABLED, ErrorCode, quote
 from signaling.strict_json import JsonError, loads
 
 __all__ = [
-    "ADMIN_PROTOCOL", "MAX_TOKEN", "MAX_PLUGINS", "STORED_TOKENS_DISABLED", "Info", "Ping", "GetStatus",
+    "ADMIN_PROTOCOL", "MAX_TOKEN", "MAX_PLUGINS", "Info", "Ping", "GetStatus",
     "ListSessions", "AcceptNewSessions", "SetSessionTimeout", "AddToken", "ListTokens", "RemoveToken",
     "ListHandles", "DestroySession", "DetachHandle", "HangupWebrtc", "HandleInfo", "AdminCommand",
     "parse_admin", "success", "status", "handle_info", "webrtc_summary", "legs_summary", "janus_log_level",
@@ -50,8 +50,6 @@ ADMIN_PROTOCOL = "janus-admin-protocol"
 MAX_TOKEN = 1024
 #: Plugins one ``add_token`` may name (ours: Janus takes any number).
 MAX_PLUGINS = 16
-#: Janus's answer to a token verb while stored tokens are off (490).
-STORED_TOKENS_DISABLED = "Stored-Token based authentication disabled"
 
 
 # --- the commands ------------------------------------------------------------------------------

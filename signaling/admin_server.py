@@ -30,7 +30,7 @@ from signaling import admin_api as admin
 from signaling import janus_replies as replies
 from signaling.http_types import HttpRequest, HttpResponse
 from signaling.janus_api import JanusError
-from signaling.janus_errors import ErrorCode
+from signaling.janus_errors import PAYLOAD_MISSING, TOKEN_NOT_REMOVED, ErrorCode
 from signaling.videocall_query import query_session
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class AdminServer:
                 raise JanusError(ErrorCode.TRANSPORT_SPECIFIC, f"Use GET for the {parts[0]} endpoint")
             return json.dumps({"janus": parts[0], "transaction": f"http-{parts[0]}"})
         if request.method != "POST" or not request.body:
-            raise JanusError(ErrorCode.INVALID_JSON, "Request payload missing")
+            raise JanusError(ErrorCode.INVALID_JSON, PAYLOAD_MISSING)
         if not parts:
             return request.body
         try:
@@ -178,7 +178,7 @@ class AdminServer:
                 return admin.success(tx, data={"plugins": sorted(granted)})
             case admin.RemoveToken(_, token):
                 if not node.tokens.remove(token):
-                    raise JanusError(ErrorCode.UNKNOWN, "Error removing token", transaction=tx)
+                    raise JanusError(ErrorCode.UNKNOWN, TOKEN_NOT_REMOVED, transaction=tx)
                 return admin.success(tx)
             case admin.ListHandles(_, session_id):
                 return admin.success(tx, session_id, handles=sorted(node.sessions.sessions[session_id].handles))

@@ -45,7 +45,7 @@ from signaling.effects import (
     RingTimeout,
     Webrtcup,
 )
-from signaling.janus_errors import PluginCode, PluginError
+from signaling.janus_errors import JANUS_API, PluginCode, PluginError
 from signaling.metrics import CallSetupTimer
 from signaling.registry import Registry, RegistryUnavailable, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
@@ -153,12 +153,13 @@ class PluginRunner:
         self._handle_locks.pop(handle, None)
         self.setup.forget_handle(handle)
 
-    async def pc_closed(self, handle: int) -> None:
-        """The client asked to close the handle's PeerConnection (``hangup``)."""
+    async def pc_closed(self, handle: int, reason: str = JANUS_API) -> None:
+        """The client asked to close the handle's PeerConnection (``hangup``), or the Admin
+        API did (``reason`` "Admin API"): the core ``hangup`` the client gets says which."""
         if self._away(handle):
             await self._fleet.forward(handle, "hangup")
             return
-        await self._step(handle, None, lambda: self.plugin.pc_closed(handle))
+        await self._step(handle, None, lambda: self.plugin.pc_closed(handle, reason))
 
     def local_deliver(self, effect: Delivery) -> None:
         """To a handle of this node's own clients (``FleetCalls`` hands its users theirs)."""

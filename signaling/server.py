@@ -46,7 +46,7 @@ from signaling.fleet_calls import FleetCalls
 from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
 from signaling.http_static import StaticFiles, demo_url
-from signaling.janus_errors import SHUTTING_DOWN, ErrorCode, PluginError
+from signaling.janus_errors import ADMIN_API, SHUTTING_DOWN, ErrorCode, PluginError
 from signaling.metrics import NodeMetrics
 from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
@@ -490,7 +490,7 @@ class SignalingServer:
 
     async def admin_hangup(self, handle: int) -> None:
         """``hangup_webrtc``: the handle's PeerConnection closes as if its client hung up."""
-        await self.plugin.pc_closed(handle)
+        await self.plugin.pc_closed(handle, ADMIN_API)
 
     async def _sweep_sessions(self) -> None:
         """Expire sessions idle for ``session_timeout`` s: ``timeout`` to the client, then
