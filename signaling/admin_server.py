@@ -1,6 +1,7 @@
 """The Admin API's adapters: a WebSocket (subprotocol ``janus-admin-protocol``) and HTTP
-(``POST <admin_base_path>[/<session>[/<handle>]]``, ``GET <admin_base_path>/info``), on their own
-port, over the node's own sessions, handles, plugin and relay.
+(``POST <admin_base_path>[/<session>[/<handle>]]``, ``GET <admin_base_path>/info``), both on
+their own port through one ``HttpListener``, over the node's own sessions, handles, plugin
+and relay.
 
 ``admin_api`` decides (checks, commands, answers); this module looks things up and acts:
 it asks the relay for a call's counters (``call.stats``), and carries out ``destroy_session``,
@@ -21,13 +22,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import websockets
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import ServerConnection
 from websockets.typing import Subprotocol
 
 from shared import ipc
 from shared import messages as m
 from signaling import admin_api as admin
 from signaling import janus_replies as replies
+from signaling.http_listener import HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_types import HttpRequest, HttpResponse
 from signaling.janus_api import JanusError
 from signaling.janus_errors import PAYLOAD_MISSING, TOKEN_NOT_REMOVED, ErrorCode
@@ -51,27 +53,31 @@ class AdminServer:
         self.settings = node.settings
         self._secret = node.settings.admin_secret.get_secret_value()
         self.base_path = node.settings.admin_base_path
-        self._server: Server | None = None
+        self._server: HttpListener | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await websockets.serve(
-            self._serve_websocket, self.settings.admin_host, self.settings.admin_port,
-            subprotocols=[ADMIN_PROTOCOL], max_size=self.settings.max_message_size,
-            open_timeout=self.settings.handshake_timeout, ping_interval=30,
-        )
-        log.info("Admin API on ws://%s:%s/ (subprotocol %s)", self.settings.admin_host, self.port, ADMIN_PROTOCOL)
+        """Listen on the admin port: WebSocket upgrades and plain HTTP, one listener."""
+        settings = self.settings
+        websocket = WebSocketOptions(self._serve_websocket, subprotocols=[ADMIN_PROTOCOL],
+                                     max_size=settings.max_message_size, open_timeout=settings.handshake_timeout,
+                                     ping_interval=30)
+        limits = HttpLimits(max_body=settings.max_message_size, head_timeout=settings.handshake_timeout,
+                            body_timeout=settings.handshake_timeout)
+        self._server = HttpListener([self.http], websocket=websocket, limits=limits)
+        await self._server.start(settings.admin_host, settings.admin_port)
+        log.info("Admin API on http://%s:%s%s and ws://%s:%s/ (subprotocol %s)", settings.admin_host, self.port,
+                 self.base_path, settings.admin_host, self.port, ADMIN_PROTOCOL)
 
     @property
     def port(self) -> int:
         assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._server.port
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await self._server.close()
 
     # --- transports -----------------------------------------------------------------------------
 

@@ -5,14 +5,15 @@ session-level verbs on ``Sessions`` and hands plugin work to the ``PluginRunner`
 deliveries it turns into envelopes for the handle's connection. Each
 connection has a bounded outgoing queue drained by its own writer task, so a client that
 stops reading is disconnected instead of stalling anyone else. Session expiry is a timer
-here (the sessions table itself is pure). Plain HTTP GETs get the operator's endpoints
-(``ops_http``: ``/healthz``, ``/readyz``, ``/metrics``) or the demo page and its allow-listed
-files (``http_static``); WebSocket upgrades on any path speak the API, as Janus's transport
-does.
+here (the sessions table itself is pure). One listener (``http_listener``) serves the port:
+WebSocket upgrades on any path speak the API, as Janus's transport does; plain HTTP requests go
+to the ``HttpHandler`` adapters in order: the operator's endpoints (``ops_http``: ``/healthz``,
+``/readyz``, ``/metrics``), then the demo page and its allow-listed files (``http_static``).
 
-The front door (``frontdoor``, ``guarded_connection``): Origin and a per-address connection
-cap are checked in the handshake (403, 429), ``create`` and ``register`` are rate-limited per
-address, and a watch closes silent or trickling connections (1008).
+The front door (``frontdoor``, ``guarded_connection``): Origin (upgrades) and a per-address
+connection cap (every connection) are checked on each request head (403, 429), ``create`` and
+``register`` are rate-limited per address, and a watch closes silent or trickling connections
+(1008).
 
 Draining (``drain``, on SIGTERM): new sessions are refused as Janus does with
 ``accept_new_sessions: false``, ``/readyz`` says so, calls in progress go on until they end
@@ -30,8 +31,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import websockets
-from websockets.asyncio.server import Server, ServerConnection
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
@@ -45,7 +45,9 @@ from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.fleet_calls import FleetCalls
 from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
+from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_static import StaticFiles, demo_url
+from signaling.http_types import HttpHandler, HttpRequest, HttpResponse
 from signaling.janus_errors import ADMIN_API, SHUTTING_DOWN, ErrorCode, PluginError
 from signaling.metrics import NodeMetrics
 from signaling.node_bus import NodeBus, NodeMessage
@@ -147,9 +149,11 @@ class SignalingServer:
             self.fleet.bind(self.plugin)
             self.plugin.fleet = self.fleet
         self._keys = itertools.count(1)
-        self._server: Server | None = None
+        self._server: HttpListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.static = StaticFiles()
+        #: Adapters asked before the operator's endpoints and the demo page (the Janus HTTP transport).
+        self.http_handlers: list[HttpHandler] = []
         # --- operations: health, metrics, drain ---
         self.draining = False
         #: The Admin API's ``accept_new_sessions`` (refused like a drain, without one).
@@ -202,29 +206,31 @@ class SignalingServer:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> Server:
+    async def start(self) -> HttpListener:
         await self.registry.start()
         if self.fleet is not None:
             await self.fleet.start()
         await self.relay.start(wait=5.0)
-        self._server = await websockets.serve(
-            self._serve_connection,
-            self.settings.host,
-            self.settings.port,
-            subprotocols=[JANUS_PROTOCOL],
-            select_subprotocol=_select_subprotocol,
-            max_size=self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR,
-            process_request=self._http,
-            ping_interval=30,
-            create_connection=GuardedConnection,
-            open_timeout=self.settings.handshake_timeout,
-        )
+        self._server = self.listener()
+        await self._server.start(self.settings.host, self.settings.port)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         if self.admin is not None:
             await self.admin.start()
         if (period := self.door.watch_period) is not None:
             self._watch = asyncio.get_running_loop().create_task(self._watch_connections(period))
         return self._server
+
+    def listener(self) -> HttpListener:
+        """The API port: the WebSocket API, then the HTTP adapters in order, behind the front door."""
+        limit = self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR
+        websocket = WebSocketOptions(
+            self._serve_connection, subprotocols=[JANUS_PROTOCOL], select_subprotocol=_select_subprotocol,
+            max_size=limit, open_timeout=self.settings.handshake_timeout, ping_interval=30,
+        )
+        limits = HttpLimits(max_body=limit, head_timeout=self.settings.handshake_timeout,
+                            body_timeout=self.settings.handshake_timeout)
+        return HttpListener([*self.http_handlers, self.ops.handle, self.static.handle], websocket=websocket,
+                            gate=self._admit, limits=limits)
 
     @property
     def port(self) -> int:
@@ -240,40 +246,31 @@ class SignalingServer:
         if self.admin is not None:
             await self.admin.close()
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await self._server.close()
         await self.relay.close()
         await self.plugin.close()
         if self.fleet is not None:
             await self.fleet.close()
         await self.registry.close()
 
-    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if (refused := self._admit(connection, request, upgrade=upgrade)) is not None:
-            return refused
-        if upgrade:
-            return None
-        ops = await self.ops.response(request.path)
-        if ops is not None:
-            return ops
-        return self.static.response(request.path, request.headers.get("If-None-Match"))
-
     # --- the front door (signaling/frontdoor.py) ------------------------------------------
 
-    def _admit(self, connection: ServerConnection, request: Request, *, upgrade: bool) -> Response | None:
-        """Origin and the per-address cap, before the upgrade: 403 or 429 with a one-line
-        reason (also logged), or None, the connection now counted against its address."""
-        peer = connection.remote_address[0] if connection.remote_address else ""
-        address = self.door.address(str(peer), request.headers.get("X-Forwarded-For"))
-        refusal = self.door.handshake_refusal(address, request.headers.get_all("Origin"), upgrade=upgrade)
+    def _admit(self, client: ClientSlot, request: HttpRequest, upgrade: bool) -> HttpResponse | None:
+        """Origin (upgrades) and the per-address cap (a connection's first request), before
+        the upgrade or the body: 403 or 429 with a one-line reason (also logged), or None,
+        the connection now counted against its address until it ends."""
+        counted = client.address is not None
+        address = client.address or self.door.address(client.peer, request.headers.get("x-forwarded-for"))
+        origin = request.headers.get("origin")
+        origins = [] if origin is None else [part.strip() for part in origin.split(",")]
+        refusal = self.door.handshake_refusal(address, origins, upgrade=upgrade, counted=counted)
         if refusal is not None:
             if self.door.log_refusal(address, asyncio.get_running_loop().time()):
                 log.info("refused %s from %s: %s (more from it within %g s are not logged)",
                          "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason, REFUSAL_LOG_PERIOD)
-            return connection.respond(refusal.status, refusal.reason + "\n")
-        assert isinstance(connection, GuardedConnection)
-        connection.hold(address, lambda: self.door.release(address))
+            return HttpResponse(refusal.status, (refusal.reason + "\n").encode())
+        if not counted:
+            client.hold(address, lambda: self.door.release(address))
         return None
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -289,3 +290,28 @@ async def test_http_refusals(node: Node) -> None:
     assert node.server.admin is not None
     assert await node.server.admin.http(HttpRequest.from_target("GET", "/janus")) is None
     assert await node.server.admin.http(HttpRequest.from_target("GET", "/administrator")) is None
+
+
+def fetch(url: str, method: str = "GET", body: Any = None,
+          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+async def test_http_on_the_admin_port_over_a_real_socket(node: Node) -> None:
+    """The same port answers plain HTTP (admin.html's transport) and WebSocket upgrades."""
+    _, session, _ = await node.user("frank")
+    assert node.server.admin is not None
+    base = f"http://127.0.0.1:{node.server.admin.port}/admin"
+    status, headers, body = await asyncio.to_thread(fetch, base + "/info")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["janus"] == "server_info" and headers["Access-Control-Allow-Origin"] == "*"
+    request = {"janus": "list_sessions", "transaction": "h1", "admin_secret": SECRET}
+    _, _, body = await asyncio.to_thread(fetch, base, "POST", request, {"Content-Type": "application/json"})
+    assert session in json.loads(body)["sessions"]
+    status, headers, body = await asyncio.to_thread(fetch, base, "OPTIONS", None, {
+        "Origin": "http://elsewhere", "Access-Control-Request-Method": "POST"})
+    assert (status, body, headers["Access-Control-Allow-Methods"]) == (200, b"", "POST")
+    assert (await node.admin("ping"))["janus"] == "pong"  # and WebSockets on the same port
