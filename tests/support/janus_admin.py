@@ -45,13 +45,14 @@ class AdminClient:
         finally:
             await ws.close()
 
-    async def request(self, verb: str, *, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
-        """One request (with the secret, unless ``admin_secret`` is given); its answer."""
+    async def request(self, verb: str, *, wait: float = 5.0, **fields: Any) -> dict[str, Any]:
+        """One request (with the secret, unless ``admin_secret`` is given); its answer within
+        ``wait`` s (not ``timeout``: that is a field of ``set_session_timeout``)."""
         message: dict[str, Any] = {"janus": verb, "transaction": secrets.token_hex(6), **fields}
         if self.secret is not None:
             message.setdefault("admin_secret", self.secret)
         await self.ws.send(json.dumps(message))
         while True:
-            reply = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            reply = json.loads(await asyncio.wait_for(self.ws.recv(), wait))
             if reply.get("transaction") == message["transaction"] or "transaction" not in reply:
                 return dict(reply)
