@@ -315,3 +315,19 @@ async def test_http_on_the_admin_port_over_a_real_socket(node: Node) -> None:
         "Origin": "http://elsewhere", "Access-Control-Request-Method": "POST"})
     assert (status, body, headers["Access-Control-Allow-Methods"]) == (200, b"", "POST")
     assert (await node.admin("ping"))["janus"] == "pong"  # and WebSockets on the same port
+
+
+async def test_no_secret_reaches_the_log(node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    """Neither the admin secret nor a wrong one a client tried is ever logged."""
+    caplog.set_level("DEBUG")
+    caplog.set_level("INFO", logger="websockets")  # as setup_logging keeps it: its DEBUG dumps frames
+    _, session, handle = await node.user("gina")
+    socket = await node.connect(admin=True)
+    await socket.request({"janus": "list_sessions", "admin_secret": "a-wrong-guess"})
+    for verb, extra in (("handle_info", {"handle_id": handle}), ("detach_handle", {"handle_id": handle}),
+                        ("destroy_session", {})):
+        assert (await node.admin(verb, session_id=session, **extra))["janus"] == "success"
+    await node.admin("set_session_timeout", timeout=30)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Admin API: destroying session" in logged
+    assert SECRET not in logged and "a-wrong-guess" not in logged
