@@ -159,9 +159,9 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
-def demo_url(host: str, port: int) -> str:
+def demo_url(host: str, port: int, *, tls: bool = False) -> str:
     """Where a person opens the page (a wildcard bind is reachable on localhost)."""
     shown = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/"
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"

@@ -24,6 +24,7 @@ SIGTERM) end for both users with a plugin and a core ``hangup`` before the socke
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import time
@@ -57,6 +58,7 @@ from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
 from signaling.sessions import SessionError, Sessions
+from signaling.tls import TlsSource
 from signaling.tokens import TokenStore
 from signaling.videocall import VideoCall, error_data
 
@@ -121,8 +123,10 @@ def create_fleet(settings: Settings) -> FleetCalls | None:
 
 
 class SignalingServer:
-    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry | None = None, *, tls: TlsSource | None = None) -> None:
         self.settings = settings
+        #: https:// and wss:// on the API port (signaling/tls.py); SIGHUP reloads it (videocall/cli.py).
+        self.tls = tls if tls is not None else TlsSource.from_settings(settings)
         self.connections: dict[Hashable, Connection] = {}
         self.sessions = Sessions(
             max_sessions_per_connection=settings.max_sessions_per_connection,
@@ -230,7 +234,7 @@ class SignalingServer:
         limits = HttpLimits(max_body=limit, head_timeout=self.settings.handshake_timeout,
                             body_timeout=self.settings.handshake_timeout)
         return HttpListener([*self.http_handlers, self.ops.handle, self.static.handle], websocket=websocket,
-                            gate=self._admit, limits=limits)
+                            gate=self._admit, limits=limits, ssl=self.tls.context if self.tls else None)
 
     @property
     def port(self) -> int:
@@ -505,14 +509,19 @@ class SignalingServer:
 
 
 async def run(settings: Settings, registry: Registry | None = None, ready: asyncio.Event | None = None,
-              drain: asyncio.Event | None = None) -> None:
+              drain: asyncio.Event | None = None, tls: TlsSource | None = None) -> None:
     """Serve until cancelled, or, once ``drain`` is set, until the drain is over (no call is
-    left, or ``settings.drain_timeout`` passed)."""
-    server = SignalingServer(settings, registry)
+    left, or ``settings.drain_timeout`` passed). ``tls``: made from the settings when not given."""
+    server = SignalingServer(settings, registry, tls=tls)
     await server.start()
-    log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))",
+    secure = server.tls is not None
+    log.info("videocall signalling on %s://%s:%s/ (%d relay worker(s))", "wss" if secure else "ws",
              settings.host, server.port, len(settings.worker_addresses))
-    log.info("demo page: %s", demo_url(settings.host, server.port))
+    log.info("demo page: %s", demo_url(settings.host, server.port, tls=secure))
+    if server.tls is not None and server.tls.self_signed and settings.host in ("", "0.0.0.0", "::"):
+        lan = [name for name in server.tls.names if _is_lan_address(name)]
+        if lan:  # what a phone on the same network opens (and accepts the certificate of, once)
+            log.info("from another device: %s", ", ".join(demo_url(name, server.port, tls=True) for name in lan))
     server.static.warn_if_missing()
     if ready is not None:
         ready.set()
@@ -524,3 +533,11 @@ async def run(settings: Settings, registry: Registry | None = None, ready: async
             await server.drain(settings.drain_timeout)
     finally:
         await server.close()
+
+
+def _is_lan_address(name: str) -> bool:
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return not (address.is_loopback or address.is_link_local)
