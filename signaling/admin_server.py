@@ -1,7 +1,7 @@
 """The Admin API's adapters: a WebSocket (subprotocol ``janus-admin-protocol``) and HTTP
 (``POST <admin_base_path>[/<session>[/<handle>]]``, ``GET <admin_base_path>/info``), both on
-their own port through one ``HttpListener``, over the node's own sessions, handles, plugin
-and relay.
+their own port through one ``HttpListener`` (``https``/``wss`` with the API port's certificate
+when TLS is on), over the node's own sessions, handles, plugin and relay.
 
 ``admin_api`` decides (checks, commands, answers); this module looks things up and acts:
 it asks the relay for a call's counters (``call.stats``), and carries out ``destroy_session``,
@@ -65,10 +65,13 @@ class AdminServer:
                                      ping_interval=30)
         limits = HttpLimits(max_body=settings.max_message_size, head_timeout=settings.handshake_timeout,
                             body_timeout=settings.handshake_timeout)
-        self._server = HttpListener([self.http], websocket=websocket, limits=limits)
+        tls = self.node.tls  # the API port's certificate (and its SIGHUP reloads) when TLS is on
+        self._server = HttpListener([self.http], websocket=websocket, limits=limits,
+                                    ssl=tls.context if tls is not None else None)
         await self._server.start(settings.admin_host, settings.admin_port)
-        log.info("Admin API on http://%s:%s%s and ws://%s:%s/ (subprotocol %s)", settings.admin_host, self.port,
-                 self.base_path, settings.admin_host, self.port, ADMIN_PROTOCOL)
+        secure = "s" if tls is not None else ""
+        log.info("Admin API on http%s://%s:%s%s and ws%s://%s:%s/ (subprotocol %s)", secure, settings.admin_host,
+                 self.port, self.base_path, secure, settings.admin_host, self.port, ADMIN_PROTOCOL)
 
     @property
     def port(self) -> int:

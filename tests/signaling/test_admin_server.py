@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from signaling.server import SignalingServer
 
 SECRET = "admin-secret-for-tests"
 VIDEOCALL = "janus.plugin.videocall"
+ADMIN = "janus-admin-protocol"
 UNAUTHORIZED = {"code": 403, "reason": "Unauthorized request (wrong or missing secret/token)"}
 
 
@@ -331,3 +334,18 @@ async def test_no_secret_reaches_the_log(node: Node, caplog: pytest.LogCaptureFi
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "Admin API: destroying session" in logged
     assert SECRET not in logged and "a-wrong-guess" not in logged
+
+
+async def test_the_admin_port_speaks_tls_when_the_api_port_does(tmp_path: Path) -> None:
+    """With TLS on, the admin port serves https:// and wss:// with the same certificate."""
+    names = ["localhost", "127.0.0.1"]
+    async with running(tls_self_signed=True, tls_host_names=names, tls_dir=str(tmp_path / "tls")) as node:
+        assert node.server.tls is not None and node.server.admin is not None
+        context = ssl.create_default_context(cafile=str(node.server.tls.cert))
+        url = f"wss://localhost:{node.server.admin.port}/"
+        async with websockets.connect(url, ssl=context, subprotocols=[websockets.Subprotocol(ADMIN)]) as ws:
+            await ws.send(json.dumps({"janus": "list_sessions", "transaction": "s", "admin_secret": SECRET}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["sessions"] == []
+        https = f"https://localhost:{node.server.admin.port}/admin/info"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(https, timeout=5, context=context).read())
+        assert json.loads(body)["janus"] == "server_info"
