@@ -533,6 +533,9 @@ class VideoCall:
         Differs from Janus: after an explicit hangup the peer is not sent a second, late
         "Remote WebRTC hangup" event.
 
+        A callee the call never rang (it ended while the relay was preparing it) is told
+        nothing: it never heard of the call.
+
         A side whose request still waits for the relay (``call.waiting``; Janus handles one
         message at a time, so it never has one) gets its answer here: its ``hangup`` event
         carries that request's transaction (the side that dropped gets one too, with the
@@ -541,11 +544,12 @@ class VideoCall:
         effects: list[Effect] = [Relay(m.CallHangup(call_id=call.call_id, reason=reason[:m.MAX_TEXT]))]
         names = {side: getattr(self.handles.get(side), "username", None) for side in (call.caller, call.callee)}
         had_pc = {call.caller: True, call.callee: call.phase in ("accepting", "active")}
+        rung = call.phase != "creating"
         self._forget(call)
         for side in (call.caller, call.callee):
             state = self.handles.get(side)
-            if state is None:
-                continue
+            if state is None or (side == call.callee and not rung and side not in call.waiting):
+                continue  # a callee never rung (the relay was still preparing) hears nothing
             self._drop_pending(state)
             data: dict[str, Any] = {"event": "hangup"}
             who = names[call.peer_of(side)]

@@ -660,6 +660,20 @@ async def test_caller_closing_its_pc_while_the_relay_prepares_gets_its_call_answ
     assert core == CoreHangup(ALICE, "Janus API")
 
 
+async def test_callee_never_rung_is_not_told_of_a_call_that_ended_during_setup(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    h.relay.hold = asyncio.Event()
+    h.delivered.clear()
+    h.runner.message(ALICE, {"request": "call", "username": "bob"}, OFFER, "c")
+    while not h.relay.requests:  # the worker is preparing the call: bob has not been rung
+        await asyncio.sleep(0)
+    await h.runner.pc_closed(ALICE)
+    h.relay.hold.set()
+    await h.runner.drain()
+    assert [e for e in h.delivered if e.handle == BOB] == []
+    assert h.vc.handles[BOB].call is None  # and bob can be called again
+
+
 async def test_claim_after_detach_gives_name_back(h: Harness) -> None:
     h.runner.attach(ALICE)
     (_claim,) = h.vc.message(ALICE, {"request": "register", "username": "alice"}, None, "r")
