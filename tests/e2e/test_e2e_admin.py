@@ -6,6 +6,8 @@ its users' own requests would (each told ``hangup``, the affected client ``detac
 from __future__ import annotations
 
 import asyncio
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,7 +29,22 @@ def admin_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     port = free_port()
     env = {"VIDEOCALL_ADMIN_SECRET": SECRET, "VIDEOCALL_ADMIN_PORT": str(port)}
     for url in start_videocall(tmp_path_factory.mktemp("videocall-admin"), "videocall-serve-admin", None, env):
+        wait_ready(url)
         yield url, f"ws://127.0.0.1:{port}/"
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    """Until ``/readyz`` says the node can take a call (its relay worker is connected)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url.replace("ws://", "http://") + "readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready within {timeout:g} s"
+        time.sleep(0.2)
 
 
 @pytest.fixture
