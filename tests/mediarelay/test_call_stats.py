@@ -41,6 +41,14 @@ async def test_both_legs_counters_grow_while_media_flows(address: str) -> None:
                 was, now = medium(before, kind), medium(after, kind)
                 assert all(now[key] > was[key] for key in now), (name, kind, was, now)
             assert after.nacks_sent >= 0 and after.nacks_received >= 0 and after.retransmitted <= after.nacks_received
+        # Each client's receiver reports about the relay's sender reports give its leg's round trip.
+        for _ in range(200):  # aiortc's receivers report every few seconds
+            stats = await call.channel.request(CallStats(call_id=call.call_id))
+            if stats.caller.rtt_ms is not None and stats.callee.rtt_ms is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert stats.caller.rtt_ms is not None and stats.callee.rtt_ms is not None, stats
+        assert 0 <= stats.caller.rtt_ms < 1000 and 0 <= stats.callee.rtt_ms < 1000
         # What one leg's client sent reached the other: the relay sends the callee what the
         # caller sent, less what it dropped, never more.
         assert medium(second.callee, "video")["out"] <= medium(second.caller, "video")["in"]
