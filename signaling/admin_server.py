@@ -29,7 +29,8 @@ from shared import ipc
 from shared import messages as m
 from signaling import admin_api as admin
 from signaling import janus_replies as replies
-from signaling.http_listener import HttpLimits, HttpListener, WebSocketOptions
+from signaling.frontdoor import normalize_origin
+from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_types import HttpRequest, HttpResponse
 from signaling.janus_api import JanusError
 from signaling.janus_errors import PAYLOAD_MISSING, TOKEN_NOT_REMOVED, ErrorCode
@@ -66,7 +67,7 @@ class AdminServer:
         limits = HttpLimits(max_body=settings.max_message_size, head_timeout=settings.handshake_timeout,
                             body_timeout=settings.handshake_timeout)
         tls = self.node.tls  # the API port's certificate (and its SIGHUP reloads) when TLS is on
-        self._server = HttpListener([self.http], websocket=websocket, limits=limits,
+        self._server = HttpListener([self.http], websocket=websocket, limits=limits, gate=self._gate,
                                     ssl=tls.context if tls is not None else None)
         await self._server.start(settings.admin_host, settings.admin_port)
         secure = "s" if tls is not None else ""
@@ -84,6 +85,17 @@ class AdminServer:
 
     # --- transports -----------------------------------------------------------------------------
 
+    def _gate(self, slot: ClientSlot, request: HttpRequest, upgrade: bool) -> HttpResponse | None:
+        """``allowed_origins`` for the admin WebSocket too: a page of another site is refused
+        (403) before the upgrade, as on the API port. Plain requests are left to CORS."""
+        if not upgrade:
+            return None
+        refusal = self.node.door.origin_refusal(request.header("origin") or None)
+        if refusal is None:
+            return None
+        log.info("Admin API: refused a WebSocket from %s: %s", slot.peer, refusal.reason)
+        return HttpResponse(refusal.status, (refusal.reason + "\n").encode())
+
     async def _serve_websocket(self, ws: ServerConnection) -> None:
         """Each text frame is one request; each answer one frame, in order."""
         try:
@@ -97,7 +109,7 @@ class AdminServer:
         base = self.base_path.rstrip("/")
         if request.path != self.base_path and not request.path.startswith(base + "/"):
             return None
-        cors = _cors_headers(request)
+        cors = _cors_headers(request, self.node.door.allowed_origins)
         if request.method == "OPTIONS":
             return HttpResponse(200, b"", headers=cors)
         try:
@@ -243,10 +255,20 @@ class AdminServer:
             return None
 
 
-def _cors_headers(request: HttpRequest) -> tuple[tuple[str, str], ...]:
-    """``janus_http_add_cors_headers`` without ``allow_origin``: any origin, the preflight's
-    asked method and headers echoed back."""
-    headers = [("Access-Control-Allow-Origin", "*"), ("Access-Control-Max-Age", "86400")]
+def _cors_headers(request: HttpRequest, allowed: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    """``janus_http_add_cors_headers``: any origin (``*``) while ``allowed_origins`` is empty,
+    else the request's Origin when it is one of them (with credentials, ``Vary: Origin``, as
+    Janus's ``allow_origin`` answers) and none for a page elsewhere, whose script then cannot
+    read the answer; the preflight's method and headers echoed back."""
+    headers = [("Access-Control-Max-Age", "86400")]
+    origin = request.header("origin")
+    if not allowed:
+        headers.insert(0, ("Access-Control-Allow-Origin", "*"))
+    elif origin and normalize_origin(origin) in allowed:
+        headers[:0] = [("Access-Control-Allow-Origin", origin[:256]), ("Access-Control-Allow-Credentials", "true"),
+                       ("Vary", "Origin")]
+    else:
+        headers.insert(0, ("Vary", "Origin"))
     if method := request.header("Access-Control-Request-Method"):
         headers.append(("Access-Control-Allow-Methods", method[:256]))
     if asked := request.header("Access-Control-Request-Headers"):

@@ -349,3 +349,24 @@ async def test_the_admin_port_speaks_tls_when_the_api_port_does(tmp_path: Path) 
         https = f"https://localhost:{node.server.admin.port}/admin/info"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(https, timeout=5, context=context).read())
         assert json.loads(body)["janus"] == "server_info"
+
+
+async def test_allowed_origins_bind_the_admin_port_too() -> None:
+    """With ``allowed_origins``, a page of another site can neither open the admin WebSocket
+    (403) nor read an HTTP answer (no CORS header for it); the listed site can."""
+    async with running(allowed_origins="https://ops.example") as node:
+        assert node.server.admin is not None
+        port = node.server.admin.port
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://127.0.0.1:{port}/", subprotocols=[websockets.Subprotocol(ADMIN)],
+                                     origin=websockets.Origin("https://evil.example"))
+        assert refused.value.response.status_code == 403
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", subprotocols=[websockets.Subprotocol(ADMIN)],
+                                      origin=websockets.Origin("https://ops.example")) as ws:
+            await ws.send(json.dumps({"janus": "ping", "transaction": "p"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["janus"] == "pong"
+        _, evil, _ = await http(node, "GET", "/admin/info", None, Origin="https://evil.example")
+        assert "Access-Control-Allow-Origin" not in evil and evil["Vary"] == "Origin"
+        _, ops, _ = await http(node, "GET", "/admin/info", None, Origin="https://OPS.example")
+        assert ops["Access-Control-Allow-Origin"] == "https://OPS.example"
+        assert ops["Access-Control-Allow-Credentials"] == "true"
