@@ -29,11 +29,11 @@ from shared import ipc
 from shared import messages as m
 from signaling import admin_api as admin
 from signaling import janus_replies as replies
-from signaling.frontdoor import normalize_origin
+from signaling.frontdoor import RateLimiter, normalize_origin
 from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_types import HttpRequest, HttpResponse
 from signaling.janus_api import JanusError
-from signaling.janus_errors import PAYLOAD_MISSING, TOKEN_NOT_REMOVED, ErrorCode
+from signaling.janus_errors import ADMIN_GUESSES_LIMITED, PAYLOAD_MISSING, TOKEN_NOT_REMOVED, ErrorCode
 from signaling.videocall_query import query_session
 
 if TYPE_CHECKING:
@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("videocall.admin")
 
 ADMIN_PROTOCOL = Subprotocol(admin.ADMIN_PROTOCOL)
+#: Wrong ``admin_secret`` guesses one client address may make at once, then one per
+#: ``1/SECRET_GUESS_RATE`` s; past them every request of that address but ``info``/``ping``
+#: gets 490 until a guess is allowed again (ours: Janus lets a client guess at line speed).
+SECRET_GUESS_BURST = 10
+SECRET_GUESS_RATE = 0.2
 #: What ``handle_info`` waits for the relay's counters before answering without them.
 STATS_TIMEOUT = 2.0
 
@@ -55,6 +60,7 @@ class AdminServer:
         self._secret = node.settings.admin_secret.get_secret_value()
         self.base_path = node.settings.admin_base_path
         self._server: HttpListener | None = None
+        self._guesses = RateLimiter(SECRET_GUESS_RATE, SECRET_GUESS_BURST)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -98,9 +104,12 @@ class AdminServer:
 
     async def _serve_websocket(self, ws: ServerConnection) -> None:
         """Each text frame is one request; each answer one frame, in order."""
+        peer = str(ws.remote_address[0]) if ws.remote_address else ""
+        forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request is not None else None
+        address = self.node.door.address(peer, forwarded)
         try:
             async for frame in ws:
-                await ws.send(replies.dumps(await self.answer(frame)))
+                await ws.send(replies.dumps(await self.answer(frame, address)))
         except websockets.ConnectionClosed:
             pass
 
@@ -116,7 +125,8 @@ class AdminServer:
             frame = self._http_frame(request, [part for part in request.path[len(base):].split("/") if part])
         except JanusError as exc:
             return _json(exc.reply(), cors)
-        return _json(await self.answer(frame), cors)
+        address = self.node.door.address(request.peer, request.header("X-Forwarded-For") or None)
+        return _json(await self.answer(frame, address), cors)
 
     def _http_frame(self, request: HttpRequest, parts: list[str]) -> str | bytes:
         """The request's JSON, with the path's ids in it, as janus_http.c builds it."""
@@ -148,9 +158,11 @@ class AdminServer:
 
     # --- requests -------------------------------------------------------------------------------
 
-    async def answer(self, frame: str | bytes) -> dict[str, Any]:
-        """One request's answer: the success, or the error Janus would give."""
+    async def answer(self, frame: str | bytes, address: str = "") -> dict[str, Any]:
+        """One request's answer: the success, or the error Janus would give. ``address``: the
+        client's, whose wrong secrets are counted (``SECRET_GUESS_BURST``)."""
         node = self.node
+        now = asyncio.get_running_loop().time()
         try:
             if len(frame) > self.settings.max_message_size:
                 raise JanusError(ErrorCode.TRANSPORT_SPECIFIC, f"Message too large ({len(frame)} bytes, the limit "
@@ -160,8 +172,16 @@ class AdminServer:
                 has_handle=lambda sid, hid: node.sessions.session_of(hid) == sid,
                 stored_tokens=node.auth.token_auth and not node.auth.signed_mode,
                 max_depth=self.settings.max_json_depth)
+            if self._guesses.exhausted(address, now) and not isinstance(command, admin.Info | admin.Ping):
+                raise JanusError(ErrorCode.UNKNOWN, ADMIN_GUESSES_LIMITED, transaction=command.transaction)
             return await self._carry_out(command)
         except JanusError as exc:
+            if exc.code == ErrorCode.UNAUTHORIZED:
+                self._guesses.prune(now)
+                if not self._guesses.allow(address, now):
+                    log.warning("Admin API: too many wrong admin_secret from %s; refusing it for a while", address)
+                    return JanusError(ErrorCode.UNKNOWN, ADMIN_GUESSES_LIMITED, transaction=exc.transaction,
+                                      session_id=exc.session_id).reply()
             return exc.reply()
         except Exception:
             log.exception("internal error answering an Admin API request")

@@ -21,7 +21,7 @@ __all__ = [
     "QUOTE_LIMIT", "ErrorCode", "DEFAULT_REASONS", "quote", "PluginCode", "PluginError",
     "CLOSE_PC", "DTLS_ALERT", "ICE_FAILED", "DETACH", "JANUS_API", "ADMIN_API", "EXPLICIT_HANGUP",
     "REMOTE_HANGUP", "PEER_HANGUP_DEFAULT", "USER_BUSY", "NO_ANSWER", "SHUTTING_DOWN", "REASON_LIMIT",
-    "STORED_TOKENS_DISABLED", "TOKEN_NOT_REMOVED", "PAYLOAD_MISSING",
+    "STORED_TOKENS_DISABLED", "TOKEN_NOT_REMOVED", "PAYLOAD_MISSING", "ADMIN_GUESSES_LIMITED",
 ]
 
 #: Characters of a client's string quoted in an error text.
@@ -144,6 +144,8 @@ STORED_TOKENS_DISABLED = "Stored-Token based authentication disabled"
 TOKEN_NOT_REMOVED = "Error removing token"
 #: An admin HTTP request without a body (454).
 PAYLOAD_MISSING = "Request payload missing"
+#: Ours: an address that sent too many wrong ``admin_secret`` (490), for a while.
+ADMIN_GUESSES_LIMITED = "Rate limit: too many wrong admin_secret from this address, try again later"
 
 
 # --- hangup reasons --------------------------------------------------------------------------

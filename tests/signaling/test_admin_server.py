@@ -20,6 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from shared.settings import Settings
+from signaling.admin_server import SECRET_GUESS_BURST
 from signaling.http_types import HttpRequest
 from signaling.server import SignalingServer
 
@@ -370,3 +371,25 @@ async def test_allowed_origins_bind_the_admin_port_too() -> None:
         _, ops, _ = await http(node, "GET", "/admin/info", None, Origin="https://OPS.example")
         assert ops["Access-Control-Allow-Origin"] == "https://OPS.example"
         assert ops["Access-Control-Allow-Credentials"] == "true"
+
+
+async def test_an_address_guessing_the_secret_is_stopped_and_others_are_not(node: Node) -> None:
+    """After ``SECRET_GUESS_BURST`` wrong secrets an address gets 490 even with the right one
+    (so guessing cannot go on at line speed); ``info`` still answers, other addresses too."""
+    assert node.server.admin is not None
+    admin_server = node.server.admin
+
+    async def ask(peer: str, secret: str, verb: str = "list_sessions") -> dict[str, Any]:
+        body = json.dumps({"janus": verb, "transaction": "g", "admin_secret": secret}).encode()
+        response = await admin_server.http(HttpRequest.from_target("POST", "/admin", {}, body, peer=peer))
+        assert response is not None
+        return dict(json.loads(response.body))
+
+    guesser, operator = "198.51.100.9", "203.0.113.4"
+    for attempt in range(SECRET_GUESS_BURST):
+        assert (await ask(guesser, f"guess-{attempt}"))["error"]["code"] == 403
+    limited = {"code": 490, "reason": "Rate limit: too many wrong admin_secret from this address, try again later"}
+    assert (await ask(guesser, "guess-again"))["error"] == limited
+    assert (await ask(guesser, SECRET))["error"] == limited
+    assert (await ask(guesser, "", "info"))["janus"] == "server_info"
+    assert (await ask(operator, SECRET))["janus"] == "success"
