@@ -266,10 +266,12 @@ class KeyframeRequester:
 class RttEstimator:
     """A leg's round-trip time from its clients' report blocks about the relay's SRs."""
 
-    __slots__ = ("rtt", "_sent")
+    __slots__ = ("rtt", "measured", "_sent")
 
     def __init__(self, initial: float = 0.1) -> None:
         self.rtt = initial
+        #: Whether ``rtt`` comes from a report yet (else it is ``initial``, a guess).
+        self.measured = False
         self._sent: dict[int, float] = {}  # LSR of a sender report we sent -> when
 
     def sender_report_sent(self, ntp: int, now: float) -> None:
@@ -284,6 +286,7 @@ class RttEstimator:
         rtt = now - sent - dlsr / 65536
         if 0 <= rtt < 10:
             self.rtt = 0.85 * self.rtt + 0.15 * rtt
+            self.measured = True
 
 
 def capped_remb(estimate: int | None, cap: int) -> int | None:

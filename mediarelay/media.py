@@ -210,6 +210,18 @@ class CallMedia:
 
     # --- introspection ------------------------------------------------------------------------------
 
+    def recv_stream(self, leg: str, mid: str) -> RecvStream | None:
+        """What leg ``leg``'s client sends on ``mid``, once linked (kept across re-links)."""
+        return self._recv_streams.get((leg, mid))
+
+    def send_stream(self, leg: str, mid: str) -> SendStream | None:
+        """What the relay sends leg ``leg``'s client on ``mid``, once linked."""
+        return self._send_streams.get((leg, mid))
+
+    def sent_mids(self, leg: str) -> list[str]:
+        """The m-lines on which the relay has a sender towards leg ``leg``'s client."""
+        return [mid for (name, mid) in self._send_streams if name == leg]
+
     def stats(self) -> dict[str, object]:
         """Counters and, per linked direction, what was forwarded (tests, benchmark)."""
         return {

@@ -80,6 +80,11 @@ class CallRtcp:
         self._ssrc: dict[str, int] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._wake: asyncio.TimerHandle | None = None
+        #: Per leg: packets the relay asked its client again, packets its client asked again,
+        #: and those answered from the history (the Admin API's ``handle_info``).
+        self.nacks_sent = dict.fromkeys(settings, 0)
+        self.nacks_received = dict.fromkeys(settings, 0)
+        self.retransmitted = dict.fromkeys(settings, 0)
         #: Per video SendStream: (packets sent, when) at the last tick, to size its history.
         self._history_marks: dict[SendStream, tuple[int, float]] = {}
 
@@ -106,6 +111,11 @@ class CallRtcp:
     def rtt(self) -> dict[str, float]:
         """Each leg's round trip (seconds), as its RTCP shows it."""
         return {name: estimator.rtt for name, estimator in self._rtt.items()}
+
+    def measured_rtt(self, name: str) -> float | None:
+        """Leg ``name``'s round trip (seconds) once a report showed one, else None."""
+        estimator = self._rtt.get(name)
+        return estimator.rtt if estimator is not None and estimator.measured else None
 
     # --- timers -------------------------------------------------------------------------------------
 
@@ -231,6 +241,7 @@ class CallRtcp:
         port = self.ports.get(source)
         if port is not None and stream.ssrc is not None:
             port.send_rtcp(feedback.nack(self._ssrc[source], stream.ssrc, seqs))
+            self.nacks_sent[source] = self.nacks_sent.get(source, 0) + len(seqs)
 
     def _send_pli(self, source: str, stream: RecvStream) -> None:
         port = self.ports.get(source)
@@ -287,8 +298,10 @@ class CallRtcp:
         return [link for link in self.links if link.sink == sink and link.send_stream.ssrc in ssrcs]
 
     def _on_nack(self, sink: str, media_ssrc: int, lost: list[int]) -> None:
+        self.nacks_received[sink] = self.nacks_received.get(sink, 0) + len(lost)
         for link in self._links_to(sink, [media_ssrc]):
             missed = [seq for seq in lost if not link.send_stream.retransmit(seq)]
+            self.retransmitted[sink] = self.retransmitted.get(sink, 0) + len(lost) - len(missed)
             # Not in the history: it never reached the relay (or is old). Ask the sender, in its numbers.
             upstream = [s for s in (link.send_stream.seq.source(seq) for seq in missed) if s is not None]
             if upstream:

@@ -34,7 +34,7 @@ from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
 from mediarelay.recorder import RecordingRefused, default_base
-from mediarelay.worker_stats import WorkerTotals
+from mediarelay.worker_stats import WorkerTotals, call_stats
 from shared import ipc
 from shared.ipc import Channel, IpcError
 from shared.logs import call_log, setup_logging
@@ -45,6 +45,8 @@ from shared.messages import (
     CallCreate,
     CallCreateResult,
     CallHangup,
+    CallStats,
+    CallStatsResult,
     Empty,
     LegConfigure,
     LegRecord,
@@ -219,6 +221,9 @@ class Worker:
     async def _stats(self, channel: Channel, body: WorkerStats) -> WorkerStatsResult:
         return self.totals.result((hosted.call for hosted in self.calls.values()), creating=len(self._creating))
 
+    async def _call_stats(self, channel: Channel, body: CallStats) -> CallStatsResult:
+        return call_stats(self._call(body.call_id))
+
     async def create(self, owner: Channel | None, body: CallCreate) -> CallCreateResult:
         """Prepare a call; it belongs to ``owner``, the channel that asked (None: in-process use)."""
         call_id = body.call_id
@@ -274,6 +279,7 @@ _HANDLERS: dict[type[Request[Any]], Callable[[Worker, Channel, Any], Awaitable[B
     LegRecord: Worker._record,
     CallHangup: Worker._hangup,
     WorkerStats: Worker._stats,
+    CallStats: Worker._call_stats,
 }
 
 

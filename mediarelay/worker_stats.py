@@ -1,4 +1,5 @@
-"""What a worker reports to ``worker.stats``: its calls, what it relayed, its own CPU and memory.
+"""What a worker reports: to ``worker.stats`` its calls, what it relayed, its own CPU and
+memory; to ``call.stats`` one call's legs (``call_stats``, the Admin API's counters).
 
 Packets in are counted per m-line by ``MediaFlow`` (the aiortc tap before the legs are linked,
 the fast path after); packets out and drops by the fast path's per-call ``Counters``. Both
@@ -14,11 +15,16 @@ import os
 import resource
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from mediarelay.feedback import ReceiveStats
 from mediarelay.forwarder import Counters
 from mediarelay.media_flow import MediaFlow
-from shared.messages import WorkerStatsResult
+from shared.messages import MAX_TEXT, CallStatsResult, LegStats, MediumStats, WorkerStatsResult
+
+if TYPE_CHECKING:
+    from mediarelay.call import Call
+    from mediarelay.leg import Leg
 
 #: ``Counters`` fields that count packets the fast path did not forward (the drop reasons).
 DROP_REASONS = ("srtp_failed", "unknown", "unlinked", "muted", "payload_type", "stale", "padding", "malformed",
@@ -115,3 +121,41 @@ def resident_bytes() -> int:
 def counters_fields() -> set[str]:
     """Every ``Counters`` field (a test checks each is a drop reason or named in ``NOT_DROPS``)."""
     return {f.name for f in fields(Counters)}
+
+
+def lost_packets(stats: ReceiveStats) -> int:
+    """Packets a source never delivered, as its report block counts them (RFC 3550 A.3)."""
+    if not stats.started:
+        return 0
+    return max(0, stats.extended_max - stats.base_seq + 1 - stats.received)
+
+
+def call_stats(call: Call) -> CallStatsResult:
+    """Both legs of ``call`` now (``call.stats``): read from the legs' flows, the fast path's
+    streams and the call's RTCP, a few objects per m-line; never on the packet path."""
+    media, rtcp = call.media, call.media.rtcp
+
+    def leg_stats(leg: Leg) -> LegStats:
+        mediums: list[MediumStats] = []
+        seen: set[str] = set()
+        for flow in leg.flows:
+            seen.add(flow.mid)
+            recv, send = media.recv_stream(leg.name, flow.mid), media.send_stream(leg.name, flow.mid)
+            mediums.append(MediumStats(
+                mid=flow.mid[:MAX_TEXT], kind="video" if flow.kind == "video" else "audio",
+                packets_in=flow.packets, bytes_in=flow.octets,
+                lost=lost_packets(recv.stats) if recv is not None else 0,
+                jitter_ms=round(1000 * recv.stats.jitter / recv.stats.clock_rate, 3) if recv is not None else 0.0,
+                packets_out=send.packets if send is not None else 0, bytes_out=send.octets if send is not None else 0,
+            ))
+        for mid in media.sent_mids(leg.name):  # a sender towards a client that sends nothing itself
+            send = media.send_stream(leg.name, mid)
+            if mid not in seen and send is not None:
+                mediums.append(MediumStats(mid=mid[:MAX_TEXT], kind="video" if send.kind == "video" else "audio",
+                                           packets_out=send.packets, bytes_out=send.octets))
+        rtt = rtcp.measured_rtt(leg.name)
+        return LegStats(state=leg.state, rtt_ms=None if rtt is None else round(rtt * 1000, 3),
+                        nacks_sent=rtcp.nacks_sent.get(leg.name, 0), nacks_received=rtcp.nacks_received.get(leg.name, 0),
+                        retransmitted=rtcp.retransmitted.get(leg.name, 0), media=mediums[:16])
+
+    return CallStatsResult(caller=leg_stats(call.caller), callee=leg_stats(call.callee))

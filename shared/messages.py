@@ -181,6 +181,44 @@ class WorkerStatsResult(_Model):
     rss_bytes: int = 0
 
 
+class MediumStats(_Model):
+    """One m-line of a leg as the relay sees it: what its client sent the relay (``*_in``,
+    ``lost``, ``jitter_ms``, from the relay's receive statistics) and what the relay sent it
+    (``*_out``). ``bytes_*`` count RTP payload bytes, as ``WorkerStatsResult``'s do."""
+
+    mid: ShortText
+    kind: MediaKind
+    packets_in: int = 0
+    bytes_in: int = 0
+    lost: int = 0
+    jitter_ms: float = 0.0
+    packets_out: int = 0
+    bytes_out: int = 0
+
+
+class LegStats(_Model):
+    """One leg of a call: its transport state, round trip, NACKs each way, its m-lines.
+
+    ``nacks_sent``: packets the relay asked this leg's client to send again; ``nacks_received``:
+    packets this leg's client asked the relay to send again; ``retransmitted``: of those, the
+    ones the relay answered from its history. ``rtt_ms`` is None until the client's reports
+    have shown one."""
+
+    state: ShortText
+    rtt_ms: float | None = None
+    nacks_sent: int = 0
+    nacks_received: int = 0
+    retransmitted: int = 0
+    media: Annotated[list[MediumStats], Field(max_length=16)] = []
+
+
+class CallStatsResult(_Model):
+    """Both legs of one call (the Admin API's ``handle_info``)."""
+
+    caller: LegStats
+    callee: LegStats
+
+
 # --- requests (signalling -> worker) -------------------------------------------------------
 
 
@@ -298,6 +336,13 @@ class WorkerStats(Request[WorkerStatsResult]):
     METHOD = "worker.stats"
 
 
+class CallStats(Request[CallStatsResult]):
+    """Ask the worker of a call for its legs' counters (read on demand, never pushed)."""
+
+    METHOD = "call.stats"
+    call_id: CallId
+
+
 # --- notifications (worker -> signalling) ---------------------------------------------------
 
 #: Why a leg closed, in Janus's words (``janus_ice_webrtc_hangup``): they reach the client
@@ -346,7 +391,7 @@ class LegMedia(Notification):
 REQUESTS: dict[str, type[Request[Any]]] = {
     model.METHOD: model
     for model in (Hello, HelloChallenge, CallCreate, CallAccept, LegTrickle, LegConfigure, LegRenegotiate, LegRecord, CallHangup,
-                  WorkerStats)
+                  WorkerStats, CallStats)
 }
 
 #: method name -> notification model

@@ -134,6 +134,15 @@ class Settings(BaseSettings):
         "", description="JSON file of the stored tokens (`videocall tokens`); empty: in memory only.",
     )
 
+    # --- the Admin API (Janus's names; off unless admin_secret is set) -------------------------
+    admin_secret: SecretStr = Field(
+        SecretStr(""), description="Every Admin API request must carry this `admin_secret`; empty: no Admin API "
+        "port at all. A secret: never logged nor shown; set it by VIDEOCALL_ADMIN_SECRET or the config file.",
+    )
+    admin_host: str = Field("127.0.0.1", description="Address the Admin API binds (loopback: operators on this machine).")
+    admin_port: int = Field(7088, ge=0, le=65535, description="Port of the Admin API, HTTP and WebSocket (Janus's 7088).")
+    admin_base_path: str = Field("/admin", description="Path of the Admin API's HTTP endpoints (Janus's admin_base_path).")
+
     # --- the front door: who may connect, how often, for how long (signaling/frontdoor.py) ---
     allowed_origins: StrList = Field(
         default_factory=list,
@@ -205,6 +214,13 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR block") from None
+        return value
+
+    @field_validator("admin_base_path")
+    @classmethod
+    def _admin_base_path(cls, value: str) -> str:
+        if not value.startswith("/") or (len(value) > 1 and value.endswith("/")) or "?" in value or "#" in value:
+            raise ValueError(f"admin_base_path must start with / and not end with one, not {value!r}")
         return value
 
     @field_validator("rtp_port_range")

@@ -110,6 +110,14 @@ class RateLimiter:
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
 
+    def exhausted(self, key: str, now: float) -> bool:
+        """Whether ``key`` has no token left now (without taking one)."""
+        bucket = self.buckets.get(key) if self.enabled else None
+        if bucket is None:
+            return False
+        bucket._refill(now)
+        return bucket.tokens < 1.0
+
     def prune(self, now: float) -> None:
         """Forget the buckets that are full again: they would allow exactly what a new one
         does, so memory stays bounded by the addresses active in the last ``burst/rate`` s."""

@@ -19,8 +19,9 @@ from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED
 
 __all__ = [
     "QUOTE_LIMIT", "ErrorCode", "DEFAULT_REASONS", "quote", "PluginCode", "PluginError",
-    "CLOSE_PC", "DTLS_ALERT", "ICE_FAILED", "DETACH", "JANUS_API", "EXPLICIT_HANGUP",
+    "CLOSE_PC", "DTLS_ALERT", "ICE_FAILED", "DETACH", "JANUS_API", "ADMIN_API", "EXPLICIT_HANGUP",
     "REMOTE_HANGUP", "PEER_HANGUP_DEFAULT", "USER_BUSY", "NO_ANSWER", "SHUTTING_DOWN", "REASON_LIMIT",
+    "STORED_TOKENS_DISABLED", "TOKEN_NOT_REMOVED", "PAYLOAD_MISSING", "ADMIN_GUESSES_LIMITED",
 ]
 
 #: Characters of a client's string quoted in an error text.
@@ -135,12 +136,26 @@ class PluginError(Exception):
         self.text = text
 
 
+# --- Admin API reasons (janus.c, janus_http.c) -----------------------------------------------
+
+#: A token verb while token auth with stored tokens is off (490).
+STORED_TOKENS_DISABLED = "Stored-Token based authentication disabled"
+#: ``remove_token`` of a token that is not stored (490).
+TOKEN_NOT_REMOVED = "Error removing token"
+#: An admin HTTP request without a body (454).
+PAYLOAD_MISSING = "Request payload missing"
+#: Ours: an address that sent too many wrong ``admin_secret`` (490), for a while.
+ADMIN_GUESSES_LIMITED = "Rate limit: too many wrong admin_secret from this address, try again later"
+
+
 # --- hangup reasons --------------------------------------------------------------------------
 
 #: The core ``hangup`` a detaching handle in a call gets (``janus_ice_webrtc_hangup``).
 DETACH = "Detach"
 #: The core ``hangup`` after the client's own ``hangup`` request.
 JANUS_API = "Janus API"
+#: The core ``hangup`` after the Admin API's ``hangup_webrtc`` (janus.c).
+ADMIN_API = "Admin API"
 #: The plugin ``hangup`` event answering a ``hangup`` request.
 EXPLICIT_HANGUP = "Explicit hangup"
 #: The peer's plugin ``hangup`` when the other side's PeerConnection went away.

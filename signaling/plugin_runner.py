@@ -45,7 +45,7 @@ from signaling.effects import (
     RingTimeout,
     Webrtcup,
 )
-from signaling.janus_errors import PluginCode, PluginError
+from signaling.janus_errors import JANUS_API, PluginCode, PluginError
 from signaling.metrics import CallSetupTimer
 from signaling.registry import Registry, RegistryUnavailable, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
@@ -93,6 +93,8 @@ class PluginRunner:
         self.on_call_setup = on_call_setup
         #: Calls shared with other nodes of a fleet (``signaling/fleet_calls.py``); None alone.
         self.fleet: FleetCalls | None = None
+        #: The files each (call id, leg) records now, as the relay reported them (Admin API).
+        self.recordings: dict[tuple[str, str], list[str]] = {}
 
     async def close(self) -> None:
         """Cancel what is still running (server shutdown)."""
@@ -151,12 +153,13 @@ class PluginRunner:
         self._handle_locks.pop(handle, None)
         self.setup.forget_handle(handle)
 
-    async def pc_closed(self, handle: int) -> None:
-        """The client asked to close the handle's PeerConnection (``hangup``)."""
+    async def pc_closed(self, handle: int, reason: str = JANUS_API) -> None:
+        """The client asked to close the handle's PeerConnection (``hangup``), or the Admin
+        API did (``reason`` "Admin API"): the core ``hangup`` the client gets says which."""
         if self._away(handle):
             await self._fleet.forward(handle, "hangup")
             return
-        await self._step(handle, None, lambda: self.plugin.pc_closed(handle))
+        await self._step(handle, None, lambda: self.plugin.pc_closed(handle, reason))
 
     def local_deliver(self, effect: Delivery) -> None:
         """To a handle of this node's own clients (``FleetCalls`` hands its users theirs)."""
@@ -192,6 +195,12 @@ class PluginRunner:
         elif isinstance(body, m.LegRecording):
             log.info("call %s %s leg recording %s %s %s", body.call_id, body.leg, body.state, body.files, body.reason,
                      extra=call_log(body.call_id))
+            if body.state == "started":
+                # Forget those of calls gone without a "stopped" (their worker died): bounded.
+                self.recordings = {key: files for key, files in self.recordings.items() if key[0] in self.plugin.calls}
+                self.recordings[(body.call_id, body.leg)] = list(body.files)
+            else:
+                self.recordings.pop((body.call_id, body.leg), None)
             step = lambda: self.plugin.leg_recording(body.call_id, body.leg, body.state == "failed", body.reason)  # noqa: E731
         elif isinstance(body, m.LegMedia):
             step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731

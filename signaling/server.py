@@ -40,6 +40,7 @@ from shared import messages as m
 from shared.settings import Settings
 from signaling import janus_api as api
 from signaling import janus_replies as replies
+from signaling.admin_server import AdminServer
 from signaling.auth import RequestAuth
 from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
 from signaling.fleet_calls import FleetCalls
@@ -48,7 +49,7 @@ from signaling.guarded_connection import GuardedConnection
 from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_static import StaticFiles, demo_url
 from signaling.http_types import HttpHandler, HttpRequest, HttpResponse
-from signaling.janus_errors import SHUTTING_DOWN, ErrorCode, PluginError
+from signaling.janus_errors import ADMIN_API, SHUTTING_DOWN, ErrorCode, PluginError
 from signaling.metrics import NodeMetrics
 from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
@@ -160,11 +161,18 @@ class SignalingServer:
         self.http_handlers: list[HttpHandler] = []
         # --- operations: health, metrics, drain ---
         self.draining = False
+        #: The Admin API's ``accept_new_sessions`` (refused like a drain, without one).
+        self.accepting_sessions = True
+        #: The session timeout now: ``session_timeout``, until the Admin API sets another.
+        self.session_timeout = settings.session_timeout
         self.metrics = NodeMetrics(self, self.sessions, self.plugin.plugin, self.relay)
         self.plugin.on_call_setup = self.metrics.call_setup.observe
         self.ops = OpsEndpoints(self, self.registry, self.metrics)
         # --- who may use the API: api_secret, token auth (signaling/auth.py) ---
-        self.auth = RequestAuth.from_settings(settings, TokenStore(settings.token_store))
+        self.tokens = TokenStore(settings.token_store)
+        self.auth = RequestAuth.from_settings(settings, self.tokens)
+        # --- the Admin API, on its own port when admin_secret is set (signaling/admin_server.py) ---
+        self.admin = AdminServer(self) if settings.admin_secret.get_secret_value() else None
         # --- the front door: origins, per-address caps and rates, silent clients (signaling/frontdoor.py) ---
         self.door = FrontDoor.from_settings(settings)
         self._watch: asyncio.Task[None] | None = None
@@ -211,6 +219,8 @@ class SignalingServer:
         self._server = self.listener()
         await self._server.start(self.settings.host, self.settings.port)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
+        if self.admin is not None:
+            await self.admin.start()
         if (period := self.door.watch_period) is not None:
             self._watch = asyncio.get_running_loop().create_task(self._watch_connections(period))
         return self._server
@@ -238,6 +248,8 @@ class SignalingServer:
         if self._watch is not None:
             self._watch.cancel()
         await self._end_calls()
+        if self.admin is not None:
+            await self.admin.close()
         if self._server is not None:
             await self._server.close()
         await self.relay.close()
@@ -355,7 +367,7 @@ class SignalingServer:
                     f"Message too large ({len(frame)} bytes, the limit is {self.settings.max_message_size})",
                 )
             envelope = api.parse_envelope(frame, max_depth=self.settings.max_json_depth)
-            refusal = self.auth.refusal(envelope, time.time(), accepting_sessions=not self.draining)
+            refusal = self.auth.refusal(envelope, time.time(), accepting_sessions=self.accepting)
             if refusal is not None:  # 403, before any session lookup (janus_request_check_secret)
                 raise refusal
             reply = await self._dispatch(connection, envelope)
@@ -380,12 +392,11 @@ class SignalingServer:
             if env.session_id is None:
                 request = api.parse_request(env)
                 if isinstance(request, api.InfoRequest):
-                    return replies.server_info(tx, session_timeout=int(self.settings.session_timeout),
-                                               api_secret=bool(self.auth.api_secret), auth_token=self.auth.token_auth)
+                    return self.server_info(tx)
                 if isinstance(request, api.PingRequest):
                     return replies.pong(tx)
                 assert isinstance(request, api.CreateRequest)
-                if self.draining:  # Janus: accept_new_sessions false (janus_process_incoming_request)
+                if not self.accepting:  # Janus: accept_new_sessions false (janus_process_incoming_request)
                     raise error(ErrorCode.NOT_ACCEPTING_SESSIONS, ErrorCode.NOT_ACCEPTING_SESSIONS.reason)
                 if (limited := self.door.create_refusal(self._address(connection), len(sessions.sessions), now)):
                     raise error(*limited)  # 472 node full, 490 rate limit (signaling/frontdoor.py)
@@ -408,7 +419,7 @@ class SignalingServer:
             if isinstance(request, api.AttachRequest):
                 if (refusal := self.auth.attach_refusal(env, request.plugin, time.time())) is not None:
                     raise refusal  # 405, once the plugin is known (janus_auth_check_plugin)
-                new_handle = sessions.attach(session)
+                new_handle = sessions.attach(session, now)
                 self.plugin.attach(new_handle)
                 return replies.success(tx, session_id=sid, data={"id": new_handle})
             if isinstance(request, api.DestroyRequest):
@@ -442,28 +453,55 @@ class SignalingServer:
         except SessionError as exc:
             raise error(exc.code, exc.reason) from None
 
-    async def _detach(self, handle: int) -> None:
+    async def _detach(self, handle: int, *, tell: bool = False) -> None:
         """The handle goes: the plugin lets go of it (its peer may still be told), then the
-        sessions table forgets it."""
+        sessions table forgets it; ``tell``: its client gets ``detached``."""
+        session_id = self.sessions.session_of(handle)
+        owner = self.sessions.owner_of(session_id) if session_id is not None else None
         await self.plugin.detach(handle)
         self.sessions.detach(handle)
+        if tell and session_id is not None and owner is not None:
+            self._send(owner, replies.detached(session_id, handle))
 
-    async def _destroy_session(self, session_id: int) -> None:
+    async def _destroy_session(self, session_id: int, *, tell: bool = False) -> None:
+        """The session and its handles go; ``tell``: its client gets ``detached`` for each
+        handle (Janus's ``janus_ice_handle_destroy``), when it is not the one who asked."""
         session = self.sessions.sessions.get(session_id)
         for handle in sorted(session.handles) if session is not None else []:
-            await self._detach(handle)
+            await self._detach(handle, tell=tell)
         self.sessions.destroy(session_id)
         log.info("session %s destroyed", session_id)
+
+    # --- what the Admin API may do (signaling/admin_server.py) ----------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether ``create`` is answered: not while draining, nor after ``accept_new_sessions`` false."""
+        return self.accepting_sessions and not self.draining
+
+    def server_info(self, transaction: str) -> dict[str, Any]:
+        return replies.server_info(transaction, session_timeout=int(self.session_timeout),
+                                   accepting_new_sessions=self.accepting, api_secret=bool(self.auth.api_secret),
+                                   auth_token=self.auth.token_auth)
+
+    async def admin_destroy_session(self, session_id: int) -> None:
+        await self._destroy_session(session_id, tell=True)
+
+    async def admin_detach(self, handle: int) -> None:
+        await self._detach(handle, tell=True)
+
+    async def admin_hangup(self, handle: int) -> None:
+        """``hangup_webrtc``: the handle's PeerConnection closes as if its client hung up."""
+        await self.plugin.pc_closed(handle, ADMIN_API)
 
     async def _sweep_sessions(self) -> None:
         """Expire sessions idle for ``session_timeout`` s: ``timeout`` to the client, then
         everything they held is released (Janus's ``janus_check_sessions``)."""
-        timeout = self.settings.session_timeout
-        period = max(0.1, min(1.0, timeout / 4)) if timeout > 0 else 1.0
         while True:
-            await asyncio.sleep(period)
+            timeout = self.session_timeout  # the Admin API may change it
+            await asyncio.sleep(max(0.1, min(1.0, timeout / 4)) if timeout > 0 else 0.25)
             now = asyncio.get_running_loop().time()
-            for session_id in self.sessions.expired(now, timeout):
+            for session_id in self.sessions.expired(now, self.session_timeout):
                 owner = self.sessions.owner_of(session_id)
                 log.info("session %s timed out", session_id)
                 if owner is not None:

@@ -35,6 +35,8 @@ class Session:
     owner: Hashable
     last_seen: float
     handles: set[int] = field(default_factory=set)
+    #: Its own timeout (the Admin API's ``set_session_timeout``): -1 the node's, 0 never, else seconds.
+    timeout: int = -1
 
 
 class Sessions:
@@ -52,6 +54,8 @@ class Sessions:
         self.max_sessions_per_connection = max_sessions_per_connection
         self.max_handles_per_session = max_handles_per_session
         self._by_owner: dict[Hashable, set[int]] = {}
+        #: When each handle was attached (the Admin API's ``handle_info``).
+        self.created: dict[int, float] = {}
         self._rng = rng or random.SystemRandom()
 
     def _new_id(self) -> int:
@@ -120,16 +124,17 @@ class Sessions:
                 del self._by_owner[session.owner]
         for handle in session.handles:
             self.handle_session.pop(handle, None)
+            self.created.pop(handle, None)
         return sorted(session.handles)
 
     def owned_by(self, owner: Hashable) -> list[int]:
         return sorted(self._by_owner.get(owner, ()))
 
     def expired(self, now: float, timeout: float) -> list[int]:
-        """Sessions without a request for ``timeout`` seconds (0 disables expiry)."""
-        if timeout <= 0:
-            return []
-        return [sid for sid, s in self.sessions.items() if now - s.last_seen >= timeout]
+        """Sessions without a request for ``timeout`` seconds (0 disables expiry), or for
+        their own timeout when they have one."""
+        return [sid for sid, s in self.sessions.items()
+                if 0 < (timeout if s.timeout < 0 else s.timeout) <= now - s.last_seen]
 
     def owner_of(self, session_id: int) -> Hashable | None:
         session = self.sessions.get(session_id)
@@ -137,7 +142,7 @@ class Sessions:
 
     # --- handles ------------------------------------------------------------------------
 
-    def attach(self, session: Session) -> int:
+    def attach(self, session: Session, now: float = 0.0) -> int:
         if len(session.handles) >= self.max_handles_per_session:
             raise SessionError(
                 ErrorCode.PLUGIN_ATTACH, f"Too many handles in this session (at most {self.max_handles_per_session})"
@@ -145,6 +150,7 @@ class Sessions:
         handle = self._new_id()
         session.handles.add(handle)
         self.handle_session[handle] = session.session_id
+        self.created[handle] = now
         return handle
 
     def handle(self, session: Session, handle_id: int) -> int:
@@ -154,6 +160,7 @@ class Sessions:
 
     def detach(self, handle_id: int) -> None:
         session_id = self.handle_session.pop(handle_id, None)
+        self.created.pop(handle_id, None)
         if session_id is not None and session_id in self.sessions:
             self.sessions[session_id].handles.discard(handle_id)
 

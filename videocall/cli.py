@@ -75,6 +75,10 @@ def _signaling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-key-prefix", metavar="PREFIX", help="start of every Redis key (default videocall:)")
     parser.add_argument("--drain-timeout", type=float, metavar="S",
                         help="after SIGTERM, seconds to wait for calls to end before exiting (default 60; 0 = at once)")
+    admin = parser.add_argument_group("Admin API (on only when admin_secret is set, by VIDEOCALL_ADMIN_SECRET or --config)")
+    admin.add_argument("--admin-host", metavar="ADDR", help="address the Admin API binds (default 127.0.0.1)")
+    admin.add_argument("--admin-port", type=int, metavar="PORT", help="Admin API port, HTTP and WebSocket (default 7088)")
+    admin.add_argument("--admin-base-path", metavar="PATH", help="path of the Admin API's HTTP endpoints (default /admin)")
     tls = parser.add_argument_group("TLS: https:// and wss:// on the same port (reloaded on SIGHUP)")
     tls.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain), with --tls-key")
     tls.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
@@ -140,7 +144,8 @@ _SETTING_FLAGS = (
     "host", "port", "session_timeout", "workers", "worker_addresses", "log_level",
     "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers", "recordings_dir",
     "redis_url", "redis_key_prefix",
-    "log_format", "drain_timeout", "tls_cert", "tls_key", "tls_self_signed", "tls_host_names",
+    "log_format", "drain_timeout", "admin_host", "admin_port", "admin_base_path",
+    "tls_cert", "tls_key", "tls_self_signed", "tls_host_names",
 )
 
 

@@ -25,6 +25,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, 
 from mediarelay import aiortc_hooks
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
+from mediarelay.worker_stats import call_stats
 from shared import ipc
 from shared.messages import CallAccept, CallCreate, CallHangup
 from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer
@@ -296,6 +297,8 @@ async def test_losses_between_relay_and_receiver_are_repaired_from_the_relays_hi
     assert len(dropped) >= 3
     assert call.media.counters.rtx_sent >= len(dropped) - 1  # the callee NACKed, the relay resent by RTX
     assert about_equal(*counts["caller->callee"]), counts
+    callee = call_stats(call).callee  # what the Admin API shows of it
+    assert callee.nacks_received >= callee.retransmitted >= len(dropped) - 1
 
 
 async def test_losses_between_sender_and_relay_are_nacked_by_the_relay_and_repaired(relayed: Relayed) -> None:
@@ -305,6 +308,7 @@ async def test_losses_between_sender_and_relay_are_nacked_by_the_relay_and_repai
     assert len(dropped) >= 3
     assert call.media.counters.rtx_received >= len(dropped) - 1  # the relay NACKed, the caller resent by RTX
     assert about_equal(*counts["caller->callee"]), counts
+    assert call_stats(call).caller.nacks_sent >= len(dropped) - 1  # what the Admin API shows of it
 
 
 # --- legs that differ --------------------------------------------------------------------------

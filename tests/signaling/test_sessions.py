@@ -86,6 +86,25 @@ def test_expiry_is_refreshed_by_requests() -> None:
     assert s.expired(1e9, 0) == []  # 0 disables expiry
 
 
+def test_a_session_timeout_of_its_own_wins_over_the_nodes() -> None:
+    """The Admin API's per-session ``set_session_timeout``: seconds, 0 never, -1 the node's."""
+    s = make()
+    short, never, default = (s.create("c", 0.0).session_id for _ in range(3))
+    s.sessions[short].timeout, s.sessions[never].timeout = 5, 0
+    assert s.expired(6.0, 60) == [short]
+    assert s.expired(1e9, 60) == [short, default]
+    assert s.expired(1e9, 0) == [short]  # the node's 0 does not stop a session's own
+
+
+def test_handles_remember_when_they_were_attached() -> None:
+    s = make()
+    session = s.create("c", 0.0)
+    h = s.attach(session, 12.5)
+    assert s.created[h] == 12.5
+    s.detach(h)
+    assert h not in s.created
+
+
 def test_destroy_returns_handles_and_frees_ids() -> None:
     s = make()
     session = s.create("c", 0.0)
