@@ -513,6 +513,11 @@ async def serve(address: str, handler: Handler, *, on_channel: Callable[[Channel
         channel = Channel(reader, writer, handler=gate, **kwargs)
         try:
             await channel.run()
+        except asyncio.CancelledError:
+            # The worker is stopping. Not re-raised: Python 3.11's asyncio.start_server
+            # calls ``task.exception()`` on a cancelled handler task and logs the
+            # CancelledError as an "Exception in callback" traceback (fixed in 3.12).
+            writer.close()
         finally:
             if attached and on_channel_closed is not None:
                 on_channel_closed(channel)
