@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     session_timeout: float = Field(
         60.0, ge=0, description="Seconds without a request before a session expires (0 = never)."
     )
+    reclaim_session_timeout: float = Field(
+        0.0, ge=0, description="Seconds the sessions of a WebSocket that closed without `destroy` are kept "
+        "(handles, names, the call's media) for a `claim` from a new connection, their events held "
+        "meanwhile (0 = destroyed at once, as Janus's default).",
+    )
     ring_timeout: float = Field(
         60.0, ge=0, description="Seconds a call may ring unanswered before it ends for both (0 = never, as Janus)."
     )
