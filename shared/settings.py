@@ -56,9 +56,13 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Seconds without a request before a session expires (0 = never)."
     )
     reclaim_session_timeout: float = Field(
-        0.0, ge=0, description="Seconds the sessions of a WebSocket that closed without `destroy` are kept "
+        30.0, ge=0, description="Seconds the sessions of a WebSocket that broke (closed without its closing handshake) are kept "
         "(handles, names, the call's media) for a `claim` from a new connection, their events held "
-        "meanwhile (0 = destroyed at once, as Janus's default).",
+        "meanwhile (0 = destroyed at once, as Janus's default; see the README for why 30).",
+    )
+    max_held_events: int = Field(
+        256, ge=1, description="Events a session without a transport holds (a dropped WebSocket waiting "
+        "for a claim, an HTTP session between long polls); past it the oldest is dropped, logged and counted.",
     )
     ring_timeout: float = Field(
         60.0, ge=0, description="Seconds a call may ring unanswered before it ends for both (0 = never, as Janus)."

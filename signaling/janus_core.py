@@ -10,13 +10,16 @@ hands plugin work to the ``PluginRunner``, and delivers what happens later (plug
 A session has at most one sink: the transport that takes its events right now (an open
 WebSocket). With none (its WebSocket closed and nobody claimed it yet, or an HTTP session
 between two long polls), events wait in the session's mailbox, bounded, the oldest dropped
-with a log line and a count (``videocall_session_events_dropped_total``). A ``claim`` from
+past ``max_held_events`` with a log line and a count (``videocall_session_events_dropped_total``). A ``claim`` from
 a transport with a sink answers ``success`` and then hands it the held events, in order; an
 HTTP long poll takes them from the mailbox.
 
-Sessions of a transport that went away without ``destroy`` are kept for
-``reclaim_session_timeout`` seconds (Janus's ``transport_gone``; 0 destroys them at once,
-as Janus's default does), handles, names and the call's media included.
+Sessions of a transport that broke (a WebSocket closed without its closing handshake: a
+network drop, a dead proxy, a crashed tab) are kept for ``reclaim_session_timeout`` seconds
+(Janus's ``transport_gone``; 0 destroys them at once, as Janus's default does), handles,
+names and the call's media included. Stricter than Janus on purpose: a client that closes
+its WebSocket properly is leaving (janus.js does exactly that, with no ``destroy``, when its
+page unloads), so its sessions go at once and its peer is not left waiting.
 """
 
 from __future__ import annotations
@@ -42,9 +45,6 @@ from signaling.videocall import error_data
 
 log = logging.getLogger("videocall.core")
 
-#: Events a session without a sink may hold; past it the oldest goes.
-MAILBOX_SIZE = 256
-
 Message = dict[str, Any]
 #: Takes the synchronous reply (or error) to one request.
 Reply = Callable[[Message], None]
@@ -59,7 +59,7 @@ class Sink(Protocol):
 class Mailbox:
     """Events held for a session with no sink: at most ``limit``, the oldest dropped."""
 
-    def __init__(self, limit: int = MAILBOX_SIZE) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.items: deque[Message] = deque()
 
@@ -112,11 +112,12 @@ class JanusCore:
         """``owner``'s events go to ``sink`` from now on (a WebSocket opened)."""
         self.sinks[owner] = sink
 
-    async def disconnect(self, owner: Hashable) -> None:
-        """``owner``'s transport is gone: its sessions are destroyed, or, with a
-        ``reclaim_session_timeout``, kept for a ``claim`` (their events held meanwhile)."""
+    async def disconnect(self, owner: Hashable, *, broken: bool = True) -> None:
+        """``owner``'s transport is gone: its sessions are destroyed, or, when it ``broke``
+        (no goodbye from the client) and there is a ``reclaim_session_timeout``, kept for a
+        ``claim`` (their events held meanwhile)."""
         self.sinks.pop(owner, None)
-        if self.reclaim_timeout <= 0:
+        if self.reclaim_timeout <= 0 or not broken:
             for session_id in self.sessions.owned_by(owner):
                 await self.destroy_session(session_id)
             return
@@ -273,7 +274,7 @@ class JanusCore:
         if sink is not None:
             sink.send(message)
             return
-        box = self.mailboxes.setdefault(session_id, Mailbox())
+        box = self.mailboxes.setdefault(session_id, Mailbox(self.settings.max_held_events))
         dropped = box.put(message)
         if dropped is not None:
             log.warning("session %s holds %d events for a transport that is not there: dropped its oldest (%s)",

@@ -5,7 +5,8 @@ One task per connection reads frames and hands each to the transport-neutral Jan
 sessions it holds, so their events come back on it. Each connection has a bounded outgoing
 queue drained by its own writer task, so a client that stops reading is disconnected
 instead of stalling anyone else. A connection that closes tells the core, which destroys
-its sessions or keeps them for a ``claim`` (``reclaim_session_timeout``). Plain HTTP GETs get the operator's endpoints
+its sessions, or, if the connection broke, keeps them for a ``claim``
+(``reclaim_session_timeout``). Plain HTTP GETs get the operator's endpoints
 (``ops_http``: ``/healthz``, ``/readyz``, ``/metrics``) or the demo page and its allow-listed
 files (``http_static``); WebSocket upgrades on any path speak the API, as Janus's transport
 does.
@@ -322,7 +323,9 @@ class SignalingServer:
         finally:
             del self.connections[key]
             writer.cancel()
-            await self.core.disconnect(key)
+            # Broken: no closing handshake from the client (a network drop); its sessions
+            # may then wait for a claim. A client that said goodbye is gone for good.
+            await self.core.disconnect(key, broken=ws.protocol.close_rcvd is None)
             log.info("connection %s closed", key)
 
     async def _on_frame(self, connection: Connection, frame: str | bytes) -> None:

@@ -66,7 +66,7 @@ def _signaling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="WebSocket/HTTP port (default 8188, as Janus)")
     parser.add_argument("--session-timeout", type=float, metavar="S", help="seconds before an idle session expires (default 60)")
     parser.add_argument("--reclaim-session-timeout", type=float, metavar="S",
-                        help="seconds the sessions of a dropped WebSocket wait for a claim (default 0)")
+                        help="seconds the sessions of a dropped WebSocket wait for a claim (default 30; 0 = destroyed at once)")
     parser.add_argument("--redis-url", metavar="URL",
                         help="Redis shared by the nodes of a fleet, e.g. redis://host:6379/0 (default: none, names stay local)")
     parser.add_argument("--redis-key-prefix", metavar="PREFIX", help="start of every Redis key (default videocall:)")

@@ -136,6 +136,9 @@ def start_videocall(tmp: Path, name: str, session_timeout: float | None,
     if session_timeout is not None:
         env["VIDEOCALL_SESSION_TIMEOUT"] = str(session_timeout)
     env["VIDEOCALL_RECORDINGS_DIR"] = str(tmp / "recordings")
+    # A closed socket's sessions go at once, as in the Janus these servers are compared with
+    # (its default); test_e2e_reclaim.py starts its own server that keeps them.
+    env["VIDEOCALL_RECLAIM_SESSION_TIMEOUT"] = "0"
     env.update(extra_env or {})
     process = ServerProcess(name, [*videocall_command(), "serve", "--port", str(port), "--workers", "1"],
                             host="127.0.0.1", port=port, logdir=tmp, env=env, cwd=REPO)
