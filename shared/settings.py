@@ -174,6 +174,21 @@ class Settings(BaseSettings):
     )
     handshake_timeout: float = Field(10.0, gt=0, description="Seconds the opening HTTP/WebSocket handshake may take.")
 
+    # --- TLS on the API port: https:// and wss:// (signaling/tls.py) ----------------------
+    tls_cert: str = Field("", description="PEM certificate (chain) served on the API port, with tls_key: "
+                          "https:// and wss://. Reloaded on SIGHUP.")
+    tls_key: str = Field("", description="PEM private key of tls_cert.")
+    tls_self_signed: bool = Field(
+        False, description="Serve https:// and wss:// with a certificate made at start for tls_host_names "
+        "(kept in tls_dir and reused; its SHA-256 fingerprint is logged), e.g. for phones on the LAN.",
+    )
+    tls_host_names: StrList = Field(
+        default_factory=list, description="Names and addresses the self-signed certificate is for "
+        "(empty: this host's name, its LAN addresses, localhost and the loopback addresses).",
+    )
+    tls_dir: str = Field("", description="Folder of the self-signed certificate (empty: $XDG_STATE_HOME/videocall/tls, "
+                         "else ~/.local/state/videocall/tls).")
+
     # --- misc ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
@@ -186,7 +201,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("ice_enforce_list", "worker_addresses", "ice_servers", "allowed_origins", "trusted_proxies",
-                     mode="before")
+                     "tls_host_names", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -237,6 +252,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"relay_secret_file {self.relay_secret_file}: the secret must be at least "
                                  f"{MIN_RELAY_SECRET} characters")
             self.relay_secret = SecretStr(text)
+        return self
+
+    @model_validator(mode="after")
+    def _tls(self) -> Settings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        if self.tls_cert and self.tls_self_signed:
+            raise ValueError("set tls_cert/tls_key or tls_self_signed, not both")
         return self
 
     @model_validator(mode="after")

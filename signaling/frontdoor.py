@@ -5,9 +5,10 @@ Pure: addresses, headers, counts and the time (``now``, any monotonic clock) go 
 or the reason for a no, comes out. No sockets, no tasks, no clock. The WebSocket adapter
 (``signaling.server``, with ``signaling.guarded_connection``) asks these questions:
 
-- :meth:`FrontDoor.handshake_refusal`, in the HTTP handshake, before the upgrade: a browser
-  page from an Origin not in ``allowed_origins`` gets 403, an address already holding
-  ``max_connections_per_address`` connections gets 429; both with a one-line reason.
+- :meth:`FrontDoor.handshake_refusal`, on each request head, before the upgrade or the body: a
+  browser page from an Origin not in ``allowed_origins`` gets 403 (upgrades), a new connection
+  from an address already holding ``max_connections_per_address`` connections gets 429; both
+  with a one-line reason.
 - :meth:`FrontDoor.create_refusal`, on a ``create``: 490 when the address creates sessions
   faster than ``create_rate`` (a token bucket of ``create_burst``), 472 when the node already
   holds ``max_sessions``.
@@ -249,9 +250,11 @@ class FrontDoor:
             return None
         return Refusal(403, f"Origin {origin[:200]!r} is not in allowed_origins")
 
-    def handshake_refusal(self, address: str, origins: Sequence[str], *, upgrade: bool) -> Refusal | None:
-        """The handshake's verdict; when None, the connection is counted against ``address``
-        and the caller must :meth:`release` it when it closes. Origin is checked on WebSocket
+    def handshake_refusal(self, address: str, origins: Sequence[str], *, upgrade: bool,
+                          counted: bool = False) -> Refusal | None:
+        """A request head's verdict; when None and not ``counted`` already (a connection's
+        later requests are), the connection is counted against ``address`` and the caller
+        must :meth:`release` it when it closes. Origin is checked on WebSocket
         upgrades only: the plain GETs (demo page, health, metrics) change nothing, a foreign
         page cannot read their answers (no CORS headers), and a browser navigating to the demo
         page sends no Origin at all."""
@@ -260,7 +263,7 @@ class FrontDoor:
                 return Refusal(403, "more than one Origin header")
             if (refusal := self.origin_refusal(origins[0] if origins else None)) is not None:
                 return refusal
-        if not self.connections.admit(address):
+        if not counted and not self.connections.admit(address):
             return Refusal(429, f"too many connections from {address} (at most {self.connections.cap})")
         return None
 

@@ -1,7 +1,7 @@
 """The demo page over plain HTTP GET: a fixed allow-list of files, nothing else.
 
 ``videocall serve`` answers WebSocket upgrades on any path with the Janus API; every other
-GET comes here (``SignalingServer._http``). What can be served is a table of URL paths:
+GET comes here (the last ``HttpHandler`` of the API listener, ``http_listener``). What can be served is a table of URL paths:
 
 - ``/`` (and ``/index.html``), ``/style.css`` and the page's ES modules (``/app.js``, which
   imports ``/phases.js``, ``/view.js`` and ``/words.js``) from the ``signaling/demo/`` package
@@ -19,15 +19,13 @@ two paths answer 404 with the ``npm ci`` hint, and the server logs it once.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from websockets.datastructures import Headers
-from websockets.http11 import Response
+from signaling.http_types import HttpRequest, HttpResponse
 
 log = logging.getLogger("videocall.http")
 
@@ -136,36 +134,34 @@ class StaticFiles:
             return Reply(404, TEXT, f"{what} missing on the server\n".encode())
         return Reply(200, content_type, body, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
-    def response(self, target: str, if_none_match: str | None = None) -> Response:
-        """``get`` as a websockets HTTP response (what ``process_request`` returns)."""
+    async def handle(self, request: HttpRequest) -> HttpResponse | None:
+        """The ``HttpHandler``: every GET (and HEAD) is answered, from the allow-list or
+        with 404; other methods are not ours."""
+        if request.method not in ("GET", "HEAD"):
+            return None
+        return self.response(request.path, request.header("if-none-match") or None)
+
+    def response(self, target: str, if_none_match: str | None = None) -> HttpResponse:
+        """``get`` as an HTTP answer, with its caching and safety headers."""
         reply = self.get(target)
         status, body = reply.status, reply.body
         if reply.etag is not None and if_none_match is not None and reply.etag in _etags(if_none_match):
             status, body = 304, b""
-        headers = Headers([
-            ("Date", email.utils.formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Length", str(len(body))),
-            ("Content-Type", reply.content_type),
-            ("Cache-Control", "no-cache"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Referrer-Policy", "no-referrer"),
-        ])
+        headers = [("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
         if reply.etag is not None:
-            headers["ETag"] = reply.etag
+            headers.append(("ETag", reply.etag))
         if reply.content_type == HTML:
-            headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        phrase = {200: "OK", 304: "Not Modified", 404: "Not Found"}.get(status, "")
-        return Response(status, phrase, headers, body)
+            headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        return HttpResponse(status, body, reply.content_type, tuple(headers))
 
 
 def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
-def demo_url(host: str, port: int) -> str:
+def demo_url(host: str, port: int, *, tls: bool = False) -> str:
     """Where a person opens the page (a wildcard bind is reachable on localhost)."""
     shown = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/"
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"

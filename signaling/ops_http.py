@@ -7,19 +7,17 @@
   ready``). A load balancer or orchestrator stops sending new users on 503.
 - ``/metrics``: Prometheus text format (``signaling/metrics.py``).
 
-Only these exact paths (query string ignored) come here; every other GET stays with the
-demo page's allow-list (``http_static``).
+Only GET (and HEAD) of these exact paths (query string ignored) are answered here, as an
+``HttpHandler`` of the API listener (``http_listener``); anything else goes on to the next
+adapter. Answers close the connection: a probe opens one per check.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 from typing import Protocol
 
-from websockets.datastructures import Headers
-from websockets.http11 import Response
-
+from signaling.http_types import HttpRequest, HttpResponse
 from signaling.metrics import CONTENT_TYPE, NodeMetrics
 from signaling.registry import Registry
 
@@ -44,9 +42,11 @@ class OpsEndpoints:
         self.registry = registry
         self.metrics = metrics
 
-    async def response(self, target: str) -> Response | None:
-        """The answer for ``target`` (a request path, maybe with a query), or None: not ours."""
-        path = target.split("?", 1)[0]
+    async def handle(self, request: HttpRequest) -> HttpResponse | None:
+        """The ``HttpHandler``: the answer for a GET of one of ``PATHS``, or None: not ours."""
+        if request.method not in ("GET", "HEAD"):
+            return None
+        path = request.path
         if path == "/healthz":
             return _reply(200, TEXT, b"ok\n")
         if path == "/readyz":
@@ -79,14 +79,6 @@ class OpsEndpoints:
         return ok
 
 
-def _reply(status: int, content_type: str, body: bytes) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(body))),
-        ("Content-Type", content_type),
-        ("Cache-Control", "no-store"),
-        ("X-Content-Type-Options", "nosniff"),
-    ])
-    phrase = {200: "OK", 503: "Service Unavailable"}.get(status, "")
-    return Response(status, phrase, headers, body)
+def _reply(status: int, content_type: str, body: bytes) -> HttpResponse:
+    return HttpResponse(status, body, content_type, headers=(
+        ("Connection", "close"), ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")))

@@ -6,14 +6,16 @@ sessions it holds, so their events come back on it. Each connection has a bounde
 queue drained by its own writer task, so a client that stops reading is disconnected
 instead of stalling anyone else. A connection that closes tells the core, which destroys
 its sessions, or, if the connection broke, keeps them for a ``claim``
-(``reclaim_session_timeout``). Plain HTTP GETs get the operator's endpoints
-(``ops_http``: ``/healthz``, ``/readyz``, ``/metrics``) or the demo page and its allow-listed
-files (``http_static``); WebSocket upgrades on any path speak the API, as Janus's transport
-does.
+(``reclaim_session_timeout``). One listener (``http_listener``) serves the port: WebSocket
+upgrades on any path speak the API, as Janus's transport does; plain HTTP requests go to the
+``HttpHandler`` adapters in order: the Janus HTTP transport (``http_transport``, under
+``base_path``), the operator's endpoints (``ops_http``: ``/healthz``, ``/readyz``,
+``/metrics``), then the demo page and its allow-listed files (``http_static``).
 
-The front door (``frontdoor``, ``guarded_connection``): Origin and a per-address connection
-cap are checked in the handshake (403, 429), ``create`` and ``register`` are rate-limited per
-address, and a watch closes silent or trickling connections (1008).
+The front door (``frontdoor``, ``guarded_connection``): Origin (upgrades) and a per-address
+connection cap (every connection) are checked on each request head (403, 429), ``create`` and
+``register`` are rate-limited per address, and a watch closes silent or trickling connections
+(1008).
 
 Draining (``drain``, on SIGTERM): new sessions are refused as Janus does with
 ``accept_new_sessions: false``, ``/readyz`` says so, calls in progress go on until they end
@@ -24,14 +26,14 @@ SIGTERM) end for both users with a plugin and a core ``hangup`` before the socke
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import websockets
-from websockets.asyncio.server import Server, ServerConnection
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
@@ -43,7 +45,9 @@ from signaling.effects import Delivery
 from signaling.fleet_calls import FleetCalls
 from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
+from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_static import StaticFiles, demo_url
+from signaling.http_types import HttpHandler, HttpRequest, HttpResponse
 from signaling.janus_core import JanusCore
 from signaling.janus_errors import SHUTTING_DOWN
 from signaling.metrics import NodeMetrics
@@ -54,6 +58,7 @@ from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
 from signaling.sessions import Sessions
+from signaling.tls import TlsSource
 from signaling.tokens import TokenStore
 from signaling.videocall import VideoCall
 
@@ -118,8 +123,10 @@ def create_fleet(settings: Settings) -> FleetCalls | None:
 
 
 class SignalingServer:
-    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry | None = None, *, tls: TlsSource | None = None) -> None:
         self.settings = settings
+        #: https:// and wss:// on the API port (signaling/tls.py); SIGHUP reloads it (videocall/cli.py).
+        self.tls = tls if tls is not None else TlsSource.from_settings(settings)
         self.connections: dict[Hashable, Connection] = {}
         self.sessions = Sessions(
             max_sessions_per_connection=settings.max_sessions_per_connection,
@@ -146,9 +153,11 @@ class SignalingServer:
             self.fleet.bind(self.plugin)
             self.plugin.fleet = self.fleet
         self._keys = itertools.count(1)
-        self._server: Server | None = None
+        self._server: HttpListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.static = StaticFiles()
+        #: Adapters asked before the operator's endpoints and the demo page (the Janus HTTP transport).
+        self.http_handlers: list[HttpHandler] = []
         # --- operations: health, metrics, drain ---
         self.draining = False
         self.metrics = NodeMetrics(self, self.sessions, self.plugin.plugin, self.relay)
@@ -175,27 +184,29 @@ class SignalingServer:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> Server:
+    async def start(self) -> HttpListener:
         await self.registry.start()
         if self.fleet is not None:
             await self.fleet.start()
         await self.relay.start(wait=5.0)
-        self._server = await websockets.serve(
-            self._serve_connection,
-            self.settings.host,
-            self.settings.port,
-            subprotocols=[JANUS_PROTOCOL],
-            select_subprotocol=_select_subprotocol,
-            max_size=self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR,
-            process_request=self._http,
-            ping_interval=30,
-            create_connection=GuardedConnection,
-            open_timeout=self.settings.handshake_timeout,
-        )
+        self._server = self.listener()
+        await self._server.start(self.settings.host, self.settings.port)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         if (period := self.door.watch_period) is not None:
             self._watch = asyncio.get_running_loop().create_task(self._watch_connections(period))
         return self._server
+
+    def listener(self) -> HttpListener:
+        """The API port: the WebSocket API, then the HTTP adapters in order, behind the front door."""
+        limit = self.settings.max_message_size * HARD_FRAME_LIMIT_FACTOR
+        websocket = WebSocketOptions(
+            self._serve_connection, subprotocols=[JANUS_PROTOCOL], select_subprotocol=_select_subprotocol,
+            max_size=limit, open_timeout=self.settings.handshake_timeout, ping_interval=30,
+        )
+        limits = HttpLimits(max_body=limit, head_timeout=self.settings.handshake_timeout,
+                            body_timeout=self.settings.handshake_timeout)
+        return HttpListener([*self.http_handlers, self.ops.handle, self.static.handle], websocket=websocket,
+                            gate=self._admit, limits=limits, ssl=self.tls.context if self.tls else None)
 
     @property
     def port(self) -> int:
@@ -209,40 +220,31 @@ class SignalingServer:
             self._watch.cancel()
         await self._end_calls()
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await self._server.close()
         await self.relay.close()
         await self.plugin.close()
         if self.fleet is not None:
             await self.fleet.close()
         await self.registry.close()
 
-    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if (refused := self._admit(connection, request, upgrade=upgrade)) is not None:
-            return refused
-        if upgrade:
-            return None
-        ops = await self.ops.response(request.path)
-        if ops is not None:
-            return ops
-        return self.static.response(request.path, request.headers.get("If-None-Match"))
-
     # --- the front door (signaling/frontdoor.py) ------------------------------------------
 
-    def _admit(self, connection: ServerConnection, request: Request, *, upgrade: bool) -> Response | None:
-        """Origin and the per-address cap, before the upgrade: 403 or 429 with a one-line
-        reason (also logged), or None, the connection now counted against its address."""
-        peer = connection.remote_address[0] if connection.remote_address else ""
-        address = self.door.address(str(peer), request.headers.get("X-Forwarded-For"))
-        refusal = self.door.handshake_refusal(address, request.headers.get_all("Origin"), upgrade=upgrade)
+    def _admit(self, client: ClientSlot, request: HttpRequest, upgrade: bool) -> HttpResponse | None:
+        """Origin (upgrades) and the per-address cap (a connection's first request), before
+        the upgrade or the body: 403 or 429 with a one-line reason (also logged), or None,
+        the connection now counted against its address until it ends."""
+        counted = client.address is not None
+        address = client.address or self.door.address(client.peer, request.headers.get("x-forwarded-for"))
+        origin = request.headers.get("origin")
+        origins = [] if origin is None else [part.strip() for part in origin.split(",")]
+        refusal = self.door.handshake_refusal(address, origins, upgrade=upgrade, counted=counted)
         if refusal is not None:
             if self.door.log_refusal(address, asyncio.get_running_loop().time()):
                 log.info("refused %s from %s: %s (more from it within %g s are not logged)",
                          "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason, REFUSAL_LOG_PERIOD)
-            return connection.respond(refusal.status, refusal.reason + "\n")
-        assert isinstance(connection, GuardedConnection)
-        connection.hold(address, lambda: self.door.release(address))
+            return HttpResponse(refusal.status, (refusal.reason + "\n").encode())
+        if not counted:
+            client.hold(address, lambda: self.door.release(address))
         return None
 
     @staticmethod
@@ -336,14 +338,19 @@ class SignalingServer:
 
 
 async def run(settings: Settings, registry: Registry | None = None, ready: asyncio.Event | None = None,
-              drain: asyncio.Event | None = None) -> None:
+              drain: asyncio.Event | None = None, tls: TlsSource | None = None) -> None:
     """Serve until cancelled, or, once ``drain`` is set, until the drain is over (no call is
-    left, or ``settings.drain_timeout`` passed)."""
-    server = SignalingServer(settings, registry)
+    left, or ``settings.drain_timeout`` passed). ``tls``: made from the settings when not given."""
+    server = SignalingServer(settings, registry, tls=tls)
     await server.start()
-    log.info("videocall signalling on ws://%s:%s/ (%d relay worker(s))",
+    secure = server.tls is not None
+    log.info("videocall signalling on %s://%s:%s/ (%d relay worker(s))", "wss" if secure else "ws",
              settings.host, server.port, len(settings.worker_addresses))
-    log.info("demo page: %s", demo_url(settings.host, server.port))
+    log.info("demo page: %s", demo_url(settings.host, server.port, tls=secure))
+    if server.tls is not None and server.tls.self_signed and settings.host in ("", "0.0.0.0", "::"):
+        lan = [name for name in server.tls.names if _is_lan_address(name)]
+        if lan:  # what a phone on the same network opens (and accepts the certificate of, once)
+            log.info("from another device: %s", ", ".join(demo_url(name, server.port, tls=True) for name in lan))
     server.static.warn_if_missing()
     if ready is not None:
         ready.set()
@@ -355,3 +362,11 @@ async def run(settings: Settings, registry: Registry | None = None, ready: async
             await server.drain(settings.drain_timeout)
     finally:
         await server.close()
+
+
+def _is_lan_address(name: str) -> bool:
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return not (address.is_loopback or address.is_link_local)

@@ -23,13 +23,16 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
 from shared.logs import setup_logging
 from shared.relay_auth import new_secret
 from shared.settings import Settings, load
+
+if TYPE_CHECKING:
+    from signaling.tls import TlsSource
 
 log = logging.getLogger("videocall")
 
@@ -44,6 +47,8 @@ examples:
   VIDEOCALL_RELAY_SECRET=... videocall relay --listen tcp:0.0.0.0:7001
                                                # a worker for a remote signalling node
   videocall signaling --worker tcp:10.0.0.5:7001 --worker tcp:10.0.0.6:7001
+  videocall serve --tls-self-signed --host 0.0.0.0
+                                               # https:// and wss:// for phones on the LAN
 """
 
 
@@ -72,6 +77,15 @@ def _signaling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-key-prefix", metavar="PREFIX", help="start of every Redis key (default videocall:)")
     parser.add_argument("--drain-timeout", type=float, metavar="S",
                         help="after SIGTERM, seconds to wait for calls to end before exiting (default 60; 0 = at once)")
+    tls = parser.add_argument_group("TLS: https:// and wss:// on the same port (reloaded on SIGHUP)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain), with --tls-key")
+    tls.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    tls.add_argument("--tls-self-signed", action="store_true", default=None,
+                     help="make (once, then reuse) a certificate for this host's names and addresses; "
+                     "its SHA-256 fingerprint is logged")
+    tls.add_argument("--tls-host-names", metavar="NAMES",
+                     help="names/addresses of the self-signed certificate, comma-separated "
+                     "(default: host name, LAN addresses, localhost)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +143,7 @@ _SETTING_FLAGS = (
     "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers", "recordings_dir",
     "redis_url", "redis_key_prefix",
     "log_format", "drain_timeout", "reclaim_session_timeout",
+    "tls_cert", "tls_key", "tls_self_signed", "tls_host_names",
 )
 
 
@@ -254,7 +269,7 @@ class WorkerSupervisor:
             task.cancel()
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, tls: TlsSource | None = None) -> None:
     from signaling.server import run as run_signaling
 
     count = settings.workers or os.cpu_count() or 1
@@ -270,20 +285,22 @@ async def _serve(settings: Settings) -> None:
         await supervisor.start()
         try:
             drain = asyncio.Event()
-            await _until_signalled(run_signaling(settings, drain=drain), drain)
+            await _until_signalled(run_signaling(settings, drain=drain, tls=tls), drain, tls)
         finally:
             await supervisor.stop()
 
 
-async def _until_signalled(coro: Any, drain: asyncio.Event | None = None) -> None:
+async def _until_signalled(coro: Any, drain: asyncio.Event | None = None, tls: TlsSource | None = None) -> None:
     """Run ``coro`` until it ends or a signal stops it, then cancel it cleanly.
 
     SIGINT stops at once. SIGTERM does too, unless ``drain`` is given: then the first SIGTERM
     sets it (the signalling node drains and ``coro`` ends by itself when its calls have) and a
-    second one stops at once.
+    second one stops at once. With ``tls``, SIGHUP reloads the certificate (connections stay).
     """
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
+    if tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, tls.reload)
 
     def on_sigterm() -> None:
         if drain is None or drain.is_set():
@@ -299,13 +316,13 @@ async def _until_signalled(coro: Any, drain: asyncio.Event | None = None) -> Non
         log.info("stopping")
 
 
-async def _signaling(settings: Settings) -> None:
+async def _signaling(settings: Settings, tls: TlsSource | None = None) -> None:
     from signaling.server import run as run_signaling
 
     if not settings.worker_addresses:
         log.warning("no relay worker configured (--worker): calls will be refused")
     drain = asyncio.Event()
-    await _until_signalled(run_signaling(settings, drain=drain), drain)
+    await _until_signalled(run_signaling(settings, drain=drain, tls=tls), drain, tls)
 
 
 def _run(coro: Any) -> None:
@@ -411,11 +428,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"videocall relay: {refusal}", file=sys.stderr)
             return 2
     setup_logging(settings.log_level, settings.log_format)
+    tls: TlsSource | None = None
+    if args.command in ("serve", "signaling"):
+        from signaling.tls import TlsError, TlsSource
+
+        try:  # before anything starts: a bad certificate or key refuses the start in one line
+            tls = TlsSource.from_settings(settings)
+        except TlsError as exc:
+            print(f"videocall {args.command}: cannot serve TLS: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "serve":
-            _run(_serve(settings))
+            _run(_serve(settings, tls))
         elif args.command == "signaling":
-            _run(_signaling(settings))
+            _run(_signaling(settings, tls))
         else:
             _relay(settings, args.listen, args.worker_id, args.supervisor_pid, args.remove_empty_ipc_dir)
     except KeyboardInterrupt:

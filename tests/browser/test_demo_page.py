@@ -54,9 +54,11 @@ PHONE = {"width": 390, "height": 760}
 # --- over HTTP, from the real server ------------------------------------------------------------
 
 def http_get(port: int, target: str) -> tuple[int, dict[str, str], bytes]:
-    """One raw GET (the target goes out byte for byte: no client-side normalising)."""
+    """One raw GET (the target goes out byte for byte: no client-side normalising); the
+    answer is read to the close the request asks for (the server keeps connections open)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: test\r\n\r\n".encode())
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: test\r\n"
+                     "Connection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk

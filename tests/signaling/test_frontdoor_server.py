@@ -300,16 +300,18 @@ async def test_handshake_sent_a_byte_at_a_time_is_dropped(make_server: Any) -> N
     request = handshake_request(FLOOD)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    try:
-        for byte in request:
-            writer.write(bytes([byte]))
-            await writer.drain()
-            await asyncio.sleep(0.1)
-            if reader.at_eof():
-                break
-    except ConnectionError:
-        pass
-    assert await asyncio.wait_for(reader.read(), 3) == b""  # dropped, no answer
+    head = b""
+    for byte in request:  # a byte every 0.1 s, until the server answers
+        writer.write(bytes([byte]))
+        await writer.drain()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.1)
+            break
+        except TimeoutError:
+            continue
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), head  # then the connection is closed
+    assert b"\r\nConnection: close\r\n" in head
+    assert await asyncio.wait_for(reader.read(), 3) == b"request not received in time\n"
     assert loop.time() - started < 2.0
     writer.close()
 

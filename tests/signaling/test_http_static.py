@@ -11,6 +11,7 @@ import pytest
 
 from signaling import http_static
 from signaling.http_static import NPM_FILES, StaticFiles
+from signaling.http_types import HttpRequest
 from tests.support.static_paths import TRAVERSALS
 
 
@@ -69,15 +70,16 @@ def test_node_modules_location_is_configurable(fake_node_modules: Path, monkeypa
     assert http_static.find_node_modules() in (http_static.REPO_NODE_MODULES, Path.cwd() / "node_modules")
 
 
-def test_response_headers_etag_and_csp(fake_node_modules: Path) -> None:
+async def test_response_headers_etag_and_csp(fake_node_modules: Path) -> None:
     static = StaticFiles(fake_node_modules)
-    page = static.response("/")
-    assert page.status_code == 200
-    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert page.headers["X-Content-Type-Options"] == "nosniff"
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert int(page.headers["Content-Length"]) == len(page.body)
-    again = static.response("/", if_none_match=page.headers["ETag"])
-    assert (again.status_code, again.body) == (304, b"")
-    assert "Content-Security-Policy" not in static.response("/app.js").headers
-    assert static.response("/nope").status_code == 404
+    page = await static.handle(HttpRequest.from_target("GET", "/?x=1"))
+    assert page is not None and page.status == 200
+    headers = dict(page.headers)
+    assert page.content_type == "text/html; charset=utf-8"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    again = await static.handle(HttpRequest.from_target("GET", "/", {"If-None-Match": headers["ETag"]}))
+    assert again is not None and (again.status, again.body) == (304, b"")
+    assert "Content-Security-Policy" not in dict(static.response("/app.js").headers)
+    assert static.response("/nope").status == 404
+    assert await static.handle(HttpRequest.from_target("POST", "/")) is None  # not ours: the next adapter's
