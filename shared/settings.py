@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         "(handles, names, the call's media) for a `claim` from a new connection, their events held "
         "meanwhile (0 = destroyed at once, as Janus's default; see the README for why 30).",
     )
+    base_path: str = Field(
+        "/janus", description="Path of the Janus HTTP transport (Janus's base_path): POST <base>, GET <base>/<session>...",
+    )
+    long_poll_wait: float = Field(
+        30.0, gt=0, le=300, description="Seconds an HTTP long poll waits for an event before answering "
+        "{\"janus\": \"keepalive\"} (Janus: 30).",
+    )
     max_held_events: int = Field(
         256, ge=1, description="Events a session without a transport holds (a dropped WebSocket waiting "
         "for a claim, an HTTP session between long polls); past it the oldest is dropped, logged and counted.",
@@ -215,6 +222,16 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR block") from None
         return value
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        path = value.rstrip("/")
+        parts = path.split("/")[1:]
+        if not path.startswith("/") or not all(part and part.isascii() and part.isprintable() and "?" not in part
+                                                for part in parts) or not parts:
+            raise ValueError(f"base_path must be a path like /janus, not {value[:80]!r} (and not /)")
+        return path
 
     @field_validator("rtp_port_range")
     @classmethod

@@ -25,6 +25,7 @@ page unloads), so its sessions go at once and its peer is not left waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -302,7 +303,8 @@ class JanusCore:
         seconds for the first; empty when none came or the session ended meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while session_id in self.sessions.sessions:
+        while (session := self.sessions.sessions.get(session_id)) is not None:
+            session.last_seen = loop.time()  # a client waiting on its session is not idle
             box = self.mailboxes.get(session_id)
             if box is not None and box.items:
                 return box.take(maxev)
@@ -311,10 +313,8 @@ class JanusCore:
                 return []
             arrived = self._arrived.setdefault(session_id, asyncio.Event())
             arrived.clear()
-            try:
-                await asyncio.wait_for(arrived.wait(), remaining)
-            except TimeoutError:
-                return []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), min(remaining, 1.0))
         return []
 
     # --- ends ---------------------------------------------------------------------------------

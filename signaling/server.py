@@ -47,6 +47,7 @@ from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
 from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_static import StaticFiles, demo_url
+from signaling.http_transport import JanusHttpTransport
 from signaling.http_types import HttpHandler, HttpRequest, HttpResponse
 from signaling.janus_core import JanusCore
 from signaling.janus_errors import SHUTTING_DOWN
@@ -170,6 +171,9 @@ class SignalingServer:
         # --- the transport-neutral Janus core (signaling/janus_core.py) ---
         self.core = JanusCore(settings, self.sessions, auth=self.auth, door=self.door, draining=lambda: self.draining)
         self.core.bind(self.plugin, self.metrics)
+        # --- the Janus HTTP transport (signaling/http_transport.py), under base_path ---
+        self.http_transport = JanusHttpTransport(self.core, settings, self.door)
+        self.http_handlers.append(self.http_transport.handle)
         self._watch: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
