@@ -8,8 +8,6 @@ own default is 0, and it drops the events of a session without a transport).
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -25,6 +23,7 @@ from tests.e2e.e2e_support import (
     expected_result,
 )
 from tests.support.janus_ws import Handle, JanusConnection, Session, new_transaction
+from tests.support.servers import wait_ready
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,27 +31,12 @@ pytestmark = pytest.mark.timeout(90)
 RECLAIM = 4.0
 
 
-def wait_ready(url: str, timeout: float = 15.0) -> None:
-    """Until ``/readyz`` says ready (its relay worker connected): a call placed earlier is refused."""
-    deadline = time.monotonic() + timeout
-    ready = url.replace("ws://", "http://").rstrip("/") + "/readyz"
-    while True:
-        try:
-            with urllib.request.urlopen(ready, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"{ready} not ready within {timeout} s"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def reclaim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = start_videocall(tmp_path_factory.mktemp("videocall-reclaim"), "videocall-serve-reclaim", None,
                              {"VIDEOCALL_RECLAIM_SESSION_TIMEOUT": str(RECLAIM)})
     url = next(server)
-    wait_ready(url)
+    wait_ready(int(url.rstrip('/').rsplit(':', 1)[1]))
     yield url
     next(server, None)
 
