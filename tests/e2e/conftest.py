@@ -180,12 +180,15 @@ def videocall_ring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """``docker-compose.yml``'s topology as local processes: two nodes on one Redis, two
     workers; a short registry lease, so a node that dies is noticed within seconds."""
-    with running_fleet(tmp_path, {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE)}) as running:
+    with running_fleet(tmp_path, FLEET_ENV) as running:
         yield running
 
 
 #: The registry lease of the fleet fixture's nodes (seconds).
 FLEET_LEASE = 3.0
+#: The fleets' settings: that lease, and a dropped socket's sessions gone at once (as the Janus
+#: the fleet is compared with; test_e2e_reclaim.py has the sessions that wait for a claim).
+FLEET_ENV = {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE), "VIDEOCALL_RECLAIM_SESSION_TIMEOUT": "0"}
 
 
 # --- the real Janus --------------------------------------------------------------------------
@@ -273,7 +276,7 @@ def media_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def fleet_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """``fleet``, once for the whole session (the e2e call tests share it)."""
-    with running_fleet(tmp_path_factory.mktemp("fleet"), {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE)}) as running:
+    with running_fleet(tmp_path_factory.mktemp("fleet"), FLEET_ENV) as running:
         yield running
 
 
