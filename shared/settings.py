@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     port: int = Field(8188, ge=0, le=65535, description="Port of the WebSocket/HTTP server (Janus's 8188).")
     session_timeout: float = Field(
         60.0, ge=0, description="Seconds without a request before a session expires (0 = never)."
+    )
+    reclaim_session_timeout: float = Field(
+        30.0, ge=0, description="Seconds the sessions of a WebSocket that broke (closed without its closing handshake) are kept "
+        "(handles, names, the call's media) for a `claim` from a new connection, their events held "
+        "meanwhile (0 = destroyed at once, as Janus's default; see the README for why 30).",
+    )
+    base_path: str = Field(
+        "/janus", description="Path of the Janus HTTP transport (Janus's base_path): POST <base>, GET <base>/<session>...",
+    )
+    long_poll_wait: float = Field(
+        30.0, gt=0, le=300, description="Seconds an HTTP long poll waits for an event before answering "
+        "{\"janus\": \"keepalive\"} (Janus: 30).",
+    )
+    max_held_events: int = Field(
+        256, ge=1, description="Events a session without a transport holds (a dropped WebSocket waiting "
+        "for a claim, an HTTP session between long polls); past it the oldest is dropped, logged and counted.",
     )
     ring_timeout: float = Field(
         60.0, ge=0, description="Seconds a call may ring unanswered before it ends for both (0 = never, as Janus)."
@@ -216,12 +232,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR block") from None
         return value
 
-    @field_validator("admin_base_path")
+    @field_validator("base_path", "admin_base_path")
     @classmethod
-    def _admin_base_path(cls, value: str) -> str:
-        if not value.startswith("/") or (len(value) > 1 and value.endswith("/")) or "?" in value or "#" in value:
-            raise ValueError(f"admin_base_path must start with / and not end with one, not {value!r}")
-        return value
+    def _base_path(cls, value: str, info: ValidationInfo) -> str:
+        """A path like ``/janus``: the API's and the Admin API's HTTP paths live under it."""
+        path = value.rstrip("/")
+        parts = path.split("/")[1:]
+        if not path.startswith("/") or not all(part and part.isascii() and part.isprintable() and "?" not in part
+                                                and "#" not in part for part in parts) or not parts:
+            raise ValueError(f"{info.field_name} must be a path like /janus, not {value[:80]!r} (and not /)")
+        return path
 
     @field_validator("rtp_port_range")
     @classmethod

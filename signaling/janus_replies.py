@@ -85,7 +85,10 @@ def server_info(
         "auth_token": auth_token,
         "event_handlers": False,
         "opaqueid_in_api": False,
-        "transports": {"janus.transport.websockets": {"name": "WebSockets transport", "version_string": version_string}},
+        "transports": {
+            "janus.transport.websockets": {"name": "WebSockets transport", "version_string": version_string},
+            "janus.transport.http": {"name": "REST (HTTP/HTTPS) transport", "version_string": version_string},
+        },
         "events": {},
         "loggers": {},
         "plugins": {

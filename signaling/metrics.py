@@ -57,6 +57,12 @@ class NodeMetrics:
         self.registry_rtt = Gauge("videocall_registry_round_trip_seconds", "How long the registry's last "
                                   "readiness check took (a Redis round trip when it is networked).",
                                   registry=self.registry)
+        self.events_dropped = Counter("videocall_session_events_dropped", "Events a session without a "
+                                      "transport could not hold (its mailbox full, the oldest dropped).",
+                                      registry=self.registry)
+        self.held_events = Gauge("videocall_session_events_held", "Events held for sessions without a "
+                                 "transport (a dropped WebSocket waiting for a claim, HTTP between polls).",
+                                 registry=self.registry)
         ProcessCollector(registry=self.registry)  # the node's own CPU, memory, file descriptors
         self.registry.register(_StateCollector(node, sessions, plugin, relay))
 

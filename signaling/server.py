@@ -1,14 +1,16 @@
-"""The WebSocket adapter: Janus API frames in, replies and notifications out.
+"""The WebSocket adapter and the node's lifecycle: Janus API frames in, replies and events out.
 
-One task per connection reads frames, asks ``janus_api`` to parse them, applies the
-session-level verbs on ``Sessions`` and hands plugin work to the ``PluginRunner``, whose
-deliveries it turns into envelopes for the handle's connection. Each
-connection has a bounded outgoing queue drained by its own writer task, so a client that
-stops reading is disconnected instead of stalling anyone else. Session expiry is a timer
-here (the sessions table itself is pure). One listener (``http_listener``) serves the port:
-WebSocket upgrades on any path speak the API, as Janus's transport does; plain HTTP requests go
-to the ``HttpHandler`` adapters in order: the operator's endpoints (``ops_http``: ``/healthz``,
-``/readyz``, ``/metrics``), then the demo page and its allow-listed files (``http_static``).
+One task per connection reads frames and hands each to the transport-neutral Janus core
+(``janus_core``) as the connection's own requests; the connection is the sink of the
+sessions it holds, so their events come back on it. Each connection has a bounded outgoing
+queue drained by its own writer task, so a client that stops reading is disconnected
+instead of stalling anyone else. A connection that closes tells the core, which destroys
+its sessions, or, if the connection broke, keeps them for a ``claim``
+(``reclaim_session_timeout``). One listener (``http_listener``) serves the port: WebSocket
+upgrades on any path speak the API, as Janus's transport does; plain HTTP requests go to the
+``HttpHandler`` adapters in order: the Janus HTTP transport (``http_transport``, under
+``base_path``), the operator's endpoints (``ops_http``: ``/healthz``, ``/readyz``,
+``/metrics``), then the demo page and its allow-listed files (``http_static``).
 
 The front door (``frontdoor``, ``guarded_connection``): Origin (upgrades) and a per-address
 connection cap (every connection) are checked on each request head (403, 429), ``create`` and
@@ -27,7 +29,6 @@ import asyncio
 import ipaddress
 import itertools
 import logging
-import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -38,18 +39,19 @@ from websockets.typing import Subprotocol
 
 from shared import messages as m
 from shared.settings import Settings
-from signaling import janus_api as api
 from signaling import janus_replies as replies
 from signaling.admin_server import AdminServer
 from signaling.auth import RequestAuth
-from signaling.effects import CoreHangup, Delivery, Event, Media, Webrtcup
+from signaling.effects import Delivery
 from signaling.fleet_calls import FleetCalls
 from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
 from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
 from signaling.http_static import StaticFiles, demo_url
+from signaling.http_transport import JanusHttpTransport
 from signaling.http_types import HttpHandler, HttpRequest, HttpResponse
-from signaling.janus_errors import ADMIN_API, SHUTTING_DOWN, ErrorCode, PluginError
+from signaling.janus_core import JanusCore
+from signaling.janus_errors import ADMIN_API, SHUTTING_DOWN
 from signaling.metrics import NodeMetrics
 from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
@@ -57,10 +59,10 @@ from signaling.plugin_runner import PluginRunner
 from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
-from signaling.sessions import SessionError, Sessions
+from signaling.sessions import Sessions
 from signaling.tls import TlsSource
 from signaling.tokens import TokenStore
-from signaling.videocall import VideoCall, error_data
+from signaling.videocall import VideoCall
 
 log = logging.getLogger("videocall.server")
 
@@ -163,8 +165,6 @@ class SignalingServer:
         self.draining = False
         #: The Admin API's ``accept_new_sessions`` (refused like a drain, without one).
         self.accepting_sessions = True
-        #: The session timeout now: ``session_timeout``, until the Admin API sets another.
-        self.session_timeout = settings.session_timeout
         self.metrics = NodeMetrics(self, self.sessions, self.plugin.plugin, self.relay)
         self.plugin.on_call_setup = self.metrics.call_setup.observe
         self.ops = OpsEndpoints(self, self.registry, self.metrics)
@@ -175,33 +175,18 @@ class SignalingServer:
         self.admin = AdminServer(self) if settings.admin_secret.get_secret_value() else None
         # --- the front door: origins, per-address caps and rates, silent clients (signaling/frontdoor.py) ---
         self.door = FrontDoor.from_settings(settings)
+        # --- the transport-neutral Janus core (signaling/janus_core.py) ---
+        self.core = JanusCore(settings, self.sessions, auth=self.auth, door=self.door,
+                              accepting=lambda: self.accepting)
+        self.core.bind(self.plugin, self.metrics)
+        # --- the Janus HTTP transport (signaling/http_transport.py), under base_path ---
+        self.http_transport = JanusHttpTransport(self.core, settings, self.door)
+        self.http_handlers.append(self.http_transport.handle)
         self._watch: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _send(self, owner: Hashable, message: dict[str, Any]) -> None:
-        connection = self.connections.get(owner)
-        if connection is not None:
-            connection.send(message)
-
     def _deliver(self, effect: Delivery) -> None:
-        """A plugin event or notification, in its envelope, to the connection of its handle."""
-        session_id = self.sessions.session_of(effect.handle)
-        owner = self.sessions.owner_of(session_id) if session_id is not None else None
-        if session_id is None or owner is None:
-            return
-        handle = effect.handle
-        match effect:
-            case Event(_, data, transaction, jsep):
-                message = replies.plugin_event(session_id, handle, data, transaction=transaction, jsep=jsep)
-                if "error_code" in data:
-                    self.metrics.plugin_error(data["error_code"])
-            case CoreHangup(_, reason):
-                message = replies.hangup(session_id, handle, reason)
-            case Webrtcup():
-                message = replies.webrtcup(session_id, handle)
-            case Media(_, mid, kind, receiving):
-                message = replies.media(session_id, handle, mid, kind, receiving)
-        self._send(owner, message)
+        self.core.deliver(effect)
 
     def _on_relay_notification(self, body: m.Notification) -> None:
         self.plugin.on_relay_notification(body)
@@ -345,6 +330,7 @@ class SignalingServer:
         key = next(self._keys)
         connection = Connection(ws, key)
         self.connections[key] = connection
+        self.core.connect(key, connection)
         writer = asyncio.get_running_loop().create_task(connection.writer())
         log.info("connection %s opened from %s", key, ws.remote_address)
         try:
@@ -355,122 +341,13 @@ class SignalingServer:
         finally:
             del self.connections[key]
             writer.cancel()
-            for session_id in self.sessions.owned_by(key):
-                await self._destroy_session(session_id)
+            # Broken: no closing handshake from the client (a network drop); its sessions
+            # may then wait for a claim. A client that said goodbye is gone for good.
+            await self.core.disconnect(key, broken=ws.protocol.close_rcvd is None)
             log.info("connection %s closed", key)
 
     async def _on_frame(self, connection: Connection, frame: str | bytes) -> None:
-        try:
-            if len(frame) > self.settings.max_message_size:
-                raise api.JanusError(
-                    ErrorCode.TRANSPORT_SPECIFIC,
-                    f"Message too large ({len(frame)} bytes, the limit is {self.settings.max_message_size})",
-                )
-            envelope = api.parse_envelope(frame, max_depth=self.settings.max_json_depth)
-            refusal = self.auth.refusal(envelope, time.time(), accepting_sessions=self.accepting)
-            if refusal is not None:  # 403, before any session lookup (janus_request_check_secret)
-                raise refusal
-            reply = await self._dispatch(connection, envelope)
-        except api.JanusError as exc:
-            reply = exc.reply()
-            self.metrics.core_error(exc.code)
-        except Exception:
-            log.exception("internal error handling a frame on connection %s", connection.key)
-            reply = api.JanusError(ErrorCode.UNKNOWN, "Internal error").reply()
-            self.metrics.core_error(ErrorCode.UNKNOWN)
-        if reply is not None:
-            connection.send(reply)
-
-    async def _dispatch(self, connection: Connection, env: api.Envelope) -> dict[str, Any] | None:
-        tx, now = env.transaction, asyncio.get_running_loop().time()
-        sessions = self.sessions
-
-        def error(code: int, reason: str) -> api.JanusError:
-            return api.JanusError(code, reason, transaction=tx, session_id=env.session_id)
-
-        try:
-            if env.session_id is None:
-                request = api.parse_request(env)
-                if isinstance(request, api.InfoRequest):
-                    return self.server_info(tx)
-                if isinstance(request, api.PingRequest):
-                    return replies.pong(tx)
-                assert isinstance(request, api.CreateRequest)
-                if not self.accepting:  # Janus: accept_new_sessions false (janus_process_incoming_request)
-                    raise error(ErrorCode.NOT_ACCEPTING_SESSIONS, ErrorCode.NOT_ACCEPTING_SESSIONS.reason)
-                if (limited := self.door.create_refusal(self._address(connection), len(sessions.sessions), now)):
-                    raise error(*limited)  # 472 node full, 490 rate limit (signaling/frontdoor.py)
-                try:
-                    session = sessions.create(connection.key, now, request.id)
-                except SessionError as exc:  # Janus echoes the id asked for (468)
-                    raise api.JanusError(exc.code, exc.reason, transaction=tx, session_id=request.id) from None
-                log.info("session %s created on connection %s", session.session_id, connection.key)
-                return replies.success(tx, data={"id": session.session_id})
-
-            if env.verb == "claim":
-                sessions.claim(env.session_id, connection.key, now)
-                return replies.success(tx, session_id=env.session_id)
-            session = sessions.get(env.session_id, connection.key, now)
-            handle = sessions.handle(session, env.handle_id) if env.handle_id is not None else None
-            request = api.parse_request(env)  # 453/457 and field errors come after 458/459
-            sid = session.session_id
-            if isinstance(request, api.KeepaliveRequest):
-                return replies.ack(tx, sid)
-            if isinstance(request, api.AttachRequest):
-                if (refusal := self.auth.attach_refusal(env, request.plugin, time.time())) is not None:
-                    raise refusal  # 405, once the plugin is known (janus_auth_check_plugin)
-                new_handle = sessions.attach(session, now)
-                self.plugin.attach(new_handle)
-                return replies.success(tx, session_id=sid, data={"id": new_handle})
-            if isinstance(request, api.DestroyRequest):
-                connection.send(replies.success(tx, session_id=sid))
-                await self._destroy_session(sid)
-                return None
-            assert handle is not None  # parse_request refused handle verbs without one
-            if isinstance(request, api.MessageRequest):
-                connection.send(replies.ack(tx, sid))
-                if request.body.get("request") == "register" and (
-                        throttled := self.door.register_refusal(self._address(connection), now)):
-                    self._deliver(Event(handle, error_data(PluginError(*throttled)), tx))  # 499, rate limit
-                    return None
-                jsep = request.jsep.model_dump(exclude_none=True) if request.jsep is not None else None
-                self.plugin.message(handle, request.body, jsep, tx, bound_username=self.auth.bound_username(env, time.time()))
-                return None
-            if isinstance(request, api.TrickleRequest):
-                connection.send(replies.ack(tx, sid))
-                self.plugin.trickle(handle, request.candidates, request.completed)
-                return None
-            if isinstance(request, api.HangupRequest):
-                connection.send(replies.success(tx, session_id=sid))
-                await self.plugin.pc_closed(handle)
-                return None
-            if isinstance(request, api.DetachRequest):
-                connection.send(replies.success(tx, session_id=sid))
-                await self._detach(handle)
-                connection.send(replies.detached(sid, handle))
-                return None
-            raise error(ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
-        except SessionError as exc:
-            raise error(exc.code, exc.reason) from None
-
-    async def _detach(self, handle: int, *, tell: bool = False) -> None:
-        """The handle goes: the plugin lets go of it (its peer may still be told), then the
-        sessions table forgets it; ``tell``: its client gets ``detached``."""
-        session_id = self.sessions.session_of(handle)
-        owner = self.sessions.owner_of(session_id) if session_id is not None else None
-        await self.plugin.detach(handle)
-        self.sessions.detach(handle)
-        if tell and session_id is not None and owner is not None:
-            self._send(owner, replies.detached(session_id, handle))
-
-    async def _destroy_session(self, session_id: int, *, tell: bool = False) -> None:
-        """The session and its handles go; ``tell``: its client gets ``detached`` for each
-        handle (Janus's ``janus_ice_handle_destroy``), when it is not the one who asked."""
-        session = self.sessions.sessions.get(session_id)
-        for handle in sorted(session.handles) if session is not None else []:
-            await self._detach(handle, tell=tell)
-        self.sessions.destroy(session_id)
-        log.info("session %s destroyed", session_id)
+        await self.core.handle_frame(frame, connection.key, self._address(connection), connection.send)
 
     # --- what the Admin API may do (signaling/admin_server.py) ----------------------------
 
@@ -479,34 +356,30 @@ class SignalingServer:
         """Whether ``create`` is answered: not while draining, nor after ``accept_new_sessions`` false."""
         return self.accepting_sessions and not self.draining
 
+    @property
+    def session_timeout(self) -> float:
+        """The session timeout now: ``session_timeout``, until the Admin API sets another."""
+        return self.core.session_timeout
+
+    @session_timeout.setter
+    def session_timeout(self, value: float) -> None:
+        self.core.session_timeout = value
+
     def server_info(self, transaction: str) -> dict[str, Any]:
-        return replies.server_info(transaction, session_timeout=int(self.session_timeout),
-                                   accepting_new_sessions=self.accepting, api_secret=bool(self.auth.api_secret),
-                                   auth_token=self.auth.token_auth)
+        return self.core.server_info(transaction)
 
     async def admin_destroy_session(self, session_id: int) -> None:
-        await self._destroy_session(session_id, tell=True)
+        await self.core.destroy_session(session_id, tell=True)
 
     async def admin_detach(self, handle: int) -> None:
-        await self._detach(handle, tell=True)
+        await self.core.detach(handle, tell=True)
 
     async def admin_hangup(self, handle: int) -> None:
         """``hangup_webrtc``: the handle's PeerConnection closes as if its client hung up."""
         await self.plugin.pc_closed(handle, ADMIN_API)
 
     async def _sweep_sessions(self) -> None:
-        """Expire sessions idle for ``session_timeout`` s: ``timeout`` to the client, then
-        everything they held is released (Janus's ``janus_check_sessions``)."""
-        while True:
-            timeout = self.session_timeout  # the Admin API may change it
-            await asyncio.sleep(max(0.1, min(1.0, timeout / 4)) if timeout > 0 else 0.25)
-            now = asyncio.get_running_loop().time()
-            for session_id in self.sessions.expired(now, self.session_timeout):
-                owner = self.sessions.owner_of(session_id)
-                log.info("session %s timed out", session_id)
-                if owner is not None:
-                    self._send(owner, replies.timeout(session_id))
-                await self._destroy_session(session_id)
+        await self.core.run_sweeper()
 
 
 async def run(settings: Settings, registry: Registry | None = None, ready: asyncio.Event | None = None,

@@ -1,7 +1,12 @@
-"""Janus sessions and handles: ids, which connection owns what, and expiry.
+"""Janus sessions and handles: ids, which transport owner holds what, and expiry.
 
-Pure bookkeeping: the clock is an argument (``now``) and connections are opaque keys,
-so expiry and ownership are tested without sockets or sleeps.
+Pure bookkeeping: the clock is an argument (``now``) and owners are opaque keys (a
+WebSocket connection, an HTTP session), so expiry and ownership are tested without
+sockets or sleeps.
+
+A session whose owner went away without ``destroy`` is *orphaned* (Janus's
+``transport_gone``): kept for ``reclaim_session_timeout`` seconds, for a ``claim`` to take
+it back; :meth:`Sessions.expired` lets it go when that time is over.
 
 Ownership is stricter than Janus on purpose: a connection may only act on a session it
 created or claimed (``claim`` moves it); any other reference to it is answered as if the
@@ -37,6 +42,8 @@ class Session:
     handles: set[int] = field(default_factory=set)
     #: Its own timeout (the Admin API's ``set_session_timeout``): -1 the node's, 0 never, else seconds.
     timeout: int = -1
+    #: When its owner went away without ``destroy`` (None while it has one).
+    orphaned_at: float | None = None
 
 
 class Sessions:
@@ -110,7 +117,16 @@ class Sessions:
             owned.add(session_id)
             session.owner = owner
         session.last_seen = now
+        session.orphaned_at = None
         return session
+
+    def orphan(self, owner: Hashable, now: float) -> list[int]:
+        """``owner`` is gone: its sessions wait for a ``claim`` (their owner key is kept, no
+        other owner ever has it). Returns their ids."""
+        owned = self.owned_by(owner)
+        for session_id in owned:
+            self.sessions[session_id].orphaned_at = now
+        return owned
 
     def destroy(self, session_id: int) -> list[int]:
         """Forget a session; returns the handles it held (to be detached by the caller)."""
@@ -130,11 +146,20 @@ class Sessions:
     def owned_by(self, owner: Hashable) -> list[int]:
         return sorted(self._by_owner.get(owner, ()))
 
-    def expired(self, now: float, timeout: float) -> list[int]:
-        """Sessions without a request for ``timeout`` seconds (0 disables expiry), or for
-        their own timeout when they have one."""
-        return [sid for sid, s in self.sessions.items()
-                if 0 < (timeout if s.timeout < 0 else s.timeout) <= now - s.last_seen]
+    def expired(self, now: float, timeout: float, reclaim_timeout: float = 0.0) -> list[int]:
+        """Sessions without a request for ``timeout`` seconds (0 disables expiry; a session's
+        own timeout, set through the Admin API, wins), and orphans not claimed within
+        ``reclaim_timeout`` seconds of their owner going."""
+        def over(s: Session) -> bool:
+            limit = timeout if s.timeout < 0 else s.timeout
+            if limit > 0 and now - s.last_seen >= limit:
+                return True
+            return s.orphaned_at is not None and now - s.orphaned_at >= reclaim_timeout
+
+        return [sid for sid, s in self.sessions.items() if over(s)]
+
+    def orphans(self) -> list[int]:
+        return sorted(sid for sid, s in self.sessions.items() if s.orphaned_at is not None)
 
     def owner_of(self, session_id: int) -> Hashable | None:
         session = self.sessions.get(session_id)

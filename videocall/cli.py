@@ -70,6 +70,9 @@ def _signaling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="WebSocket/HTTP port (default 8188, as Janus)")
     parser.add_argument("--session-timeout", type=float, metavar="S", help="seconds before an idle session expires (default 60)")
+    parser.add_argument("--base-path", metavar="PATH", help="path of the Janus HTTP transport (default /janus)")
+    parser.add_argument("--reclaim-session-timeout", type=float, metavar="S",
+                        help="seconds the sessions of a dropped WebSocket wait for a claim (default 30; 0 = destroyed at once)")
     parser.add_argument("--redis-url", metavar="URL",
                         help="Redis shared by the nodes of a fleet, e.g. redis://host:6379/0 (default: none, names stay local)")
     parser.add_argument("--redis-key-prefix", metavar="PREFIX", help="start of every Redis key (default videocall:)")
@@ -144,7 +147,8 @@ _SETTING_FLAGS = (
     "host", "port", "session_timeout", "workers", "worker_addresses", "log_level",
     "ice_enforce_list", "nat_1_1_mapping", "rtp_port_range", "ice_servers", "recordings_dir",
     "redis_url", "redis_key_prefix",
-    "log_format", "drain_timeout", "admin_host", "admin_port", "admin_base_path",
+    "log_format", "drain_timeout", "reclaim_session_timeout", "base_path",
+    "admin_host", "admin_port", "admin_base_path",
     "tls_cert", "tls_key", "tls_self_signed", "tls_host_names",
 )
 

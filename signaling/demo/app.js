@@ -26,6 +26,11 @@ const SERVER = `${location.protocol === "https:" ? "wss" : "ws"}://${location.ho
 const TOKEN = new URLSearchParams(location.search).get("token") || undefined;
 const LIST_EVERY_MS = 3000;
 const RETRY_MS = 5000;
+// A broken connection is first reclaimed (janus.js's `reconnect`: `claim` of the same session,
+// its name and call kept): this often, this many times, well within the server's
+// reclaim_session_timeout (30 s by default). A session the server no longer has starts over.
+const RECLAIM_RETRY_MS = 2000;
+const RECLAIM_TRIES = 8;
 const STATS_EVERY_MS = 1000;
 
 const state = {
@@ -95,7 +100,7 @@ function connect() {
     server: SERVER,
     token: TOKEN,
     success: () => attach(janus),
-    error: (cause) => serverLost(janus, cause),
+    error: (cause) => connectionLost(janus, cause),
     destroyed: () => serverLost(janus, "session ended"),
   });
   state.janus = janus;
@@ -132,6 +137,33 @@ function attach(janus) {
     onremotetrack: onRemoteTrack,
     oncleanup: onCleanup,
     ondetached: () => { if (state.janus === janus) serverLost(janus, "detached"); },
+  });
+}
+
+/** The connection broke: claim the session back on a new one (the call goes on meanwhile, its
+ * media does not use this connection); if the server no longer has it, start over. */
+function connectionLost(janus, cause) {
+  if (state.janus !== janus) return;
+  if (!state.handle) { serverLost(janus, cause); return; }  // nothing to keep yet
+  console.warn("videocall: server connection lost, reclaiming the session:", cause);
+  setConn("connecting", `Connection lost, reconnecting to ${location.host}…`);
+  reclaim(janus, cause, 1);
+}
+
+function reclaim(janus, cause, attempt) {
+  if (state.janus !== janus) return;
+  janus.reconnect({
+    success: () => {
+      if (state.janus !== janus) return;
+      setConn("online", `Connected to ${location.host}`);
+      clearMessage("connection");
+    },
+    error: (why) => {
+      if (state.janus !== janus) return;
+      const gone = /no such session/i.test(String(why));
+      if (gone || attempt >= RECLAIM_TRIES) { serverLost(janus, `${cause}; ${why}`); return; }
+      state.timers.retry = setTimeout(() => reclaim(janus, cause, attempt + 1), RECLAIM_RETRY_MS);
+    },
   });
 }
 

@@ -200,13 +200,14 @@ class Peer:
         ws.on("framesent", lambda payload: keep("sent", payload))
         ws.on("framereceived", lambda payload: keep("received", payload))
 
-    def open(self, page_url: str) -> Peer:
-        """Load the harness, create a Janus session and attach janus.plugin.videocall."""
+    def open(self, page_url: str, server_url: str | None = None) -> Peer:
+        """Load the harness, create a Janus session and attach janus.plugin.videocall (on the
+        server's own URL unless ``server_url`` says another way to it, e.g. a proxy)."""
         self.page.goto(page_url)
         self.page.wait_for_function("() => window.vcLoaded === true", timeout=10_000)
         from playwright.sync_api import Error as PlaywrightError
         try:
-            self.js("(url) => vc.connect(url)", self.server.url)
+            self.js("(url) => vc.connect(url)", server_url or self.server.url)
         except PlaywrightError as exc:
             self.server.check_alive()
             pytest.fail(f"{self.name}: janus.js could not connect/attach: {exc}\n"

@@ -43,6 +43,7 @@ from tests.browser.browser_support import (
     unique,
 )
 from tests.support.static_paths import TRAVERSALS
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -382,6 +383,34 @@ def test_decline_and_busy(open_page: Callable[..., DemoPage]) -> None:
     bob.message(f"Missed call: {carol.name} hung up before you answered")
     for page in (alice, bob, carol):
         assert page.problems() == [], page.console
+
+
+def test_a_connection_broken_mid_call_is_reclaimed_and_the_call_goes_on(
+        open_page: Callable[..., DemoPage], server_with_npm: VideocallServer) -> None:
+    """The page's WebSocket breaks (a proxy in between is cut, no goodbye): the page claims
+    its session back (janus.js's reconnect) and the call, its name and its media go on."""
+    proxy = TcpProxy(server_with_npm.port)
+    try:
+        alice = open_page("alice", url=f"http://127.0.0.1:{proxy.port}/")
+        bob = open_page("bob")
+        alice.register(unique("alice"))
+        bob.register(unique("bob"))
+        start_call(alice, bob)
+        assert proxy.cut() >= 1
+        deadline = time.monotonic() + 15
+        while not any("reclaiming the session" in line for line in alice.console):
+            assert time.monotonic() < deadline, f"the page never noticed the drop: {alice.console[-10:]}"
+            alice.page.wait_for_timeout(100)
+        alice.expect("#conn-text", "Connected to", timeout=20)
+        for page in (alice, bob):
+            page.phase("in-call")
+            page.wait_inbound("video", flowing=True)
+        alice.expect("#me", alice.name)  # the same name, never registered again
+        alice.page.click("#hangup")
+        bob.phase("idle")
+        assert not alice.problems(), alice.problems()
+    finally:
+        proxy.close()
 
 
 def test_reload_mid_call_ends_the_call_for_the_other_side(open_page: Callable[..., DemoPage]) -> None:

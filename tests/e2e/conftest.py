@@ -136,6 +136,9 @@ def start_videocall(tmp: Path, name: str, session_timeout: float | None,
     if session_timeout is not None:
         env["VIDEOCALL_SESSION_TIMEOUT"] = str(session_timeout)
     env["VIDEOCALL_RECORDINGS_DIR"] = str(tmp / "recordings")
+    # A closed socket's sessions go at once, as in the Janus these servers are compared with
+    # (its default); test_e2e_reclaim.py starts its own server that keeps them.
+    env["VIDEOCALL_RECLAIM_SESSION_TIMEOUT"] = "0"
     env.update(extra_env or {})
     process = ServerProcess(name, [*videocall_command(), "serve", "--port", str(port), "--workers", "1"],
                             host="127.0.0.1", port=port, logdir=tmp, env=env, cwd=REPO)
@@ -177,12 +180,15 @@ def videocall_ring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """``docker-compose.yml``'s topology as local processes: two nodes on one Redis, two
     workers; a short registry lease, so a node that dies is noticed within seconds."""
-    with running_fleet(tmp_path, {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE)}) as running:
+    with running_fleet(tmp_path, FLEET_ENV) as running:
         yield running
 
 
 #: The registry lease of the fleet fixture's nodes (seconds).
 FLEET_LEASE = 3.0
+#: The fleets' settings: that lease, and a dropped socket's sessions gone at once (as the Janus
+#: the fleet is compared with; test_e2e_reclaim.py has the sessions that wait for a claim).
+FLEET_ENV = {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE), "VIDEOCALL_RECLAIM_SESSION_TIMEOUT": "0"}
 
 
 # --- the real Janus --------------------------------------------------------------------------
@@ -270,7 +276,7 @@ def media_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def fleet_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """``fleet``, once for the whole session (the e2e call tests share it)."""
-    with running_fleet(tmp_path_factory.mktemp("fleet"), {"VIDEOCALL_REGISTRY_LEASE": str(FLEET_LEASE)}) as running:
+    with running_fleet(tmp_path_factory.mktemp("fleet"), FLEET_ENV) as running:
         yield running
 
 

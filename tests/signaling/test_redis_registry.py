@@ -25,14 +25,13 @@ from typing import Any
 import pytest
 import redis
 
-from shared import messages as m
 from shared.settings import Settings
 from signaling.redis_registry import RedisRegistry, glob_escape, redacted_url
 from signaling.registry import MemoryRegistry, Registry, RegistryUnavailable
 from signaling.server import SignalingServer, create_registry
 from tests.support.janus_ws import Handle, JanusConnection, Session, plugin_data, plugin_result
 from tests.support.servers import free_port, videocall_command
-from tests.support.toy_relay import worker_answer
+from tests.support.toy_relay import ToyRelay
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HOSTILE_NAMES = ["*", "a*", "x:y", "name:alice", "?", "[abc]", "[", "\\", "{tag}", "new\nline", " ", "😀🎉",
@@ -233,13 +232,6 @@ def test_the_server_picks_redis_only_when_a_url_is_set(caplog: pytest.LogCapture
 # --- two signalling nodes on one Redis ----------------------------------------------------------
 
 
-class ToyRelay:
-    """A relay worker's answers without a worker: enough for a call's signalling to proceed."""
-
-    async def request(self, body: m.Request[Any]) -> Any:
-        return worker_answer(body)
-
-
 class User:
     """A client with one session and one VideoCall handle on a node."""
 
@@ -275,7 +267,9 @@ async def fleet(prefix: str) -> AsyncIterator[Callable[..., Awaitable[SignalingS
     nodes: list[SignalingServer] = []
 
     async def node(node_id: str, **settings: Any) -> SignalingServer:
-        fields = {"port": 0, "node_id": node_id, "redis_url": REDIS_URL, "redis_key_prefix": prefix, **settings}
+        # reclaim_session_timeout 0: a closed socket frees its names at once (tests of "socket close")
+        fields = {"port": 0, "node_id": node_id, "redis_url": REDIS_URL, "redis_key_prefix": prefix,
+                  "reclaim_session_timeout": 0, **settings}
         server = SignalingServer(Settings(**fields))
         await server.start()
         nodes.append(server)

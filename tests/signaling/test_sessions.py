@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from signaling.janus_core import Mailbox
 from signaling.registry import MemoryRegistry, owner_id, parse_owner
 from signaling.sessions import MAX_ID, SessionError, Sessions
 
@@ -129,3 +130,23 @@ async def test_memory_registry_claims_atomically() -> None:
 def test_owner_ids_round_trip() -> None:
     assert parse_owner(owner_id("127.0.0.1:8188", 42)) == ("127.0.0.1:8188", 42)
     assert parse_owner("garbage") is None and parse_owner("n/x") is None
+
+
+def test_orphans_wait_for_a_claim_then_expire_after_the_reclaim_timeout() -> None:
+    s = make()
+    kept, other = s.create("gone", 0.0).session_id, s.create("here", 0.0).session_id
+    assert s.orphan("gone", 10.0) == [kept] and s.orphans() == [kept]
+    # session_timeout 60 still counts from the last request; reclaim 5 from the owner going
+    assert s.expired(14.9, 60.0, 5.0) == []
+    assert s.expired(15.0, 60.0, 5.0) == [kept]
+    assert sorted(s.expired(60.0, 60.0, 5.0)) == sorted([kept, other])
+    s.claim(kept, "new", 12.0)
+    assert s.orphans() == [] and s.expired(20.0, 60.0, 5.0) == []
+    assert s.owned_by("new") == [kept] and s.owned_by("gone") == []
+
+
+def test_mailbox_holds_up_to_its_limit_dropping_the_oldest() -> None:
+    box = Mailbox(2)
+    assert box.put({"n": 1}) is None and box.put({"n": 2}) is None
+    assert box.put({"n": 3}) == {"n": 1}
+    assert box.take(5) == [{"n": 2}, {"n": 3}] and len(box) == 0

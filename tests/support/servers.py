@@ -11,6 +11,8 @@ import shlex
 import shutil
 import socket
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 
@@ -19,6 +21,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
+    """Until the server's ``/readyz`` says ready (its relay worker connected): a call placed
+    earlier is refused ("no relay worker is connected")."""
+    deadline = time.monotonic() + timeout
+    url = f"http://{host}:{port}/readyz"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} not ready within {timeout:g} s")
+        time.sleep(0.1)
 
 
 def videocall_command() -> list[str]:

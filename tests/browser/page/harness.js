@@ -81,6 +81,12 @@ function onmessage(msg, jsep) {
   }
 }
 
+// janus.js's own `reconnect` (after "Lost connection"): `claim` of the session on a new WebSocket.
+vc.reconnect = () => new Promise((resolve, reject) => vc.janus.reconnect({
+  success: () => { record("reconnected", { id: vc.janus.getSessionId() }); resolve(vc.janus.getSessionId()); },
+  error: (e) => { record("error", { where: "reconnect", error: String(e) }); reject(new Error(String(e))); },
+}));
+
 // `auth`: janus.js's credentials, { apisecret } and/or { token }.
 vc.connect = (server, auth) => new Promise((resolve, reject) => {
   Janus.init({
