@@ -31,6 +31,7 @@ const RETRY_MS = 5000;
 // reclaim_session_timeout (30 s by default). A session the server no longer has starts over.
 const RECLAIM_RETRY_MS = 2000;
 const RECLAIM_TRIES = 8;
+const RECLAIM_ANSWER_MS = 5000;
 const STATS_EVERY_MS = 1000;
 
 const state = {
@@ -152,18 +153,27 @@ function connectionLost(janus, cause) {
 
 function reclaim(janus, cause, attempt) {
   if (state.janus !== janus) return;
+  // janus.js calls neither callback when the new socket closes before the claim is answered:
+  // an attempt not answered in time counts as failed.
+  let settled = false;
+  const failed = (why) => {
+    if (settled || state.janus !== janus) return;
+    settled = true;
+    clearTimeout(state.timers.reclaim);
+    const gone = /no such session/i.test(String(why));
+    if (gone || attempt >= RECLAIM_TRIES) { serverLost(janus, `${cause}; ${why}`); return; }
+    state.timers.retry = setTimeout(() => reclaim(janus, cause, attempt + 1), RECLAIM_RETRY_MS);
+  };
+  state.timers.reclaim = setTimeout(() => failed("no answer to the claim"), RECLAIM_ANSWER_MS);
   janus.reconnect({
     success: () => {
-      if (state.janus !== janus) return;
+      if (settled || state.janus !== janus) return;
+      settled = true;
+      clearTimeout(state.timers.reclaim);
       setConn("online", `Connected to ${location.host}`);
       clearMessage("connection");
     },
-    error: (why) => {
-      if (state.janus !== janus) return;
-      const gone = /no such session/i.test(String(why));
-      if (gone || attempt >= RECLAIM_TRIES) { serverLost(janus, `${cause}; ${why}`); return; }
-      state.timers.retry = setTimeout(() => reclaim(janus, cause, attempt + 1), RECLAIM_RETRY_MS);
-    },
+    error: failed,
   });
 }
 

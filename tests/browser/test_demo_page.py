@@ -516,7 +516,7 @@ def test_server_unreachable_and_connection_lost(open_page: Callable[..., DemoPag
 
     dana = open_page("dana", setup=through_proxy)
     dana.register(unique("dana"))
-    for ws, server in routes:
+    for ws, server in list(routes):  # not the page's reconnection, which the handler adds meanwhile
         server.close()
         ws.close()
     dana.message("Lost the connection to the server")
