@@ -33,6 +33,7 @@ from mediarelay.feedback import KeyframeRequester, NackRequester, ReceiveStats
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rewriter import SeqRewriter, TimestampRewriter
 from mediarelay.rtp_header import ExtensionRewriter, header_length, is_keyframe, rtx_unwrap, rtx_wrap
+from mediarelay.simulcast import SimulcastSelector, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Counters:
     muted: int = 0          # ``set`` audio/video false for this sender
     payload_type: int = 0   # a payload type the receiving leg did not negotiate
     stale: int = 0          # older than the last resync (unmute, new source SSRC)
+    other_layer: int = 0    # simulcast: not the substream forwarded to the receiver
+    temporal: int = 0       # simulcast: above the temporal layer forwarded to the receiver
     padding: int = 0        # RTX padding-only probe
     malformed: int = 0      # header longer than the packet, unparsable RTCP
     send_failed: int = 0    # protect or sendto refused it
@@ -154,7 +157,7 @@ class RecvStream:
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "flow", "on_media", "on_gap",
                  "send_stream", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters",
-                 "record")
+                 "record", "selector", "layer")
 
     def __init__(self, kind: str, mid: str, clock_rate: int, flow: MediaFlow, counters: Counters, *,
                  on_media: Callable[[MediaFlow], None], nack: bool = False) -> None:
@@ -181,6 +184,10 @@ class RecvStream:
         #: ``record(plain, now)`` while this sender is recorded (``recorder.Track.rtp``): each
         #: packet with a payload, as it arrived, while relayed; None (one test) when not.
         self.record: Callable[[bytes, float], None] | None = None
+        #: Simulcast: this stream is substream ``layer`` of a sender; the ``selector`` shared by
+        #: its substreams decides what reaches ``send_stream`` (which all of them feed).
+        self.selector: SimulcastSelector | None = None
+        self.layer = 0
 
     def link(self, send_stream: SendStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
              codec_names: dict[int, str], extensions: ExtensionRewriter | None) -> None:
@@ -226,8 +233,8 @@ class RecvStream:
             return
         if self.flow.on_packet(payload, now):
             self.on_media(self.flow)
-        if self.record is not None and payload and self.enabled:
-            self.record(plain, now)
+        if self.record is not None and payload and self.enabled and self.selector is None:
+            self.record(plain, now)  # a simulcast substream records what is forwarded (``forward``)
         if self.send_stream is None:
             self.counters.unlinked += 1
         elif not self.enabled:
@@ -270,16 +277,34 @@ class RecvStream:
         keyframes = self.keyframes
         if keyframes is not None and keyframes.waiting and is_keyframe(self.codec_names[b1 & 0x7F], plain[header:]):
             keyframes.received()
+        selector = self.selector
+        if selector is not None:
+            verdict = selector.packet(self.layer, plain, header, now)
+            if verdict == Verdict.OTHER:
+                self.counters.other_layer += 1
+                return
+            if verdict == Verdict.DROP:
+                out.seq.drop(seq)  # the receiver sees no hole where a temporal layer was left out
+                self.counters.temporal += 1
+                return
+            if verdict == Verdict.SWITCHED:
+                out.seq.sync()
+                out.ts.sync()
+            plain = selector.rewrite(plain)
         oseq = out.seq.input(seq)
         if oseq is None:
             self.counters.stale += 1
             return
         ots = out.ts.input(ts, now)
         if self.extensions is None:
-            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + plain[12:]
+            rest = plain[12:]
         else:
             b0, rest = self.extensions.rewrite(plain)
-            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
+        packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
+        if selector is not None and self.record is not None and payload:
+            # Janus records the relayed substream: one SSRC and numbering whatever the switches;
+            # the source's payload type, which the recording's codec names know.
+            self.record(_FIXED.pack(b0, b1, oseq, ots, out.ssrc) + rest, now)
         out.send(packet, oseq, payload)
         self.counters.forwarded += 1
         self.counters.forwarded_octets += payload
