@@ -30,6 +30,7 @@ from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rtcp import CallRtcp
+from mediarelay.simulcast import ChangeKind, SimulcastOffer, SimulcastSelector, SimulcastSettings
 from shared.logs import call_log
 from shared.messages import MEDIA_KINDS
 
@@ -56,6 +57,15 @@ class CallMedia:
         #: leg failed or closed): the call's recordings follow the streams (``Call``).
         self.on_linked: Callable[[], None] | None = None
         self.on_unlinked: Callable[[], None] | None = None
+        #: Simulcast m-lines of each sending leg, by the sender's mid (the SDP side fills it in
+        #: before the media links: ``Call``); what each *receiving* leg asked for with ``set``;
+        #: the selectors of the m-lines forwarded to each receiving leg.
+        self.simulcast: dict[str, dict[str, SimulcastOffer]] = {name: {} for name in legs}
+        self.simulcast_settings: dict[str, SimulcastSettings] = {name: SimulcastSettings() for name in legs}
+        self.selectors: dict[str, list[SimulcastSelector]] = {name: [] for name in legs}
+        #: ``on_simulcast(receiver, codec, kind, value)``: the forwarded substream or temporal
+        #: layer changed for ``receiver`` (the worker sends the VideoCall ``simulcast`` event).
+        self.on_simulcast: Callable[[str, str, ChangeKind, int], None] | None = None
         self.rtcp = CallRtcp(call_id, self.links, self.ports, {name: leg.settings for name, leg in legs.items()},
                              self.counters)
 
@@ -207,6 +217,30 @@ class CallMedia:
             stream.enabled = enabled
         if settings.bitrate and self.linked:
             self.rtcp.send_remb(sender)
+
+    def configure_simulcast(self, receiver: str, *, substream: int | None = None, temporal: int | None = None,
+                            fallback: int | None = None, auto: bool | None = None) -> None:
+        """``set`` of ``receiver`` for what it receives of a simulcasting peer (values already
+        checked: 0..2, fallback >= 0): kept, and applied now to the selectors feeding it.
+        ``substream`` pins the substream (auto off) unless ``auto`` says otherwise."""
+        settings = self.simulcast_settings[receiver]
+        now = self._loop.time()
+        if fallback is not None:
+            settings.fallback = fallback
+        if substream is not None:
+            settings.substream = substream
+            settings.auto = False
+        if temporal is not None:
+            settings.temporal = temporal
+        if auto is not None:
+            settings.auto = auto
+        for selector in self.selectors[receiver]:
+            if fallback is not None:
+                selector.set_fallback(fallback)
+            if auto is not None or substream is not None:
+                selector.set_auto(settings.auto, now)
+            if substream is not None or temporal is not None:
+                selector.set_target(substream, temporal, now)
 
     # --- introspection ------------------------------------------------------------------------------
 
