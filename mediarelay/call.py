@@ -36,7 +36,7 @@ from typing import Literal
 
 from aiortc import RTCIceCandidate
 
-from mediarelay import aiortc_hooks, sdp
+from mediarelay import aiortc_hooks, sdp, simulcast_sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.forwarder import RecvStream
 from mediarelay.ice import IcePolicy
@@ -103,8 +103,10 @@ class Call:
         Returns the call and the relay's offer for the callee. SdpError if the offer is refused.
         """
         lines = sdp.plan_offer(sdp.parse(caller_offer, "offer"))
+        simulcast = simulcast_sdp.read_offer(caller_offer)
         data = [line for line in lines if line.kind == "application"]
         caller = Leg(call_id, "caller", policy, notify)
+        caller.simulcast = simulcast  # the callee is offered one plain stream (aiortc's own offer)
         callee = Leg(call_id, "callee", policy, notify, data_first=bool(data) and lines[0].kind == "application")
         try:
             await caller.set_remote(caller_offer, "offer")
@@ -121,7 +123,8 @@ class Call:
         media = list(caller.pc.getTransceivers())
         mirrored = list(callee.pc.getTransceivers())
         pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored, strict=True)]
-        log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines),
+        log.info("call %s: created (%s%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines),
+                 f"; caller simulcasts {simulcast.count} layers by {simulcast.form}" if simulcast else "",
                  extra=call_log(call_id))
         return cls(call_id, caller, callee, pairs), callee_offer
 

@@ -132,7 +132,7 @@ class CallMedia:
         local, remote = aiortc_hooks.session_descriptions(leg.pc)
         if local is None or remote is None:
             raise ValueError(f"the {leg.name} leg has no SDP")
-        return routes.sections(local, remote, local_is_answer=local.type == "answer")
+        return routes.sections(local, remote, local_is_answer=local.type == "answer", simulcast=leg.simulcast)
 
     def _connect_port(self, name: str, leg: Leg) -> None:
         transceivers = [t for t in leg.pc.getTransceivers() if t.kind in MEDIA_KINDS]
