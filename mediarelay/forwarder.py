@@ -32,8 +32,15 @@ from pylibsrtp import Error as SrtpError
 from mediarelay.feedback import KeyframeRequester, NackRequester, ReceiveStats
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rewriter import SeqRewriter, TimestampRewriter
-from mediarelay.rtp_header import ExtensionRewriter, header_length, is_keyframe, rtx_unwrap, rtx_wrap
-from mediarelay.simulcast import SimulcastSelector, Verdict
+from mediarelay.rtp_header import (
+    ExtensionRewriter,
+    header_length,
+    is_keyframe,
+    parse_extensions,
+    rtx_unwrap,
+    rtx_wrap,
+)
+from mediarelay.simulcast import LayerSource, SimulcastSelector, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +164,7 @@ class RecvStream:
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "flow", "on_media", "on_gap",
                  "send_stream", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters",
-                 "record", "selector", "layer")
+                 "record", "selector", "layer", "octets")
 
     def __init__(self, kind: str, mid: str, clock_rate: int, flow: MediaFlow, counters: Counters, *,
                  on_media: Callable[[MediaFlow], None], nack: bool = False) -> None:
@@ -188,6 +195,8 @@ class RecvStream:
         #: its substreams decides what reaches ``send_stream`` (which all of them feed).
         self.selector: SimulcastSelector | None = None
         self.layer = 0
+        #: Payload octets received (a simulcast substream's bitrate, for the automatic choice).
+        self.octets = 0
 
     def link(self, send_stream: SendStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
              codec_names: dict[int, str], extensions: ExtensionRewriter | None) -> None:
@@ -204,7 +213,8 @@ class RecvStream:
         self.stats.reset()
         if self.nack is not None:
             self.nack = NackRequester()
-        if self.send_stream is not None:
+        # A simulcast substream not forwarded now leaves the receiver's numbering alone.
+        if self.send_stream is not None and (self.selector is None or self.selector.substream == self.layer):
             self.send_stream.seq.sync()
             self.send_stream.ts.sync()
 
@@ -231,6 +241,7 @@ class RecvStream:
         if payload < 0:
             self.counters.malformed += 1
             return
+        self.octets += payload
         if self.flow.on_packet(payload, now):
             self.on_media(self.flow)
         if self.record is not None and payload and self.enabled and self.selector is None:
@@ -310,6 +321,32 @@ class RecvStream:
         self.counters.forwarded_octets += payload
 
 
+class RidDemux:
+    """Rid simulcast: which substream's ``RecvStream`` a packet of a not yet known SSRC belongs
+    to, by its ``rtp-stream-id`` (RTX: ``repaired-rtp-stream-id``) header extension, which
+    browsers send on a new SSRC's first packets. Janus learns its ``ssrc[]`` the same way."""
+
+    __slots__ = ("streams", "rid_extension", "repaired_extension")
+
+    def __init__(self, streams: dict[bytes, RecvStream], rid_extension: int | None,
+                 repaired_extension: int | None) -> None:
+        self.streams = streams
+        self.rid_extension = rid_extension
+        self.repaired_extension = repaired_extension
+
+    def stream_of(self, plain: bytes, rtx: bool) -> RecvStream | None:
+        wanted = (self.repaired_extension, self.rid_extension) if rtx else (self.rid_extension,)
+        try:
+            elements = dict(parse_extensions(plain))
+        except ValueError:
+            return None
+        for x_id in wanted:
+            value = elements.get(x_id) if x_id is not None else None
+            if value is not None:
+                return self.streams.get(value.rstrip(b"\x00"))
+        return None
+
+
 @dataclass(frozen=True)
 class Link:
     """A linked direction of one m-line: packets from the ``source`` leg's client arrive at
@@ -337,6 +374,8 @@ class Port:
         self.rtx: dict[bytes, RecvStream] = {}
         #: Payload type -> (stream, is RTX): finds the stream of an SSRC not announced in SDP.
         self.payload_types: dict[int, tuple[RecvStream, bool]] = {}
+        #: Payload type -> (rid demultiplexer, is RTX): the same for a rid simulcast m-line.
+        self.rid_layers: dict[int, tuple[RidDemux, bool]] = {}
         self.tapped: set[int] = set()
         self.srtp_rx: Any = None
         self.srtp_tx: Any = None
@@ -379,11 +418,36 @@ class Port:
         for pt in rtx_payload_types:
             self.payload_types.setdefault(pt, (stream, True))
 
+    def add_layers(self, streams: list[RecvStream], layers: tuple[LayerSource, ...], payload_types: list[int],
+                   rtx_payload_types: list[int], rid_extension: int | None = None,
+                   repaired_extension: int | None = None) -> None:
+        """Receive a simulcast m-line here: a stream per substream, by the SSRCs the SDP gave
+        (SSRC simulcast) or learnt, else (rid simulcast) by the rid extension of a new SSRC."""
+        for stream, layer in zip(streams, layers, strict=True):
+            self.streams.append(stream)
+            if layer.ssrc is not None and layer.ssrc != stream.ssrc:
+                stream.new_source(layer.ssrc)
+            if stream.ssrc is not None:
+                self.media[_SSRC.pack(stream.ssrc)] = stream
+            if layer.rtx_ssrc is not None:
+                stream.rtx_ssrc = layer.rtx_ssrc
+            if stream.rtx_ssrc is not None:
+                self.rtx[_SSRC.pack(stream.rtx_ssrc)] = stream
+        if rid_extension is None:
+            return
+        demux = RidDemux({layer.rid.encode(): stream for stream, layer in zip(streams, layers, strict=True)
+                          if layer.rid is not None}, rid_extension, repaired_extension)
+        for pt in payload_types:
+            self.rid_layers[pt] = (demux, False)
+        for pt in rtx_payload_types:
+            self.rid_layers[pt] = (demux, True)
+
     def clear(self) -> None:
         self.streams.clear()
         self.media.clear()
         self.rtx.clear()
         self.payload_types.clear()
+        self.rid_layers.clear()
 
     # --- sending ----------------------------------------------------------------------------------
 
@@ -440,8 +504,10 @@ class Port:
                 return
             stream.receive_rtx(plain, self.clock())
             return
-        entry = self.payload_types.get(data[1] & 0x7F)
-        if entry is None:
+        pt = data[1] & 0x7F
+        entry = self.payload_types.get(pt)
+        layers = self.rid_layers.get(pt)
+        if entry is None and layers is None:
             self.counters.unknown += 1
             return
         try:
@@ -449,8 +515,18 @@ class Port:
         except SrtpError:
             self.counters.srtp_failed += 1
             return
+        if layers is not None:
+            demux, rtx = layers
+            found = demux.stream_of(plain, rtx)
+            if found is not None:
+                entry = (found, rtx)
+        if entry is None:  # no rid (yet): nothing says which substream it is
+            self.counters.unknown += 1
+            return
         stream, is_rtx = entry
         ssrc = _SSRC.unpack(key)[0]
+        if stream.selector is not None:
+            stream.selector.learn_ssrc(stream.layer, ssrc, is_rtx)
         if is_rtx:
             if stream.rtx_ssrc is not None:
                 self.rtx.pop(_SSRC.pack(stream.rtx_ssrc), None)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mediarelay.rtp_header import Descriptor, is_keyframe, vp8_descriptor, vp9_descriptor
+from mediarelay.simulcast_sdp import Simulcast
 
 #: Janus's default ``fallback``: µs without a packet of the current substream before going lower.
 DEFAULT_FALLBACK_US = 250_000
@@ -71,18 +72,12 @@ class LayerSource:
     rtx_ssrc: int | None
 
 
-@dataclass(frozen=True)
-class SimulcastOffer:
-    """What negotiation learned of one simulcast m-line of a sender (filled by the SDP side,
-    read by ``media.py`` when it links): its mid, the substreams, and the header extension ids
-    (as negotiated) that name a packet's substream when its SSRC is not known yet."""
-
-    mid: str
-    layers: tuple[LayerSource, ...]
-    #: ``urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id``'s id (rid simulcast), or None.
-    rid_extension: int | None = None
-    #: ``urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id``'s id (RTX of a rid), or None.
-    repaired_rid_extension: int | None = None
+def layer_sources(simulcast: Simulcast) -> tuple[LayerSource, ...]:
+    """The substreams of a negotiated simulcast m-line (``simulcast_sdp.Simulcast``, lowest
+    first): rids for the rid form (SSRCs learned later), SSRCs and RTX SSRCs for the SSRC form."""
+    if simulcast.form == "rid":
+        return tuple(LayerSource(i, rid, None, None) for i, rid in enumerate(simulcast.rids))
+    return tuple(LayerSource(i, None, ssrc, simulcast.rtx.get(ssrc)) for i, ssrc in enumerate(simulcast.ssrcs))
 
 
 @dataclass
