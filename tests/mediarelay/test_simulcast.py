@@ -60,6 +60,8 @@ class Layer:
     frame_no: int = 0
     wide: bool = True
     key_due: bool = True
+    #: Payload bytes per packet (the higher substreams are bigger, as real ones).
+    size: int = 40
     sent: dict[int, bytes] = field(default_factory=dict)
 
     def frame(self, packets: int = 2, key: bool | None = None) -> list[bytes]:
@@ -75,11 +77,12 @@ class Layer:
         out = []
         for i in range(packets):
             if self.codec == "vp8":
-                payload = vp8_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync, wide=self.wide)
+                payload = vp8_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync, wide=self.wide,
+                                      size=self.size)
             elif self.codec == "vp9":
-                payload = vp9_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync)
+                payload = vp9_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync, size=self.size)
             else:
-                payload = h264_payload(start=i == 0, key=key)
+                payload = h264_payload(start=i == 0, key=key, size=self.size)
             marker = 0x80 if i == packets - 1 else 0
             packet = pack("!BBHII", 0x80, marker | PT, self.seq, self.ts, self.ssrc) + payload
             self.sent[self.seq] = packet
@@ -101,7 +104,7 @@ class Rig:
         self.plis: list[tuple[int, float]] = []
         self.nacked: list[tuple[int, list[int] | None]] = []
         self.layers = {i: Layer(i, codec, ssrc=0x1000 + i, seq=1000 * (i + 7), ts=77777 * (i + 1), pid=300 * i + 5,
-                                tl0=40 * i, wide=wide) for i in indexes}
+                                tl0=40 * i, wide=wide, size=100 * 4 ** i) for i in indexes}
         sources = [LayerSource(i, None, layer.ssrc, 0x2000 + i) for i, layer in self.layers.items()]
         self.selector = SimulcastSelector(codec, sources, OUT_SSRC, on_change=lambda k, v: self.events.append((k, v)),
                                           request_keyframe=self.pli)

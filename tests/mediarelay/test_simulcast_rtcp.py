@@ -7,7 +7,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRtpfbPacket, RtcpSrPacket, unpack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 
 from mediarelay import feedback
 from mediarelay.forwarder import Link, Port
@@ -100,3 +108,40 @@ async def test_the_simulcast_sender_hears_its_cap_but_not_the_receivers_estimate
     assert bitrate == 1_000_000 and sorted(ssrcs) == sorted(layer.ssrc for layer in hops.rig.layers.values())
     hops.rtcp.stop()
     await asyncio.sleep(0)
+
+
+async def test_a_low_estimate_lowers_the_automatic_choice_unless_the_receiver_pinned_one() -> None:
+    for pinned in (False, True):
+        hops = Hops()
+        if pinned:
+            hops.rig.selector.set_auto(False)
+            hops.rig.selector.set_target(2, None, hops.rig.now)
+        for _ in range(3):
+            hops.rig.run(1.0)
+            hops.rtcp._measure_substreams(hops.rig.now)
+        assert hops.rig.selector.substream == 2
+        hops.rig.events.clear()
+        for _ in range(3):  # the receiver's path carries 150 kbit/s: the middle substream does not fit
+            hops.from_callee(feedback.remb(99, 150_000, [OUT_SSRC]))
+            hops.rig.run(1.0)
+            hops.rtcp._measure_substreams(hops.rig.now)
+        hops.rig.run(0.5)
+        assert hops.rig.selector.auto_substream == 0
+        assert hops.rig.selector.substream == (2 if pinned else 0)
+        assert (("substream", 0) in hops.rig.events) is not pinned
+        hops.rtcp.stop()
+
+
+async def test_lasting_loss_reported_by_the_receiver_lowers_the_automatic_choice() -> None:
+    hops = Hops()
+    for _ in range(3):
+        hops.rig.run(1.0)
+        hops.rtcp._measure_substreams(hops.rig.now)
+    for _ in range(2):
+        block = RtcpReceiverInfo(ssrc=OUT_SSRC, fraction_lost=64, packets_lost=10, highest_sequence=1, jitter=0,
+                                 lsr=0, dlsr=0)
+        hops.from_callee(feedback.receiver_report(99, [block]))
+        hops.rig.run(0.5)
+    hops.rig.run(0.5)
+    assert hops.rig.selector.substream == 1
+    hops.rtcp.stop()
