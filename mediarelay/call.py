@@ -307,25 +307,33 @@ class Call:
 
     def _attach_recording(self, leg: LegName, recorder: Recorder) -> None:
         self._detach_recording(leg)
-        streams: dict[str, RecvStream] = {}
+        # Per kind, the streams of the first m-line: one, or a simulcast one's substreams (each
+        # records what it gets forwarded: the relayed substream, as Janus records).
+        streams: dict[str, list[RecvStream]] = {}
         for link in self.media.links:
             if link.source == leg:
-                streams.setdefault(link.recv_stream.kind, link.recv_stream)
+                first = streams.setdefault(link.recv_stream.kind, [link.recv_stream])
+                if link.recv_stream not in first and link.recv_stream.mid == first[0].mid:
+                    first.append(link.recv_stream)
         if self.media.linked:
             for kind in [k for k in recorder.tracks if k != "data" and k not in streams]:
                 recorder.remove(kind)  # its m-line went away
         loop = asyncio.get_running_loop()
         attached = self._recorded[leg] = []
-        for kind, stream in streams.items():
+        for kind, kind_streams in streams.items():
             track = recorder.add(kind)  # type: ignore[arg-type]
             if track is None:
                 continue
-            track.codec_names = stream.codec_names
-            stream.record = track.rtp
-            attached.append(stream)
+            track.codec_names = kind_streams[0].codec_names
+            for stream in kind_streams:
+                stream.record = track.rtp
+                attached.append(stream)
             if kind == "video" and not track.asked_keyframe:  # so the file starts decodable (Janus: a PLI)
                 track.asked_keyframe = True
-                self.media.rtcp.keyframe(stream, loop.time())
+                for stream in kind_streams:
+                    selector = stream.selector
+                    if selector is None or selector.substream in (None, stream.layer):
+                        self.media.rtcp.keyframe(stream, loop.time())
         if self.leg(leg).pc.sctp is not None:
             data = recorder.add("data")
             if data is not None:

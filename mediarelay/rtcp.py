@@ -123,9 +123,19 @@ class CallRtcp:
             log.exception("call %s: RTCP reports failed", self.call_id, extra=call_log(self.call_id))
         self._tick = self._loop.call_later(RTCP_INTERVAL, self._on_tick)
 
+    def _sending(self) -> list[Link]:
+        """One link per ``SendStream`` (a simulcast one is fed by a link per substream)."""
+        seen: set[int] = set()
+        result = []
+        for link in self.links:
+            if id(link.send_stream) not in seen:
+                seen.add(id(link.send_stream))
+                result.append(link)
+        return result
+
     def _size_histories(self, now: float) -> None:
         """Each video history keeps what was sent in the last ``HISTORY_SECONDS`` (or 4 RTTs)."""
-        for link in self.links:
+        for link in self._sending():
             send_stream = link.send_stream
             if send_stream.history is None:
                 continue
@@ -141,7 +151,7 @@ class CallRtcp:
         ntp = feedback.ntp_timestamp(now + self._wall_offset)
         parts = []
         cnames = {}
-        for link in self.links:
+        for link in self._sending():
             send_stream = link.send_stream
             if link.sink == name and send_stream.packets:
                 parts.append(feedback.sender_report(send_stream.ssrc, ntp, send_stream.ts.at(now),
@@ -221,7 +231,7 @@ class CallRtcp:
     def bye(self, leg: str, ssrc: int) -> None:
         """A relay sender stops (its PC closes): BYE while the socket is up, then no more to it."""
         port = self.ports.get(leg)
-        for link in self.links:
+        for link in self._sending():
             if link.sink == leg and link.send_stream.ssrc == ssrc:
                 if port is not None and link.send_stream.packets:
                     port.send_rtcp(feedback.bye([ssrc]))
@@ -247,7 +257,10 @@ class CallRtcp:
                  and link.recv_stream.ssrc is not None]
         if not video:
             return None
-        estimates = [link.send_stream.estimate for link in video if link.send_stream.estimate is not None]
+        # A simulcast sender is not told its receiver's estimate: that is for one substream, and
+        # the sender would drop its upper ones (the estimate chooses the substream instead).
+        estimates = [link.send_stream.estimate for link in video
+                     if link.send_stream.estimate is not None and link.recv_stream.selector is None]
         bitrate = feedback.capped_remb(min(estimates) if estimates else None, cap)
         if bitrate is None:
             return None
@@ -284,7 +297,10 @@ class CallRtcp:
                     self._on_remb(name, packet.fci)
 
     def _links_to(self, sink: str, ssrcs: list[int]) -> list[Link]:
-        return [link for link in self.links if link.sink == sink and link.send_stream.ssrc in ssrcs]
+        """The links feeding ``sink`` on these SSRCs; of a simulcast one, the forwarded
+        substream's link alone (the one aimed at while none is forwarded yet)."""
+        return [link for link in self.links if link.sink == sink and link.send_stream.ssrc in ssrcs
+                and _feeds(link)]
 
     def _on_nack(self, sink: str, media_ssrc: int, lost: list[int]) -> None:
         for link in self._links_to(sink, [media_ssrc]):
@@ -309,3 +325,13 @@ class CallRtcp:
             senders.add(link.source)
         for sender in senders:
             self.send_remb(sender)
+
+
+def _feeds(link: Link) -> bool:
+    """Whether ``link``'s stream is what its ``SendStream`` forwards now: always, but of a
+    simulcast m-line's substreams only the forwarded one (or the one aimed at before any is)."""
+    selector = link.recv_stream.selector
+    if selector is None:
+        return True
+    current = selector.substream if selector.substream is not None else selector.want
+    return link.recv_stream.layer == current

@@ -21,8 +21,8 @@ from mediarelay.media_flow import MediaFlow
 from shared.messages import WorkerStatsResult
 
 #: ``Counters`` fields that count packets the fast path did not forward (the drop reasons).
-DROP_REASONS = ("srtp_failed", "unknown", "unlinked", "muted", "payload_type", "stale", "padding", "malformed",
-                "send_failed", "errors")
+DROP_REASONS = ("srtp_failed", "unknown", "unlinked", "muted", "payload_type", "stale", "other_layer", "temporal",
+                "padding", "malformed", "send_failed", "errors")
 #: ``Counters`` fields that are not drops (what was forwarded, RTX and RTCP seen).
 NOT_DROPS = ("forwarded", "forwarded_octets", "rtx_received", "rtx_sent", "rtcp_received")
 
