@@ -73,7 +73,6 @@ class Call:
         self.recordings: dict[LegName, Recorder] = {}
         self._recorded: dict[LegName, list[RecvStream]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._share_simulcast()
         self.media.on_simulcast = self._simulcast_changed
         self.media.on_linked = self._follow_recordings
         self.media.on_unlinked = self._lose_recordings
@@ -184,12 +183,6 @@ class Call:
         ``state``, and the media follows it now (links once both legs are connected)."""
         self.media.connection_changed(name)
 
-    def _share_simulcast(self) -> None:
-        """What each leg's client simulcasts (only the caller, as in Janus), for the fast path:
-        ``media.simulcast[sender][mid]``, read when the media links."""
-        for leg in (self.caller, self.callee):
-            self.media.simulcast[leg.name] = {leg.simulcast.mid: leg.simulcast.offer()} if leg.simulcast else {}
-
     def _simulcast_changed(self, receiver: str, codec: str, kind: ChangeKind, value: int) -> None:
         """The fast path changed what ``receiver`` gets of its simulcasting peer: ``leg.simulcast``."""
         leg = self.leg(receiver)
@@ -199,7 +192,6 @@ class Call:
     def changed(self, what: str) -> None:
         """A renegotiation or an ICE restart changed a leg: the media links again first, then
         the ``listeners`` hear ``what``."""
-        self._share_simulcast()  # a caller's new offer may simulcast differently
         for listener in (self.media.changed, *self.listeners):
             try:
                 listener(what)

@@ -23,7 +23,6 @@ from aiortc.sdp import MediaDescription, SessionDescription
 from mediarelay.aiortc_hooks import is_codec_compatible
 from mediarelay.rtp_header import ExtensionRewriter
 from mediarelay.sdp import is_rtx
-from mediarelay.simulcast import SimulcastOffer
 from mediarelay.simulcast_sdp import Simulcast
 from shared.messages import MEDIA_KINDS
 
@@ -50,7 +49,7 @@ class Section:
     relay_receives: bool = True
     relay_sends: bool = True
     #: The layers the client simulcasts on this m-line (``simulcast_sdp``), if it does.
-    simulcast: SimulcastOffer | None = None
+    simulcast: Simulcast | None = None
 
     @property
     def media_codecs(self) -> list[RTCRtpCodecParameters]:
@@ -88,7 +87,7 @@ class Route:
     #: The source negotiated generic NACK: the relay repairs its losses.
     nack: bool
     #: The source simulcasts on this m-line: its layers, for the fast path to select from.
-    simulcast: SimulcastOffer | None = None
+    simulcast: Simulcast | None = None
 
 
 def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescription,
@@ -109,8 +108,8 @@ def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescr
         remote_ssrcs, remote_rtx = _announced_ssrcs(theirs)
         mid = str(mine.rtp.muxId or index)
         receives = direction in ("sendrecv", "recvonly")
-        layers = simulcast.offer() if simulcast is not None and simulcast.mid == mid and mine.kind == "video" \
-            and receives else None
+        layers = simulcast if simulcast is not None and simulcast.mid == mid and mine.kind == "video" and receives \
+            else None
         result.append(Section(
             index=index, kind=mine.kind, mid=mid,
             codecs=tuple(answer.rtp.codecs),

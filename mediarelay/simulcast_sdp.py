@@ -33,9 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mediarelay.rtp_header import parse_extensions
 from mediarelay.sdp import SdpError
-from mediarelay.simulcast import LayerSource, SimulcastOffer
 
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
@@ -66,15 +64,6 @@ class Simulcast:
     @property
     def count(self) -> int:
         return len(self.rids) if self.form == "rid" else len(self.ssrcs)
-
-    def offer(self) -> SimulcastOffer:
-        """The fast path's view (``simulcast.SimulcastOffer``): substream 0 (lowest) first; a
-        rid layer's SSRCs are learned from its first packets (``rid_layer``)."""
-        if self.form == "rid":
-            layers = tuple(LayerSource(index, rid, None, None) for index, rid in enumerate(self.rids))
-        else:
-            layers = tuple(LayerSource(index, None, ssrc, self.rtx.get(ssrc)) for index, ssrc in enumerate(self.ssrcs))
-        return SimulcastOffer(self.mid, layers, self.rid_extension, self.repaired_rid_extension)
 
 
 def read_offer(text: str) -> Simulcast | None:
@@ -238,26 +227,3 @@ def _extensions(attrs: list[tuple[str, str]]) -> dict[str, int]:
             found[words[1]] = int(ext_id)
     return found
 
-
-def rid_layer(offer: SimulcastOffer, packet: bytes) -> tuple[int, bool] | None:
-    """Which substream a packet of an SSRC not known yet belongs to, by its rid extension:
-    (layer index, is RTX). RTX names its layer with repaired-rtp-stream-id. None when the
-    packet names no rid of ``offer`` (or its extension block is malformed).
-
-    The extension block is not encrypted by SRTP: this can be read before unprotecting.
-    """
-    if offer.rid_extension is None or len(packet) < 12 or not packet[0] & 0x10:
-        return None
-    try:
-        elements = parse_extensions(packet)
-    except (ValueError, IndexError):
-        return None
-    for ext_id, value in elements:
-        rtx = ext_id == offer.repaired_rid_extension
-        if ext_id != offer.rid_extension and not rtx:
-            continue
-        rid = value.rstrip(b"\x00").decode("ascii", "replace")  # RFC 8852: no terminator; some pad
-        for layer in offer.layers:
-            if layer.rid == rid:
-                return layer.index, rtx
-    return None
