@@ -46,8 +46,9 @@ from mediarelay.negotiation import MediaPair, apply_answer
 from mediarelay.recorder import OnState, Recorder
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
+from mediarelay.simulcast import ChangeKind
 from shared.logs import call_log
-from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName
+from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName, LegSimulcast
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Call:
         self.recordings: dict[LegName, Recorder] = {}
         self._recorded: dict[LegName, list[RecvStream]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self.media.on_simulcast = self._simulcast_changed
         self.media.on_linked = self._follow_recordings
         self.media.on_unlinked = self._lose_recordings
         for leg in (caller, callee):
@@ -181,6 +183,12 @@ class Call:
         ``state``, and the media follows it now (links once both legs are connected)."""
         self.media.connection_changed(name)
 
+    def _simulcast_changed(self, receiver: str, codec: str, kind: ChangeKind, value: int) -> None:
+        """The fast path changed what ``receiver`` gets of its simulcasting peer: ``leg.simulcast``."""
+        leg = self.leg(receiver)
+        layer = {"substream": value} if kind == "substream" else {"temporal": value}
+        leg.report(LegSimulcast(call_id=self.call_id, leg=leg.name, videocodec=codec.lower()[:16], **layer))
+
     def changed(self, what: str) -> None:
         """A renegotiation or an ICE restart changed a leg: the media links again first, then
         the ``listeners`` hear ``what``."""
@@ -206,8 +214,19 @@ class Call:
         await target.add_candidates(parsed)
 
     def configure(self, leg: LegName, audio: bool | None = None, video: bool | None = None,
-                  bitrate: int | None = None) -> None:
-        """``set`` for the media this leg sends: relayed or not (audio, video), REMB cap (bitrate)."""
+                  bitrate: int | None = None, *, substream: int | None = None, temporal: int | None = None,
+                  fallback: int | None = None, auto: bool | None = None) -> None:
+        """``set`` for the media this leg sends: relayed or not (audio, video), REMB cap (bitrate);
+        and for what it receives of a simulcasting peer: substream, temporal layer, fallback (µs),
+        automatic choice (``media.configure_simulcast``: kept until the media links)."""
+        for name, value in (("substream", substream), ("temporal", temporal)):
+            if value is not None and not 0 <= value <= 2:
+                raise ValueError(f"{name} must be 0, 1 or 2")
+        if fallback is not None and fallback < 0:
+            raise ValueError("fallback must not be negative")
+        if (substream, temporal, fallback, auto) != (None, None, None, None):
+            self.media.configure_simulcast(self.leg(leg).name, substream=substream, temporal=temporal,
+                                           fallback=fallback, auto=auto)
         settings = self.leg(leg).settings
         if audio is not None:
             settings.audio = audio

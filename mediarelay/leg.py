@@ -300,6 +300,10 @@ class Leg:
         self._emit(LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,
                             mid=flow.mid, receiving=flow.receiving))
 
+    def report(self, model: Notification) -> None:
+        """Send a notification about this leg (one the call made: ``leg.simulcast``)."""
+        self._emit(model)
+
     def _emit(self, model: Notification) -> None:
         if self._quiet:
             return

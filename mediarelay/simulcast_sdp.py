@@ -226,3 +226,4 @@ def _extensions(attrs: list[tuple[str, str]]) -> dict[str, int]:
         if len(words) >= 2 and ext_id.isdigit():
             found[words[1]] = int(ext_id)
     return found
+

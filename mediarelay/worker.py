@@ -179,7 +179,8 @@ class Worker:
         return Empty()
 
     async def _configure(self, channel: Channel, body: LegConfigure) -> Empty:
-        self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate)
+        self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate, substream=body.substream,
+                                           temporal=body.temporal, fallback=body.fallback, auto=body.auto)
         return Empty()
 
     async def _renegotiate(self, channel: Channel, body: LegRenegotiate) -> LegRenegotiateResult:

@@ -17,6 +17,7 @@ from mediarelay import aiortc_hooks, routes
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from mediarelay.sdp import SdpError
+from mediarelay.simulcast import LayerSource, layer_sources
 from mediarelay.simulcast_sdp import REPAIRED_RID_URI, RID_URI, Simulcast, accept, read_offer
 from tests.support.relay_clients import Notifications, client, make_answer, make_offer
 
@@ -232,5 +233,40 @@ async def test_a_simulcast_call_offers_the_callee_one_stream_and_answers_the_cal
         assert forward["video"].simulcast == read_offer(offer) and forward["audio"].simulcast is None
         assert all(r.simulcast is None for r in back)
         assert forward["video"].extensions is not None  # the rid extensions are not forwarded to the callee
+        layers = layer_sources(forward["video"].simulcast)
+        if form == "rid":  # substream 0 is the lowest: janus.js's "l"; SSRCs come with the packets
+            assert layers == (LayerSource(0, "l", None, None), LayerSource(1, "m", None, None),
+                              LayerSource(2, "h", None, None))
+        else:
+            simulcast = read_offer(offer)
+            assert layers == tuple(LayerSource(i, None, s, simulcast.rtx[s]) for i, s in enumerate(simulcast.ssrcs))
+    finally:
+        await call.close()
+
+
+@pytest.mark.usefixtures("relay_on_loopback")
+async def test_set_reaches_the_receivers_settings_and_a_layer_change_is_leg_simulcast(callee) -> None:
+    """``Call.configure`` for what a leg receives (kept until the media links), and the fast
+    path's ``on_simulcast`` as the worker's ``leg.simulcast`` notification."""
+    notes = Notifications()
+    call, callee_offer = await Call.create("call-sim", chromium("rid", "vp8"), policy=LOOPBACK, notify=notes)
+    try:
+        await call.accept(await make_answer(callee, callee_offer))
+        call.configure("callee", substream=0, temporal=1, fallback=400000)
+        settings = call.media.simulcast_settings["callee"]
+        assert (settings.substream, settings.temporal, settings.fallback, settings.auto) == (0, 1, 400000, False)
+        call.configure("callee", auto=True)
+        assert call.media.simulcast_settings["callee"].auto is True
+        for bad in ({"substream": 3}, {"temporal": -1}, {"fallback": -1}):
+            with pytest.raises(ValueError, match="must"):
+                call.configure("callee", **bad)
+        assert call.media.on_simulcast is not None
+        call.media.on_simulcast("callee", "VP8", "substream", 1)
+        call.media.on_simulcast("callee", "VP8", "temporal", 0)
+        seen = [model.model_dump() for name, model in notes.seen if name == "leg.simulcast"]
+        assert seen == [
+            {"call_id": "call-sim", "leg": "callee", "videocodec": "vp8", "substream": 1, "temporal": None},
+            {"call_id": "call-sim", "leg": "callee", "videocodec": "vp8", "substream": None, "temporal": 0},
+        ]
     finally:
         await call.close()
