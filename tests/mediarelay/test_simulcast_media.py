@@ -157,19 +157,25 @@ class SimulcastCall:
     def __init__(self, form: str) -> None:
         self.caller = SimulcastCaller(form)
         self.callee = Callee()
-        self.events: list[tuple[str, str, str, int]] = []
+        self.notes = Notifications()
         self.call: Call | None = None
 
     async def start(self) -> Call:
-        call, offer = await Call.create("sim", await self.caller.offer(), policy=LOOPBACK, notify=Notifications())
+        call, offer = await Call.create("sim", await self.caller.offer(), policy=LOOPBACK, notify=self.notes)
         self.call = call
-        call.media.on_simulcast = lambda receiver, codec, kind, value: self.events.append((receiver, codec, kind, value))
         answer = await call.accept(await make_answer(self.callee.pc, offer))
         self.caller.name_substreams()
         await apply_answer(self.caller.pc, answer)
         await wait_connected(self.caller.pc, self.callee.pc)
         await self.caller.start_extra()
         return call
+
+    @property
+    def events(self) -> list[tuple[str, str, str, int]]:
+        """The ``leg.simulcast`` notifications (the VideoCall ``simulcast`` events)."""
+        return [(m.leg, m.videocodec, "substream" if m.substream is not None else "temporal",  # type: ignore[attr-defined]
+                 m.substream if m.substream is not None else m.temporal)  # type: ignore[attr-defined]
+                for name, m in self.notes.seen if name == "leg.simulcast"]
 
     async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         async def wait() -> None:
@@ -196,10 +202,10 @@ async def test_the_callee_gets_the_top_substream_and_follows_set_substream(simul
     await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
     assert ("callee", "vp8", "substream", 2) in simulcast.events
     for substream in (0, 1, 2):
-        simulcast.events.clear()
-        call.media.configure_simulcast("callee", substream=substream)
+        seen = len(simulcast.events)
+        call.configure("callee", substream=substream)
         await simulcast.until(lambda substream=substream: simulcast.callee.size == SIZES[substream])
-        assert ("callee", "vp8", "substream", substream) in simulcast.events
+        assert ("callee", "vp8", "substream", substream) in simulcast.events[seen:]
         frames = simulcast.callee.frames
         await simulcast.until(lambda frames=frames: simulcast.callee.frames > frames + 10)  # and it keeps going
     counters = call.media.counters
