@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from struct import unpack_from
 from typing import Any
 
 import av
@@ -23,8 +26,10 @@ from aiortc.mediastreams import MediaStreamTrack, VideoStreamTrack
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from mediarelay import mjr
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
+from mediarelay.rtp_header import header_length, vp8_descriptor
 from mediarelay.simulcast_sdp import RID_URI
 from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer, wait_connected
 
@@ -223,3 +228,40 @@ async def test_a_substream_that_stops_falls_back_and_comes_back(simulcast: Simul
     simulcast.caller.tracks[2].running.set()
     await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
     assert simulcast.events[-1][2:] == ("substream", 2)
+
+
+def keyframe_sizes(packets: list[bytes]) -> list[tuple[int, int]]:
+    """The picture size of each VP8 keyframe in these packets (RFC 6386 9.1: start code, then
+    14-bit width and height), in order."""
+    sizes = []
+    for packet in packets:
+        header = header_length(packet)
+        d = vp8_descriptor(packet, header)
+        if d is None or not d.keyframe:
+            continue
+        at = packet.find(b"\x9d\x01\x2a", header)  # 3 bytes into the frame, after the descriptor
+        if at >= 0:
+            width, height = unpack_from("<HH", packet, at + 3)
+            sizes.append((width & 0x3FFF, height & 0x3FFF))
+    return sizes
+
+
+async def test_a_simulcast_callers_recording_holds_the_forwarded_substream(simulcast: SimulcastCall,
+                                                                            tmp_path: Path) -> None:
+    call = await simulcast.start()
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
+    states: list[tuple[str, list[str], str]] = []
+    await call.record("caller", str(tmp_path), "sim", lambda state, files, reason: states.append((state, files, reason)))
+    await asyncio.sleep(1.0)
+    call.configure("callee", substream=0)
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[0])
+    await asyncio.sleep(0.5)
+    await call.stop_recording("caller")
+    recording = mjr.read((tmp_path / "sim-video.mjr").read_bytes())
+    assert recording.info is not None and recording.info.codec == "vp8"
+    packets = [frame.packet for frame in recording.frames]
+    assert len({unpack_from("!I", p, 8)[0] for p in packets}) == 1  # one SSRC across the switch
+    seqs = [unpack_from("!H", p, 2)[0] for p in packets]
+    assert sum((b - a) % 65536 - 1 for a, b in itertools.pairwise(seqs) if (b - a) % 65536 < 0x8000) == 0
+    sizes = keyframe_sizes(packets)
+    assert sizes[0] == SIZES[2] and sizes[-1] == SIZES[0]  # it starts on a keyframe of the top substream
