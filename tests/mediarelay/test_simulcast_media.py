@@ -213,6 +213,12 @@ async def test_the_callee_gets_the_top_substream_and_follows_set_substream(simul
         assert ("callee", "vp8", "substream", substream) in simulcast.events[seen:]
         frames = simulcast.callee.frames
         await simulcast.until(lambda frames=frames: simulcast.callee.frames > frames + 10)  # and it keeps going
+    call.configure("callee", substream=0)
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[0])
+    seen = len(simulcast.events)
+    call.configure("callee", auto=True)  # the relay chooses again: loopback carries the top one
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
+    assert ("callee", "vp8", "substream", 2) in simulcast.events[seen:]
     counters = call.media.counters
     assert counters.other_layer > 0 and counters.forwarded > 0 and counters.unknown == 0
     streams = [link.recv_stream for link in call.media.links if link.source == "caller" and link.recv_stream.kind == "video"]
