@@ -44,7 +44,9 @@ from aiortc.rtp import (
 from mediarelay import feedback
 from mediarelay.feedback import RttEstimator
 from mediarelay.forwarder import HISTORY_SIZE, Counters, Link, Port, RecvStream, SendStream
+from mediarelay.layer_policy import LayerPolicy
 from mediarelay.leg import LegSettings
+from mediarelay.simulcast import SimulcastSelector
 from shared.logs import call_log
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,10 @@ class CallRtcp:
         self._wake: asyncio.TimerHandle | None = None
         #: Per video SendStream: (packets sent, when) at the last tick, to size its history.
         self._history_marks: dict[SendStream, tuple[int, float]] = {}
+        #: Per simulcast selector: the automatic choice for its receiver, and the substreams'
+        #: octet counts at the last tick (their bitrates).
+        self._policies: dict[SimulcastSelector, LayerPolicy] = {}
+        self._octet_marks: dict[RecvStream, tuple[int, float]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -119,6 +125,7 @@ class CallRtcp:
                 self.ports[name].send_rtcp(self._report(name, now))
             self._service(now)
             self._size_histories(now)
+            self._measure_substreams(now)
         except Exception:
             log.exception("call %s: RTCP reports failed", self.call_id, extra=call_log(self.call_id))
         self._tick = self._loop.call_later(RTCP_INTERVAL, self._on_tick)
@@ -145,6 +152,38 @@ class CallRtcp:
                 rate = (send_stream.packets - last[0]) / (now - last[1])
                 seconds = max(HISTORY_SECONDS, 4 * self._rtt[link.sink].rtt)
                 send_stream.keep = min(HISTORY_SIZE - 1, max(MIN_HISTORY_PACKETS, math.ceil(rate * seconds)))
+
+    # --- automatic simulcast choice ----------------------------------------------------------------
+
+    def _policy(self, selector: SimulcastSelector, sink: str, now: float) -> LayerPolicy:
+        policy = self._policies.get(selector)
+        if policy is None:
+            policy = self._policies[selector] = LayerPolicy(selector.layers, now)
+        policy.cap = self.settings[sink].bitrate
+        return policy
+
+    def _choose(self, selector: SimulcastSelector, policy: LayerPolicy, now: float) -> None:
+        if policy.choice != selector.auto_substream:
+            log.info("call %s: automatic simulcast choice: substream %d", self.call_id, policy.choice,
+                     extra=call_log(self.call_id))
+        selector.set_auto_target(policy.choice, now)  # acts only while the receiver has not pinned one
+
+    def _measure_substreams(self, now: float) -> None:
+        """Each simulcast substream's bitrate since the last tick, to its selector's policy."""
+        rates: dict[SimulcastSelector, tuple[str, dict[int, float]]] = {}
+        for link in self.links:
+            stream = link.recv_stream
+            if stream.selector is None:
+                continue
+            last = self._octet_marks.get(stream)
+            self._octet_marks[stream] = (stream.octets, now)
+            entry = rates.setdefault(stream.selector, (link.sink, {}))
+            if last is not None and now > last[1]:
+                entry[1][stream.layer] = 8 * (stream.octets - last[0]) / (now - last[1])
+        for selector, (sink, layer_rates) in rates.items():
+            policy = self._policy(selector, sink, now)
+            policy.on_rates(layer_rates, now)
+            self._choose(selector, policy, now)
 
     def _report(self, name: str, now: float) -> bytes:
         """The compound RTCP for one leg's client: SRs, RR, SDES (and REMB under a cap)."""
@@ -284,6 +323,7 @@ class CallRtcp:
                             link.recv_stream.stats.on_sender_report(packet.sender_info.ntp_timestamp, now)
                 for block in packet.reports:
                     self._rtt[name].report_block(block.lsr, block.dlsr, now)
+                    self._on_report_block(name, block.ssrc, block.fraction_lost, now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 self._on_nack(name, packet.media_ssrc, packet.lost)
             elif isinstance(packet, RtcpPsfbPacket):
@@ -294,7 +334,7 @@ class CallRtcp:
                     self._on_keyframe_request(name, [int.from_bytes(fci[i:i + 4], "big")
                                                      for i in range(0, len(fci) - 7, 8)], now)
                 elif packet.fmt == RTCP_PSFB_APP:
-                    self._on_remb(name, packet.fci)
+                    self._on_remb(name, packet.fci, now)
 
     def _links_to(self, sink: str, ssrcs: list[int]) -> list[Link]:
         """The links feeding ``sink`` on these SSRCs; of a simulcast one, the forwarded
@@ -314,7 +354,16 @@ class CallRtcp:
         for link in self._links_to(sink, ssrcs):
             self.keyframe(link.recv_stream, now)
 
-    def _on_remb(self, sink: str, fci: bytes) -> None:
+    def _on_report_block(self, sink: str, ssrc: int, fraction_lost: int, now: float) -> None:
+        """The receiver's loss on a simulcast stream the relay sends it: to the automatic choice."""
+        for link in self._links_to(sink, [ssrc]):
+            selector = link.recv_stream.selector
+            if selector is not None:
+                policy = self._policy(selector, sink, now)
+                policy.on_loss(fraction_lost / 256, now)
+                self._choose(selector, policy, now)
+
+    def _on_remb(self, sink: str, fci: bytes, now: float) -> None:
         try:
             bitrate, ssrcs = unpack_remb_fci(fci)
         except ValueError:
@@ -323,6 +372,11 @@ class CallRtcp:
         for link in self._links_to(sink, ssrcs):
             link.send_stream.estimate = bitrate
             senders.add(link.source)
+            selector = link.recv_stream.selector
+            if selector is not None:
+                policy = self._policy(selector, sink, now)
+                policy.on_estimate(bitrate, now)
+                self._choose(selector, policy, now)
         for sender in senders:
             self.send_remb(sender)
 

@@ -265,7 +265,8 @@ class Descriptor:
 
 def vp8_descriptor(packet: bytes, header: int) -> Descriptor | None:
     """The VP8 payload descriptor (RFC 7741 4.2) of the packet whose payload starts at
-    ``header``; None when it is truncated. TID is 0 when the T bit is clear, as Janus reads it."""
+    ``header``; None when it is truncated. TID -1 without the T bit: no temporal layers (Janus
+    reads 0 there, and so announces temporal layer 0 of a stream that has none)."""
     end = len(packet)
     if header >= end:
         return None
@@ -304,8 +305,6 @@ def vp8_descriptor(packet: bytes, header: int) -> Descriptor | None:
                 d.sync = bool(packet[pos] & 0x20)
             pos += 1
     d.keyframe = d.start and pos < end and not packet[pos] & 0x01
-    if d.tid < 0:
-        d.tid = 0
     return d
 
 

@@ -19,7 +19,9 @@ by packet, what of it goes through. It mirrors Janus's
   down happens at the start of a picture, going up only at a layer-sync picture (VP8 Y bit, VP9
   U bit) or a keyframe.
 - **VP8/VP9 descriptors**: picture id (7/15 bit) and TL0PICIDX are rewritten so they stay
-  continuous across substream switches and dropped temporal pictures (``PictureRewriter``).
+  continuous across substream switches, and for VP8 across dropped temporal pictures too
+  (``PictureRewriter``; VP9 names its references by picture id differences, so there the
+  dropped pictures stay gaps).
 - **Fallback** (``set fallback``, µs, default 250000): when the current substream stops arriving
   for that long, the selector aims at the next lower substream that still arrives; when the
   target comes back, it is taken again (at its keyframe).
@@ -322,7 +324,10 @@ class SimulcastSelector:
             if self.temporal != current:
                 self._changed("temporal", self.temporal)  # type: ignore[arg-type]
         if self.temporal is not None and d.tid > self.temporal:
-            self.pictures.drop(d)
+            if self.codec == "vp8":
+                # VP8's references are implicit: the decoder must see consecutive pictures. VP9's
+                # are picture id differences (flexible mode): closing up would break them.
+                self.pictures.drop(d)
             return Verdict.DROP
         return Verdict.FORWARD
 

@@ -28,9 +28,13 @@ PATTERN = (0, 2, 1, 2)
 
 
 def vp8_payload(pid: int, tl0: int, tid: int, *, start: bool, key: bool, sync: bool = False, wide: bool = True,
-                size: int = 40) -> bytes:
+                size: int = 40, temporal: bool = True) -> bytes:
     pid_bytes = pack("!H", 0x8000 | pid) if wide else bytes([pid & 0x7F])
-    descriptor = bytes([0x90 if start else 0x80, 0xE0]) + pid_bytes + bytes([tl0, (tid << 6) | (0x20 if sync else 0)])
+    if temporal:
+        descriptor = (bytes([0x90 if start else 0x80, 0xE0]) + pid_bytes
+                      + bytes([tl0, (tid << 6) | (0x20 if sync else 0)]))
+    else:  # picture id only, as aiortc's encoder writes it
+        descriptor = bytes([0x90 if start else 0x80, 0x80]) + pid_bytes
     vp8 = bytes([0x00 if key else 0x01]) if start else b"\x55"
     return descriptor + vp8 + b"\x00" * size
 
@@ -60,6 +64,10 @@ class Layer:
     frame_no: int = 0
     wide: bool = True
     key_due: bool = True
+    #: Payload bytes per packet (the higher substreams are bigger, as real ones).
+    size: int = 40
+    #: VP8: with temporal layers (T bit, TID), else picture ids only (every picture TL0).
+    temporal: bool = True
     sent: dict[int, bytes] = field(default_factory=dict)
 
     def frame(self, packets: int = 2, key: bool | None = None) -> list[bytes]:
@@ -68,18 +76,19 @@ class Layer:
         self.key_due = False
         if key:
             self.frame_no = 0
-        tid = PATTERN[self.frame_no % len(PATTERN)]
+        tid = PATTERN[self.frame_no % len(PATTERN)] if self.temporal else 0
         if tid == 0:
             self.tl0 = (self.tl0 + 1) & 0xFF
         sync = key or (self.frame_no % len(PATTERN) == 1 and self.frame_no < len(PATTERN))
         out = []
         for i in range(packets):
             if self.codec == "vp8":
-                payload = vp8_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync, wide=self.wide)
+                payload = vp8_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync, wide=self.wide,
+                                      size=self.size, temporal=self.temporal)
             elif self.codec == "vp9":
-                payload = vp9_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync)
+                payload = vp9_payload(self.pid, self.tl0, tid, start=i == 0, key=key, sync=sync, size=self.size)
             else:
-                payload = h264_payload(start=i == 0, key=key)
+                payload = h264_payload(start=i == 0, key=key, size=self.size)
             marker = 0x80 if i == packets - 1 else 0
             packet = pack("!BBHII", 0x80, marker | PT, self.seq, self.ts, self.ssrc) + payload
             self.sent[self.seq] = packet
@@ -94,14 +103,15 @@ class Layer:
 class Rig:
     """Three substreams' ``RecvStream``s, their selector and the receiver's ``SendStream``."""
 
-    def __init__(self, codec: str = "vp8", wide: bool = True, indexes: tuple[int, ...] = (0, 1, 2)) -> None:
+    def __init__(self, codec: str = "vp8", wide: bool = True, indexes: tuple[int, ...] = (0, 1, 2),
+                 temporal: bool = True) -> None:
         self.counters = Counters()
         self.sent: list[bytes] = []
         self.events: list[tuple[str, int]] = []
         self.plis: list[tuple[int, float]] = []
         self.nacked: list[tuple[int, list[int] | None]] = []
         self.layers = {i: Layer(i, codec, ssrc=0x1000 + i, seq=1000 * (i + 7), ts=77777 * (i + 1), pid=300 * i + 5,
-                                tl0=40 * i, wide=wide) for i in indexes}
+                                tl0=40 * i, wide=wide, size=100 * 4 ** i, temporal=temporal) for i in indexes}
         sources = [LayerSource(i, None, layer.ssrc, 0x2000 + i) for i, layer in self.layers.items()]
         self.selector = SimulcastSelector(codec, sources, OUT_SSRC, on_change=lambda k, v: self.events.append((k, v)),
                                           request_keyframe=self.pli)
@@ -167,9 +177,11 @@ class Out:
         return cls(seq, ts, ssrc, b1 & 0x7F, d.pid, d.tl0, d.tid, d.start, d.keyframe, len(packet))
 
 
-def assert_continuous(out: list[Out], holes: int = 0, wide: bool = True) -> None:
+def assert_continuous(out: list[Out], holes: int = 0, wide: bool = True, picture_gaps: bool = False) -> None:
     """One stream to the receiver: one SSRC, consecutive sequence numbers (``holes`` missing),
-    timestamps that never go back, picture ids +1 per picture, TL0PICIDX +1 per base picture."""
+    timestamps that never go back, picture ids +1 per picture (``picture_gaps``: VP9, whose
+    dropped temporal pictures stay gaps: at most one pattern), TL0PICIDX +1 per
+    base picture."""
     assert out, "nothing was forwarded"
     assert {o.ssrc for o in out} == {OUT_SSRC}
     assert {o.pt for o in out} == {OUT_PT}
@@ -182,7 +194,10 @@ def assert_continuous(out: list[Out], holes: int = 0, wide: bool = True) -> None
     mod = 0x8000 if wide else 0x80
     starts = [o for o in out if o.start]
     for a, b in itertools.pairwise(starts):
-        assert (b.pid - a.pid) % mod == 1, f"picture id {a.pid} -> {b.pid}"
+        if picture_gaps:
+            assert 1 <= (b.pid - a.pid) % mod <= len(PATTERN), f"picture id {a.pid} -> {b.pid}"
+        else:
+            assert (b.pid - a.pid) % mod == 1, f"picture id {a.pid} -> {b.pid}"
         if b.tid == 0:
             assert (b.tl0 - a.tl0) % 256 == 1, f"TL0PICIDX {a.tl0} -> {b.tl0}"
         else:
@@ -342,6 +357,18 @@ def test_temporal_layers_are_dropped_without_a_hole_and_come_back(codec: str) ->
     rig.selector.set_target(None, 2, rig.now)
     rig.run(0.5)
     assert rig.selector.temporal == 2
+    assert_continuous(rig.received(), picture_gaps=codec == "vp9")
+    if codec == "vp9":  # its pictures after a dropped one keep their own picture ids
+        assert any((b.pid - a.pid) % 0x8000 > 1 for a, b in itertools.pairwise(o for o in rig.received() if o.start))
+
+
+def test_vp8_without_temporal_layers_has_no_temporal_selection() -> None:
+    rig = Rig(temporal=False)
+    rig.run(0.5)
+    assert rig.selector.substream == 2 and ("temporal", 2) not in rig.events
+    rig.selector.set_target(None, 0, rig.now)
+    rig.run(0.5)
+    assert rig.selector.temporal is None and rig.counters.temporal == 0
     assert_continuous(rig.received())
 
 
