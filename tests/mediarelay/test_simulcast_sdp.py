@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiortc import RTCSessionDescription
 
 from mediarelay import aiortc_hooks, routes
 from mediarelay.call import Call
@@ -270,3 +271,44 @@ async def test_set_reaches_the_receivers_settings_and_a_layer_change_is_leg_simu
         ]
     finally:
         await call.close()
+
+
+def simulcasting(offer: str, mid: str) -> str:
+    """``offer`` (aiortc's) with rid simulcast h;m;l on the video m-line ``mid``, as a browser
+    writes it: a=rid send lines, a=simulcast:send and the two rid header extensions."""
+    lines = [f"a=extmap:10 {RID_URI}", f"a=extmap:11 {REPAIRED_RID_URI}",
+             "a=rid:h send", "a=rid:m send", "a=rid:l send", "a=simulcast:send h;m;l"]
+    return offer.replace(f"a=mid:{mid}\r\n", f"a=mid:{mid}\r\n" + "\r\n".join(lines) + "\r\n", 1)
+
+
+@pytest.mark.usefixtures("relay_on_loopback")
+async def test_a_callees_simulcast_is_ignored_and_a_relay_re_offer_keeps_the_callers_layers(callee) -> None:
+    """As in Janus, only the caller simulcasts: a callee's re-offer with layers gets a plain
+    answer (its browser sends one stream). The relay's re-offer to the simulcasting caller
+    still receives the caller's layers (else its browser would stop sending them)."""
+    caller = client()
+    caller.addTransceiver("audio")
+    caller.addTransceiver("video")
+    try:
+        offer = simulcasting(await make_offer(caller), "1")
+        call, callee_offer = await Call.create("call-sim", offer, policy=LOOPBACK, notify=Notifications())
+        try:
+            caller_answer = await call.accept(await make_answer(callee, callee_offer))
+            await caller.setRemoteDescription(RTCSessionDescription(sdp=caller_answer, type="answer"))
+            assert "a=simulcast:recv h;m;l" in caller_answer
+            # The callee offers again, simulcasting.
+            callee_reoffer = simulcasting(await make_offer(callee), "1")
+            relay_reoffer = await call.renegotiate("callee", "offer", callee_reoffer)
+            video = video_section(relay_reoffer)
+            assert re.findall(r"^a=simulcast:(.*?)\r?$", video, re.MULTILINE) == ["recv h;m;l"]
+            assert re.findall(r"^a=rid:(\S+) recv", video, re.MULTILINE) == ["h", "m", "l"]
+            assert extmap(relay_reoffer, RID_URI) == 10 and extmap(relay_reoffer, REPAIRED_RID_URI) == 11
+            relay_answer = await call.renegotiate("caller", "answer", await make_answer(caller, relay_reoffer))
+            assert call.callee.simulcast is None
+            for absent in ("a=simulcast", "a=rid", "rtp-stream-id"):
+                assert absent not in relay_answer
+            assert call.caller.simulcast is not None and call.caller.simulcast.rids == ("l", "m", "h")
+        finally:
+            await call.close()
+    finally:
+        await caller.close()

@@ -10,7 +10,7 @@ export function ssrcSimulcast(sdp) {
   if (end < 0) end = lines.length;
   const section = lines.slice(start, end);
   const fid = section.find((l) => l.startsWith("a=ssrc-group:FID "));
-  const media = fid ? Number(fid.split(" ")[1]) : Number((section.find((l) => l.startsWith("a=ssrc:")) || "").split(/[: ]/)[2]);
+  const media = fid ? Number(fid.split(" ")[1]) : Number((section.find((l) => l.startsWith("a=ssrc:")) || "").split(/[: ]/)[1]);
   if (!media) return sdp;
   const rtx = fid ? Number(fid.split(" ")[2]) : null;
   const attr = (name) => {
