@@ -161,3 +161,27 @@ def test_temporal_0_lowers_the_frame_rate_and_2_restores_it(new_peer, form: str)
     assert restored > 0.7 * full, (full, restored)  # back to (about) the full rate
     for peer in (alice, bob):
         assert peer.log("error") == [], peer.log("error")
+
+
+def test_the_automatic_choice_follows_the_callees_bitrate_cap(new_peer) -> None:
+    """Beyond Janus: unpinned, the relay picks the substream the callee can receive. Its
+    ``bitrate`` cap brings the picture down a layer (with the event); lifting it brings the
+    top layer back (the relay probes up one substream at a time)."""
+    alice, bob = new_peer("alice"), new_peer("bob")
+    simulcast_call(alice, bob, "rid", "vp8")
+    wait_inbound(bob, "video", flowing=True)
+    watch = Watch(bob, alice)
+    watch.until(lambda v: v["framesDecoded"] > 0, "a first decoded frame")
+    watch.until(lambda v: v["frameWidth"] == WIDTHS[2], "the top layer (1280 wide) first", TOP_LAYER_TIMEOUT)
+    before = len(bob.plugin_results("simulcast"))
+    bob.js("() => vc.set({bitrate: 250000})")  # under the top substream (janus.js: up to 900 kbit/s)
+    took = watch.until(lambda v: 0 < v["frameWidth"] < WIDTHS[2], "a lower substream under the cap")
+    lower = [r for r in bob.plugin_results("simulcast")[before:] if "substream" in r]
+    assert lower and lower[-1]["substream"] < 2, bob.plugin_results("simulcast")
+    print(f"\nauto: down to {inbound(bob, 'video')['frameWidth']} wide {took:.1f} s after the cap")
+    bob.js("() => vc.set({bitrate: 0})")
+    took = watch.until(lambda v: v["frameWidth"] == WIDTHS[2], "the top layer again once the cap is lifted", 60.0)
+    print(f"auto: back to the top layer {took:.1f} s after the cap was lifted")
+    assert bob.plugin_results("simulcast")[-1] == {"event": "simulcast", "videocodec": "vp8", "substream": 2}
+    for peer in (alice, bob):
+        assert peer.log("error") == [], peer.log("error")
