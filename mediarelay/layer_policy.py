@@ -11,10 +11,12 @@ the relay picks it from what it learns of the receiver's path on its own hop:
 Policy (the README has it in prose):
 
 - **Down, fast.** The chosen substream goes down when the ceiling is below its bitrate (at
-  once), when the estimate stays below ``DOWN_MARGIN`` of its bitrate for ``DOWN_AFTER`` s, or
-  when two reports in a row say ``LOSS_DOWN`` or more was lost: with RTCP every second, within
-  one or two seconds. It goes to the highest substream that fits the estimate (at least one
-  step down).
+  once), when the estimate stays below ``DOWN_MARGIN`` of its bitrate for ``DOWN_AFTER`` s
+  without climbing (``RAMPING``: a receiver's estimate lags behind a bigger substream and
+  climbs towards it while the path carries it; one that is congested falls or stands still),
+  or when two reports in a row say ``LOSS_DOWN`` or more was lost: with RTCP every second,
+  within one or two seconds. It goes to the highest substream that fits the estimate (at
+  least one step down).
 - **Up, carefully.** After ``UP_AFTER`` s with no congestion sign (loss under ``LOSS_UP``,
   the estimate not falling) and a next substream under the ceiling, it goes up one step when
   the estimate says the next one fits, or when the estimate is *saturated*: a receiver's
@@ -34,8 +36,10 @@ from collections.abc import Iterable
 
 #: Down when the estimate stays under this share of the chosen substream's bitrate ...
 DOWN_MARGIN = 0.9
-#: ... for this long (s).
+#: ... for this long (s) ...
 DOWN_AFTER = 1.0
+#: ... unless it climbed by this factor over the last ``DOWN_AFTER`` s (catching up, not congested).
+RAMPING = 1.05
 #: Fraction lost (0..1) in a receiver report that counts as congestion (two in a row: down).
 LOSS_DOWN = 0.10
 #: Fraction lost under which a probe up is allowed.
@@ -45,7 +49,7 @@ LOSS_UP = 0.02
 SATURATED = 1.45
 #: Up needs this long (s) without a congestion sign; doubled after each failed probe, up to:
 UP_AFTER = 4.0
-MAX_BACKOFF = 32.0
+MAX_BACKOFF = 16.0
 #: A substream reached by a probe and kept this long (s) counts as a successful probe.
 PROBE_GRACE = 8.0
 #: Smoothing of the measured substream bitrates (weight of the newest sample).
@@ -56,7 +60,7 @@ class LayerPolicy:
     """The substream the automatic choice wants for one receiver of one simulcast m-line."""
 
     __slots__ = ("layers", "choice", "rates", "estimate", "cap", "_losses", "_below_since", "_calm_since",
-                 "_backoff", "_probe_at", "changes")
+                 "_backoff", "_probe_at", "changes", "_estimates")
 
     def __init__(self, layers: Iterable[int], now: float = 0.0) -> None:
         self.layers = sorted(set(layers))
@@ -77,6 +81,8 @@ class LayerPolicy:
         self._probe_at: float | None = None
         #: (time, substream) of each change (tests, logs).
         self.changes: list[tuple[float, int]] = []
+        #: Recent (time, estimate): is it climbing?
+        self._estimates: list[tuple[float, int]] = []
 
     # --- inputs ---------------------------------------------------------------------------------
 
@@ -93,7 +99,16 @@ class LayerPolicy:
     def on_estimate(self, bitrate: int, now: float) -> int:
         """The receiver's REMB."""
         self.estimate = bitrate
+        self._estimates.append((now, bitrate))
+        while len(self._estimates) > 2 and now - self._estimates[1][0] >= DOWN_AFTER:
+            del self._estimates[0]  # keep one sample at least DOWN_AFTER old
         return self.decide(now)
+
+    def _climbing(self) -> bool:
+        """Whether the newest estimate is ``RAMPING`` times one ``DOWN_AFTER`` s older or more."""
+        newest_time, newest = self._estimates[-1]
+        old = next((e for t, e in reversed(self._estimates) if newest_time - t >= DOWN_AFTER), None)
+        return old is not None and newest >= RAMPING * old
 
     def on_loss(self, fraction: float, now: float) -> int:
         """A receiver report about the relay's stream to it: ``fraction`` (0..1) lost."""
@@ -127,10 +142,12 @@ class LayerPolicy:
             if self.cap and rate > self.cap:
                 return self._down(max([i for i in lower if self._fits(i, self.cap)], default=lower[0]), now)
             if self.estimate is not None and self.estimate < DOWN_MARGIN * rate:
-                if self._below_since is None:
-                    self._below_since = now
+                # Timed by the estimates themselves: an old one seen again proves nothing new.
+                estimated_at = self._estimates[-1][0]
+                if self._below_since is None or self._climbing():
+                    self._below_since = estimated_at
                     self._calm_since = now
-                elif now - self._below_since >= DOWN_AFTER:
+                elif estimated_at - self._below_since >= DOWN_AFTER:
                     budget = self.estimate / DOWN_MARGIN
                     return self._down(max([i for i in lower if self._fits(i, budget)], default=lower[0]), now)
             else:

@@ -309,10 +309,11 @@ class CallMedia:
         for selector in self.selectors[receiver]:
             if fallback is not None:
                 selector.set_fallback(fallback)
-            if auto is not None or substream is not None:
-                selector.set_auto(settings.auto, now)
             if substream is not None or temporal is not None:
+                selector.auto = settings.auto  # pinned (or not) first: set_target aims once, with the event
                 selector.set_target(substream, temporal, now)
+            elif auto is not None:
+                selector.set_auto(settings.auto, now)
 
     # --- introspection ------------------------------------------------------------------------------
 

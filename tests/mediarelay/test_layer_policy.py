@@ -5,6 +5,7 @@ reports arrive every second, as the relay's RTCP does, and ``Path`` plays them."
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +17,8 @@ RATES = {0: 150_000.0, 1: 500_000.0, 2: 1_500_000.0}
 
 class Path:
     """A receiver whose path carries ``capacity(t)`` bits/s and loses ``loss(t)``; its REMB
-    says the capacity, but never more than 1.5x what it receives (as libwebrtc's)."""
+    behaves as libwebrtc's: while what it receives passes, it climbs 8% a second up to 1.5x
+    what it receives; when more arrives than passes (overuse), it falls to 85% of what passes."""
 
     def __init__(self, capacity: Callable[[float], float], loss: Callable[[float], float] = lambda t: 0.0,
                  cap: int = 0) -> None:
@@ -25,13 +27,18 @@ class Path:
         self.capacity = capacity
         self.loss = loss
         self.trace: list[tuple[float, int]] = []
+        self.estimate = 300_000.0  # libwebrtc's start
 
     def run(self, until: float, start: float = 0.0) -> None:
         t = start
         while t < until:
             received = RATES[self.policy.choice]
             self.policy.on_rates(RATES, t)
-            self.policy.on_estimate(int(min(self.capacity(t), 1.5 * received + 10_000)), t)
+            if received > self.capacity(t):
+                self.estimate = 0.85 * self.capacity(t)
+            else:
+                self.estimate = min(1.08 * self.estimate, 1.5 * received + 10_000)
+            self.policy.on_estimate(int(self.estimate), t)
             self.policy.on_loss(self.loss(t), t)
             self.trace.append((t, self.policy.choice))
             t = round(t + 1.0, 3)
@@ -51,9 +58,13 @@ def test_a_path_that_shrinks_goes_down_within_two_seconds_and_back_up_when_it_gr
     path = Path(lambda t: 10_000_000 if t < 10 or t >= 30 else 700_000)
     path.run(60)
     assert path.first(1, after=10) - 10 <= DOWN_AFTER + 1.0
-    assert all(choice == 1 for t, choice in path.trace if 12 <= t < 30)  # 1.5 Mbit/s would not pass
+    narrow = [choice for t, choice in path.trace if 12 <= t < 30]
+    assert set(narrow) <= {1, 2} and narrow.count(1) >= 0.75 * len(narrow)  # 1.5 Mbit/s does not pass:
+    probes = [t for t, layer in path.policy.changes if 12 <= t < 30 and layer == 2]  # probed, backing off
+    assert all(b - a > 4 for a, b in itertools.pairwise(probes))
     back = path.first(2, after=30)
-    assert back - 30 <= UP_AFTER + 1.0  # probed as soon as the path had room
+    assert back - 30 <= MAX_BACKOFF + 1.0  # at the next probe (a failed one waits at most MAX_BACKOFF)
+    assert all(choice == 2 for t, choice in path.trace if t > back)
 
 
 def test_a_path_too_narrow_for_the_middle_goes_to_the_bottom_and_stays_there_mostly() -> None:
@@ -77,7 +88,7 @@ def test_lasting_loss_brings_it_down_and_failed_probes_back_off() -> None:
     assert downs[0] <= 2.0  # two reports
     assert len(ups) >= 3
     waits = [up - down for down, up in zip(downs, ups, strict=False)]
-    assert waits == sorted(waits) and waits[-1] > waits[0]  # each failed probe waits longer
+    assert waits[1:] == sorted(waits[1:]) and waits[-1] > waits[1]  # each failed probe waits longer
     assert max(waits) <= MAX_BACKOFF + 1.0
     assert all(c in (1, 2) for _, c in path.policy.changes)
 

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from struct import unpack_from
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack, VideoStreamTrack
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from mediarelay import aiortc_hooks, mjr
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
+from mediarelay.rtp_header import header_length, vp8_descriptor
 from mediarelay.simulcast_sdp import RID_URI
 from tests.support.relay_clients import Notifications, apply_answer, client, make_answer, make_offer, wait_connected
 
@@ -35,20 +42,27 @@ RID_ID = 10
 
 
 class SizedVideo(VideoStreamTrack):
-    """A black picture of one size, 30 fps, that can be paused (the substream stops)."""
+    """A picture of one size, 30 fps, that can be paused (the substream stops): black, or
+    noise (``noisy``: the encoder then spends the bitrate it is given)."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, noisy: bool = False) -> None:
         super().__init__()
         self.size = (width, height)
+        self.noisy = noisy
         self.running = asyncio.Event()
         self.running.set()
 
     async def recv(self) -> av.VideoFrame:
         await self.running.wait()
         pts, time_base = await self.next_timestamp()
-        frame = av.VideoFrame(width=self.size[0], height=self.size[1])
-        for plane in frame.planes:
-            plane.update(bytes(plane.buffer_size))
+        width, height = self.size
+        if self.noisy:
+            pixels = np.frombuffer(os.urandom(width * height * 3 // 2), dtype=np.uint8).reshape(height * 3 // 2, width)
+            frame = av.VideoFrame.from_ndarray(pixels, format="yuv420p")
+        else:
+            frame = av.VideoFrame(width=width, height=height)
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
         frame.pts, frame.time_base = pts, time_base or fractions.Fraction(1, 90000)
         return frame
 
@@ -56,10 +70,10 @@ class SizedVideo(VideoStreamTrack):
 class SimulcastCaller:
     """An aiortc client sending three VP8 substreams of one m-line."""
 
-    def __init__(self, form: str) -> None:
+    def __init__(self, form: str, sizes: tuple[tuple[int, int], ...] = SIZES, noisy: bool = False) -> None:
         self.form = form
         self.pc = client()
-        self.tracks = [SizedVideo(*size) for size in SIZES]
+        self.tracks = [SizedVideo(*size, noisy=noisy) for size in sizes]
         self.top = self.pc.addTrack(self.tracks[2])
         self.transceiver = next(t for t in self.pc.getTransceivers() if t.sender is self.top)
         self.transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
@@ -154,8 +168,11 @@ class Callee:
 
 
 class SimulcastCall:
-    def __init__(self, form: str) -> None:
-        self.caller = SimulcastCaller(form)
+    def __init__(self, form: str, remb: bool = True, **caller: Any) -> None:
+        self.caller = SimulcastCaller(form, **caller)
+        #: False: the callee's receiver estimates nothing and sends no REMB (aiortc's estimator,
+        #: sharing one loop with three encoders, says what that loop manages, not the path).
+        self.remb = remb
         self.callee = Callee()
         self.notes = Notifications()
         self.call: Call | None = None
@@ -163,7 +180,11 @@ class SimulcastCall:
     async def start(self) -> Call:
         call, offer = await Call.create("sim", await self.caller.offer(), policy=LOOPBACK, notify=self.notes)
         self.call = call
-        answer = await call.accept(await make_answer(self.callee.pc, offer))
+        callee_answer = await make_answer(self.callee.pc, offer)
+        if not self.remb:
+            for transceiver in self.callee.pc.getTransceivers():
+                aiortc_hooks.without_remb(transceiver.receiver)
+        answer = await call.accept(callee_answer)
         self.caller.name_substreams()
         await apply_answer(self.caller.pc, answer)
         await wait_connected(self.caller.pc, self.callee.pc)
@@ -208,6 +229,12 @@ async def test_the_callee_gets_the_top_substream_and_follows_set_substream(simul
         assert ("callee", "vp8", "substream", substream) in simulcast.events[seen:]
         frames = simulcast.callee.frames
         await simulcast.until(lambda frames=frames: simulcast.callee.frames > frames + 10)  # and it keeps going
+    call.configure("callee", substream=0)
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[0])
+    seen = len(simulcast.events)
+    call.configure("callee", auto=True)  # the relay chooses again: loopback carries the top one
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
+    assert ("callee", "vp8", "substream", 2) in simulcast.events[seen:]
     counters = call.media.counters
     assert counters.other_layer > 0 and counters.forwarded > 0 and counters.unknown == 0
     streams = [link.recv_stream for link in call.media.links if link.source == "caller" and link.recv_stream.kind == "video"]
@@ -223,3 +250,72 @@ async def test_a_substream_that_stops_falls_back_and_comes_back(simulcast: Simul
     simulcast.caller.tracks[2].running.set()
     await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
     assert simulcast.events[-1][2:] == ("substream", 2)
+
+
+def keyframe_sizes(packets: list[bytes]) -> list[tuple[int, int]]:
+    """The picture size of each VP8 keyframe in these packets (RFC 6386 9.1: start code, then
+    14-bit width and height), in order."""
+    sizes = []
+    for packet in packets:
+        header = header_length(packet)
+        d = vp8_descriptor(packet, header)
+        if d is None or not d.keyframe:
+            continue
+        at = packet.find(b"\x9d\x01\x2a", header)  # 3 bytes into the frame, after the descriptor
+        if at >= 0:
+            width, height = unpack_from("<HH", packet, at + 3)
+            sizes.append((width & 0x3FFF, height & 0x3FFF))
+    return sizes
+
+
+async def test_a_simulcast_callers_recording_holds_the_forwarded_substream(simulcast: SimulcastCall,
+                                                                            tmp_path: Path) -> None:
+    call = await simulcast.start()
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[2])
+    states: list[tuple[str, list[str], str]] = []
+    await call.record("caller", str(tmp_path), "sim", lambda state, files, reason: states.append((state, files, reason)))
+    await asyncio.sleep(1.0)
+    call.configure("callee", substream=0)
+    await simulcast.until(lambda: simulcast.callee.size == SIZES[0])
+    await asyncio.sleep(0.5)
+    await call.stop_recording("caller")
+    recording = mjr.read((tmp_path / "sim-video.mjr").read_bytes())
+    assert recording.info is not None and recording.info.codec == "vp8"
+    packets = [frame.packet for frame in recording.frames]
+    assert len({unpack_from("!I", p, 8)[0] for p in packets}) == 1  # one SSRC across the switch
+    seqs = [unpack_from("!H", p, 2)[0] for p in packets]
+    assert sum((b - a) % 65536 - 1 for a, b in itertools.pairwise(seqs) if (b - a) % 65536 < 0x8000) == 0
+    sizes = keyframe_sizes(packets)
+    assert sizes[0] == SIZES[2] and sizes[-1] == SIZES[0]  # it starts on a keyframe of the top substream
+
+
+#: Small noisy substreams at bitrates the automatic choice can tell apart (bits/s).
+NOISY_SIZES = ((80, 64), (160, 128), (320, 256))
+NOISY_BITRATES = (50_000, 300_000, 1_000_000)
+
+
+async def test_the_automatic_choice_follows_the_callees_bitrate() -> None:
+    simulcast = SimulcastCall("ssrc", remb=False, sizes=NOISY_SIZES, noisy=True)
+    try:
+        call = await simulcast.start()
+
+        def encoders_set() -> bool:  # each substream's encoder at its own bitrate, as a browser's are
+            encoders = [getattr(s, "_RTCRtpSender__encoder", None) for s in simulcast.caller.senders]
+            for encoder, bitrate in zip(encoders, NOISY_BITRATES, strict=True):
+                if encoder is not None:
+                    encoder.target_bitrate = bitrate
+            return all(encoders)
+
+        await simulcast.until(encoders_set)
+        await simulcast.until(lambda: simulcast.callee.size == NOISY_SIZES[2], 15)
+        await asyncio.sleep(2.0)  # the relay measures each substream's bitrate
+        seen = len(simulcast.events)
+        call.configure("callee", bitrate=150_000)  # only the bottom substream fits under it
+        await simulcast.until(lambda: simulcast.callee.size == NOISY_SIZES[0], 15)
+        assert ("callee", "vp8", "substream", 0) in simulcast.events[seen:]
+        seen = len(simulcast.events)
+        call.configure("callee", bitrate=0)  # lifted: the relay goes back up, a step at a time
+        await simulcast.until(lambda: simulcast.callee.size == NOISY_SIZES[2], 30)
+        assert ("callee", "vp8", "substream", 2) in simulcast.events[seen:]
+    finally:
+        await simulcast.close()

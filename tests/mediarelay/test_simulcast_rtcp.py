@@ -12,6 +12,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
     unpack_remb_fci,
@@ -144,4 +145,15 @@ async def test_lasting_loss_reported_by_the_receiver_lowers_the_automatic_choice
         hops.rig.run(0.5)
     hops.rig.run(0.5)
     assert hops.rig.selector.substream == 1
+    hops.rtcp.stop()
+
+
+async def test_the_sender_gets_a_report_block_per_substream() -> None:
+    hops = Hops()
+    hops.rig.run(0.5, lose={0: 1})  # substream 0 (not forwarded) loses a packet of each picture
+    packets = feedback.parse(hops.rtcp._report("caller", hops.rig.now))
+    blocks = {block.ssrc: block for p in packets if isinstance(p, RtcpRrPacket) for block in p.reports}
+    assert sorted(blocks) == sorted(layer.ssrc for layer in hops.rig.layers.values())
+    assert blocks[hops.rig.layers[0].ssrc].packets_lost > 0
+    assert blocks[hops.rig.layers[2].ssrc].packets_lost == 0
     hops.rtcp.stop()
