@@ -48,7 +48,7 @@ from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
 from mediarelay.simulcast import ChangeKind
 from shared.logs import call_log
-from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName, LegSimulcast
+from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName, LegSimulcast, RidOrder
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,14 @@ class Call:
 
     @classmethod
     async def create(cls, call_id: str, caller_offer: str, *, policy: IcePolicy,
-                     notify: Notify) -> tuple[Call, str]:
+                     notify: Notify, rid_order: RidOrder = "hml") -> tuple[Call, str]:
         """Set the caller's offer on the caller leg and offer the same media to the callee.
 
+        ``rid_order``: how the offer lists rid simulcast layers (the jsep's, as Janus reads it).
         Returns the call and the relay's offer for the callee. SdpError if the offer is refused.
         """
         lines = sdp.plan_offer(sdp.parse(caller_offer, "offer"))
-        simulcast = simulcast_sdp.read_offer(caller_offer)
+        simulcast = simulcast_sdp.read_offer(caller_offer, rid_order)
         data = [line for line in lines if line.kind == "application"]
         caller = Leg(call_id, "caller", policy, notify)
         caller.simulcast = simulcast  # the callee is offered one plain stream (aiortc's own offer)
@@ -158,7 +159,8 @@ class Call:
         log.info("call %s: accepted (%s)", self.call_id, agreed, extra=call_log(self.call_id))
         return caller_answer
 
-    async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False) -> str:
+    async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False,
+                          rid_order: RidOrder = "hml") -> str:
         """A client's new offer (-> the relay's offer for the other client) or its answer to the
         relay's mirrored offer (-> the relay's answer for the client that offered)."""
         if self._accepting:
@@ -166,7 +168,7 @@ class Call:
         self.leg(leg)
         if sdp_type == "offer":
             self._check_renegotiable()
-            return await self.renegotiation.offer(leg, sdp_text, restart)
+            return await self.renegotiation.offer(leg, sdp_text, restart, rid_order)
         if sdp_type == "answer":
             self._check_renegotiable()
             return await self.renegotiation.answer(leg, sdp_text)

@@ -55,7 +55,7 @@ from mediarelay.leg import Leg
 from mediarelay.negotiation import MediaPair, apply_answer, other_leg
 from mediarelay.sdp import SdpError, is_rtx
 from shared.logs import call_log
-from shared.messages import MEDIA_KINDS, LegName
+from shared.messages import MEDIA_KINDS, LegName, RidOrder
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Renegotiation:
         self.pending: Pending | None = None
         self.restarts: list[IceRestart] = []
 
-    async def offer(self, leg: LegName, text: str, restart: bool = False) -> str:
+    async def offer(self, leg: LegName, text: str, restart: bool = False, rid_order: RidOrder = "hml") -> str:
         """Set a client's new offer on its leg; returns the relay's offer for the other client."""
         if self.pending is not None:
             raise SdpError("a renegotiation is already waiting for its answer")
@@ -101,7 +101,7 @@ class Renegotiation:
         offer = sdp.parse(text, "offer")
         lines = sdp.plan_offer(offer)  # each m-line must have a codec the relay can relay
         # Only the caller simulcasts (as in Janus): its new offer says what it sends now.
-        simulcast = simulcast_sdp.read_offer(text) if leg == "caller" else None
+        simulcast = simulcast_sdp.read_offer(text, rid_order) if leg == "caller" else None
         current = SessionDescription.parse(offerer.pc.localDescription.sdp).media
         if [(m.kind, m.rtp.muxId) for m in offer.media[:len(current)]] != [(m.kind, m.rtp.muxId) for m in current]:
             raise SdpError("the offer must keep the call's m-lines (same kinds and mids, same order) and may only add m-lines")

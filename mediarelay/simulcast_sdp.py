@@ -17,8 +17,8 @@ Two forms, as browsers send them:
   and ``a=simulcast:recv h;m;l``, and keeps both extensions with the offer's ids. No SSRC is
   announced: the relay learns each layer's SSRC from the extension on its first packets.
   Layer order: janus.js and Chromium list the encodings highest first (h, m, l; janus.js's
-  ``scaleResolutionDownBy`` 1, 2, 4), and Janus reads rids that way by default
-  (``rid_order`` "hml"), so the *last* rid is substream 0.
+  ``scaleResolutionDownBy`` 1, 2, 4), and Janus reads rids that way by default (the jsep's
+  ``rid_order`` "hml"), so the *last* rid is substream 0; with ``rid_order`` "lmh" the first.
 - **SSRC** (``a=ssrc-group:SIM`` of a munged offer, RTX by ``a=ssrc-group:FID``): the SSRCs
   in SIM-group order, lowest first, as Janus maps them (``ssrcs[0]`` is substream 0).
   Nothing to add to the answer.
@@ -66,10 +66,12 @@ class Simulcast:
         return len(self.rids) if self.form == "rid" else len(self.ssrcs)
 
 
-def read_offer(text: str) -> Simulcast | None:
+def read_offer(text: str, rid_order: Literal["hml", "lmh"] = "hml") -> Simulcast | None:
     """The simulcast of the offer's first video m-line, or None when it sends one stream.
 
     ``text`` is an offer ``sdp.parse`` accepted (the same text, not aiortc's reprint).
+    ``rid_order``: the jsep's, as Janus reads it: "hml" (default) lists rids highest first,
+    "lmh" lowest first.
     """
     section = next((s for s in _sections(text) if s[0].startswith("m=video")), None)
     if section is None:
@@ -78,11 +80,12 @@ def read_offer(text: str) -> Simulcast | None:
     mid = next((value for name, value in attrs if name == "mid"), "")
     simulcast = [value for name, value in attrs if name == "simulcast"]
     if simulcast:
-        return _rid_form(mid, attrs, simulcast)
+        return _rid_form(mid, attrs, simulcast, rid_order)
     return _ssrc_form(mid, attrs)
 
 
-def _rid_form(mid: str, attrs: list[tuple[str, str]], simulcast: list[str]) -> Simulcast | None:
+def _rid_form(mid: str, attrs: list[tuple[str, str]], simulcast: list[str],
+              rid_order: Literal["hml", "lmh"]) -> Simulcast | None:
     where = f"the offer's video m-line (mid {mid})"
     if len(simulcast) > 1:
         raise SdpError(f"{where} has more than one a=simulcast line")
@@ -115,7 +118,8 @@ def _rid_form(mid: str, attrs: list[tuple[str, str]], simulcast: list[str]) -> S
     rid_extension = extensions.get(RID_URI)
     if rid_extension is None:
         raise SdpError(f"{where} simulcasts by rid without the {RID_URI} header extension")
-    return Simulcast(mid=mid, form="rid", rids=tuple(reversed(order)), paused=frozenset(paused),
+    rids = tuple(reversed(order)) if rid_order == "hml" else tuple(order)
+    return Simulcast(mid=mid, form="rid", rids=rids, paused=frozenset(paused),
                      offered_order=tuple(order), rid_extension=rid_extension,
                      repaired_rid_extension=extensions.get(REPAIRED_RID_URI))
 

@@ -210,6 +210,11 @@ class HelloChallenge(Request[HelloChallengeResult]):
     version: int
 
 
+#: The order of an offer's rid simulcast layers (the jsep's ``rid_order``, as Janus reads it):
+#: "hml" (the default: janus.js and Chromium list the highest first) or "lmh".
+RidOrder = Literal["hml", "lmh"]
+
+
 class CallCreate(Request[CallCreateResult]):
     """Prepare both legs of a new call from the caller's offer.
 
@@ -221,6 +226,7 @@ class CallCreate(Request[CallCreateResult]):
     METHOD = "call.create"
     call_id: CallId
     caller_offer: Sdp
+    rid_order: RidOrder = "hml"
 
 
 class CallAccept(Request[CallAcceptResult]):
@@ -274,6 +280,7 @@ class LegRenegotiate(Request[LegRenegotiateResult]):
     sdp_type: Literal["offer", "answer"]
     sdp: Sdp
     restart: bool = False
+    rid_order: RidOrder = "hml"
 
 
 class CallHangup(Request[Empty]):

@@ -298,7 +298,7 @@ class VideoCall:
             not_offer = PluginError(PluginCode.INVALID_SDP, "Error parsing offer: not an offer")
             return [Event(handle, error_data(not_offer), transaction)]
         call = Call(next(self._call_ids), caller=handle, callee=peer.handle, caller_offer=jsep["sdp"])
-        create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer)
+        create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer, rid_order=_rid_order(jsep))
         call.waiting[handle] = transaction
         state.call = peer.call = call
         self.calls[call.call_id] = call
@@ -417,7 +417,7 @@ class VideoCall:
             if sdp_type == "answer" and call.renegotiating in (None, leg):
                 raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
             renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=jsep["type"], sdp=jsep["sdp"],
-                                           restart=bool(parsed.restart))
+                                           restart=bool(parsed.restart), rid_order=_rid_order(jsep))
             if parsed.record is not None:  # answered by the renegotiation; a refusal comes on its own
                 effects.append(Relay(self._record_request(call, state), None))
             call.waiting[state.handle] = tx
@@ -646,6 +646,11 @@ class VideoCall:
     def _drop_pending(state: HandleState) -> None:
         state.pending_trickles = []
         state.pending_completed = False
+
+
+def _rid_order(jsep: Jsep) -> Literal["hml", "lmh"]:
+    """The jsep's ``rid_order`` (``janus_api`` made it "hml" or "lmh"; "hml" as Janus otherwise)."""
+    return "lmh" if jsep.get("rid_order") == "lmh" else "hml"
 
 
 def _result(data: dict[str, Any]) -> dict[str, Any]:

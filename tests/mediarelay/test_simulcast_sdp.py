@@ -96,6 +96,15 @@ def test_only_the_first_video_m_line_counts() -> None:
     assert read_offer(swapped) is None
 
 
+def test_rid_order_lmh_reads_the_first_rid_as_substream_0() -> None:
+    """As Janus's jsep ``rid_order``: "lmh" for an app whose encodings go lowest first."""
+    text = with_lines(chromium("rid", "vp8"), "a=simulcast:send h;m;l", "a=simulcast:send l;m;h")
+    simulcast = read_offer(text, "lmh")
+    assert simulcast is not None and simulcast.rids == ("l", "m", "h") and simulcast.offered_order == ("l", "m", "h")
+    assert read_offer(text).rids == ("h", "m", "l")  # "hml", the default, reads it the other way
+    assert "a=simulcast:recv l;m;h" in accept(answer_like(text), simulcast)  # the answer keeps the offer's order
+
+
 def test_a_paused_layer_stays_a_layer_and_the_answer_keeps_it_paused() -> None:
     text = with_lines(chromium("rid", "vp8"), "a=simulcast:send h;m;l", "a=simulcast:send h;~m;l")
     simulcast = read_offer(text)

@@ -450,6 +450,17 @@ async def test_simulcast_settings_made_before_the_call_go_with_the_accept(h: Har
     assert (conf.leg, conf.substream, conf.temporal, conf.fallback, conf.auto) == ("callee", 1, None, None, False)
 
 
+async def test_the_jseps_rid_order_goes_with_the_offer_to_the_worker(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, {**OFFER, "rid_order": "lmh"})
+    (create,) = relayed(effects, m.CallCreate)
+    assert create.rid_order == "lmh"
+    await h.msg(BOB, {"request": "accept"}, ANSWER)
+    effects = await h.msg(ALICE, {"request": "set"}, OFFER)  # no rid_order: Janus's default
+    (renegotiate,) = relayed(effects, m.LegRenegotiate)
+    assert renegotiate.rid_order == "hml"
+
+
 async def test_a_worker_layer_change_is_janus_simulcast_event_to_the_receiver(h: Harness) -> None:
     call = await h.connect()
     (e,) = h.vc.leg_simulcast(call.call_id, "callee", "vp8", 1, None)
