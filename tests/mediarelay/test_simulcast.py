@@ -481,10 +481,11 @@ def test_garbage_payloads_are_forwarded_or_not_but_never_break_the_selector(code
     rig = Rig(codec)
     rig.run(0.3)
     for n in range(3000):
-        index = rng.randrange(3)
+        layer = rig.layers[rng.randrange(3)]
         payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 8)))
-        packet = pack("!BBHII", 0x80, PT, (rig.layers[index].seq + n) & 0xFFFF, 0, rig.layers[index].ssrc) + payload
-        rig.streams[index].receive(packet, rig.now + n / 1000)
+        packet = pack("!BBHII", 0x80, PT, layer.seq, layer.ts, layer.ssrc) + payload
+        layer.seq = (layer.seq + 1) & 0xFFFF
+        rig.streams[layer.index].receive(packet, rig.now + n / 1000)
     rig.now += 3.0
     count = len(rig.sent)
     rig.run(0.5)  # (no exception above) and real pictures still go through afterwards
