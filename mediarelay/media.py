@@ -324,6 +324,10 @@ class CallMedia:
             "routes": [{"source": k.source, "sink": k.sink, "kind": k.recv_stream.kind, "mid": k.recv_stream.mid,
                         "ssrc": k.recv_stream.ssrc, "enabled": k.recv_stream.enabled,
                         "packets": k.send_stream.packets, "octets": k.send_stream.octets,
-                        "estimate": k.send_stream.estimate} for k in self.links],
+                        "estimate": k.send_stream.estimate,
+                        # a simulcast substream: its number, and the one forwarded now
+                        "substream": k.recv_stream.layer if k.recv_stream.selector is not None else None,
+                        "forwarded_substream": k.recv_stream.selector.substream
+                        if k.recv_stream.selector is not None else None} for k in self.links],
             "rtt": self.rtcp.rtt,
         }

@@ -237,6 +237,8 @@ async def test_the_callee_gets_the_top_substream_and_follows_set_substream(simul
     assert ("callee", "vp8", "substream", 2) in simulcast.events[seen:]
     counters = call.media.counters
     assert counters.other_layer > 0 and counters.forwarded > 0 and counters.unknown == 0
+    video = [r for r in call.media.stats()["routes"] if r["source"] == "caller" and r["kind"] == "video"]  # type: ignore[union-attr,index]
+    assert sorted(r["substream"] for r in video) == [0, 1, 2] and {r["forwarded_substream"] for r in video} == {2}
     streams = [link.recv_stream for link in call.media.links if link.source == "caller" and link.recv_stream.kind == "video"]
     assert sorted((s.layer, s.ssrc) for s in streams) == [(i, s._ssrc) for i, s in enumerate(simulcast.caller.senders)]
 
