@@ -6,6 +6,9 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
     tap:     find the ``RecvStream`` by SSRC (cleartext), unprotect (aiortc's SRTP session)
     count:   receive statistics, holes (NACK), "media flowing?" (``leg.media``)
     record:  while its sender is recorded, the packet as it arrived (``recorder.py`` buffers it)
+    select:  of a simulcasting sender's substreams (a ``RecvStream`` each), only what its
+             ``SimulcastSelector`` lets through (``simulcast.py``): one substream, its chosen
+             temporal layers; a switch re-syncs the numbering, a dropped layer closes it up
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
     send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its

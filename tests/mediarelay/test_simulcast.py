@@ -5,6 +5,7 @@ of one sender feed one ``SendStream`` whose output is read back as the receiver 
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import dataclass, field
 from struct import pack, unpack_from
 
@@ -472,3 +473,19 @@ def test_unsupported_codecs_and_layer_numbers_are_refused() -> None:
         SimulcastSelector("AV1", [LayerSource(0, None, 1, None)], 5)
     with pytest.raises(ValueError, match=r"0\.\.2"):
         SimulcastSelector("vp8", [LayerSource(3, None, 1, None)], 5)
+
+
+@pytest.mark.parametrize("codec", ["vp8", "vp9", "h264"])
+def test_garbage_payloads_are_forwarded_or_not_but_never_break_the_selector(codec: str) -> None:
+    rng = random.Random(13)
+    rig = Rig(codec)
+    rig.run(0.3)
+    for n in range(3000):
+        index = rng.randrange(3)
+        payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 8)))
+        packet = pack("!BBHII", 0x80, PT, (rig.layers[index].seq + n) & 0xFFFF, 0, rig.layers[index].ssrc) + payload
+        rig.streams[index].receive(packet, rig.now + n / 1000)
+    rig.now += 3.0
+    count = len(rig.sent)
+    rig.run(0.5)  # (no exception above) and real pictures still go through afterwards
+    assert len(rig.sent) > count
