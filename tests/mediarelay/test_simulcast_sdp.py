@@ -13,13 +13,18 @@ from pathlib import Path
 
 import pytest
 from aiortc import RTCSessionDescription
+from pydantic import ValidationError
 
 from mediarelay import aiortc_hooks, routes
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from mediarelay.sdp import SdpError
-from mediarelay.simulcast import LayerSource, layer_sources
+from mediarelay.simulcast import LayerSource, SimulcastSettings, layer_sources
 from mediarelay.simulcast_sdp import REPAIRED_RID_URI, RID_URI, Simulcast, accept, read_offer
+from mediarelay.worker import Worker
+from shared import ipc
+from shared.ipc import IpcError
+from shared.messages import CallAccept, CallCreate, CallHangup, LegConfigure
 from tests.support.relay_clients import Notifications, client, make_answer, make_offer
 
 SDP = Path(__file__).resolve().parent / "sdp"
@@ -321,3 +326,54 @@ async def test_a_callees_simulcast_is_ignored_and_a_relay_re_offer_keeps_the_cal
             await call.close()
     finally:
         await caller.close()
+
+
+async def test_through_the_ipc_channel_rid_order_and_set_are_carried(address: str) -> None:
+    """Over the real IPC channel: ``call.create`` with the jsep's ``rid_order`` (the answer
+    keeps the offer's order), then ``leg.configure`` with the simulcast fields (out of range:
+    refused by the model, on both ends)."""
+    notes = Notifications()
+    channel = await ipc.connect(address, node_id="test", on_notification=notes)
+    caller, callee = client(), client()
+    try:
+        caller.addTransceiver("audio")
+        caller.addTransceiver("video")
+        offer = simulcasting(await make_offer(caller), "1").replace("a=simulcast:send h;m;l", "a=simulcast:send l;m;h")
+        created = await channel.request(CallCreate(call_id="c1", caller_offer=offer, rid_order="lmh"))
+        answer = await make_answer(callee, created.callee_offer)  # type: ignore[attr-defined]
+        accepted = await channel.request(CallAccept(call_id="c1", callee_answer=answer))
+        assert "a=simulcast:recv l;m;h" in accepted.caller_answer  # type: ignore[attr-defined]
+        await channel.request(LegConfigure(call_id="c1", leg="callee", substream=0, temporal=1, fallback=300000))
+        with pytest.raises(ValidationError):
+            LegConfigure(call_id="c1", leg="callee", substream=3)
+        with pytest.raises(IpcError):  # a hostile peer's frame is checked on arrival too
+            await channel.request(LegConfigure.model_construct(call_id="c1", leg="callee", substream=3))
+        await channel.request(CallHangup(call_id="c1"))
+    finally:
+        await channel.close()
+        await caller.close()
+        await callee.close()
+
+
+@pytest.mark.usefixtures("relay_on_loopback")
+async def test_the_worker_reads_rids_in_the_jseps_order_and_applies_set_to_the_receiver() -> None:
+    worker = Worker(LOOPBACK)
+    caller, callee = client(), client()
+    try:
+        caller.addTransceiver("audio")
+        caller.addTransceiver("video")
+        offer = simulcasting(await make_offer(caller), "1").replace("a=simulcast:send h;m;l", "a=simulcast:send l;m;h")
+        created = await worker.handle(None, CallCreate(call_id="c1", caller_offer=offer, rid_order="lmh"))  # type: ignore[arg-type]
+        call = worker.calls["c1"].call
+        assert call.caller.simulcast is not None and call.caller.simulcast.rids == ("l", "m", "h")
+        answer = await make_answer(callee, created.callee_offer)  # type: ignore[attr-defined]
+        await worker.handle(None, CallAccept(call_id="c1", callee_answer=answer))  # type: ignore[arg-type]
+        await worker.handle(None, LegConfigure(call_id="c1", leg="callee", substream=0, temporal=1,  # type: ignore[arg-type]
+                                               fallback=300000))
+        settings = call.media.simulcast_settings["callee"]
+        assert (settings.substream, settings.temporal, settings.fallback, settings.auto) == (0, 1, 300000, False)
+        assert call.media.simulcast_settings["caller"] == SimulcastSettings()  # the other user's stays as it was
+    finally:
+        await worker.close()
+        await caller.close()
+        await callee.close()
