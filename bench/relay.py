@@ -15,6 +15,12 @@ DTLS and RTCP, but their media is pre-packetized RTP sent on their own socket (t
 not decoded (every 50th packet is SRTP-checked). Frames are RTP marker bits on the video
 payload type; the relay's decoding correctness is proven by the tests, not here.
 
+``--simulcast``: the fast path is measured twice, plain calls then the same number of simulcast
+calls: each caller sends three VP8 substreams (SSRC simulcast, ``a=ssrc-group:SIM``: the
+640x480 clip at 1 Mbit/s, 320x240 at 300 kbit/s and 160x120 at 100 kbit/s) of which the relay
+forwards one to the callee (the top one, once its keyframe came). "Delivered" then counts what
+the callees got against all that was sent (about the top substream's share for video).
+
 ``--record``: every caller is recorded by the worker (``leg.record``: Janus ``.mjr`` files in a
 temporary recordings folder, removed afterwards), to measure what recording costs per call.
 
@@ -74,24 +80,29 @@ class Media:
     video: list[list[bytes]]  # per frame: its RTP payloads
     audio: list[list[bytes]]
     fps: float
+    #: ``--simulcast``: the lower substreams' frames (160x120, 320x240), lowest first.
+    lower: list[list[list[bytes]]]
 
 
-def load_media() -> Media:
+def load_media(simulcast: bool = False) -> Media:
     video: Clip = load_or_make("vp8", 640, 480, 1_000_000)
     audio: Clip = load_or_make("opus")
+    lower = [load_or_make("vp8", 160, 120, 100_000), load_or_make("vp8", 320, 240, 300_000)] if simulcast else []
     return Media([vp8_payloads(f, i & 0x7FFF) for i, f in enumerate(video.frames)], [[f] for f in audio.frames],
-                  1 / video.frame_seconds)
+                 1 / video.frame_seconds,
+                 [[vp8_payloads(f, i & 0x7FFF) for i, f in enumerate(clip.frames)] for clip in lower])
 
 
 class Sender:
     """One outgoing stream of a thin client: the clip's packets, in real time, on the PC's socket."""
 
-    def __init__(self, section: routes.Section, socket: aiortc_hooks.MediaSocket, media: Media) -> None:
+    def __init__(self, section: routes.Section, socket: aiortc_hooks.MediaSocket, media: Media, *,
+                 ssrc: int | None = None, frames: list[list[bytes]] | None = None) -> None:
         codec = section.media_codecs[0]
         self.kind = section.kind
         self.pt = codec.payloadType or 0
-        self.ssrc = section.local_ssrc or 0
-        self.frames = media.video if section.kind == "video" else media.audio
+        self.ssrc = ssrc if ssrc is not None else section.local_ssrc or 0
+        self.frames = frames if frames is not None else media.video if section.kind == "video" else media.audio
         self.interval = 1 / media.fps if section.kind == "video" else 0.02
         self.step = int(codec.clockRate * self.interval)
         self.protect, self.sendto, self.remote = socket.srtp_tx.protect, socket.sendto, socket.remote
@@ -133,6 +144,7 @@ class Sender:
 @dataclass
 class Received:
     packets: int = 0
+    octets: int = 0
     video_frames: int = 0
     first: float | None = None
     verified: int = 0
@@ -142,8 +154,10 @@ class Received:
 class ThinClient:
     """A PeerConnection whose media bypasses aiortc's sender and receiver (see the module doc)."""
 
-    def __init__(self, media: Media, senders: list[Sender]) -> None:
+    def __init__(self, media: Media, senders: list[Sender], simulcast: bool = False) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        #: ``--simulcast`` caller: the SSRCs of its two lower substreams (the top one is aiortc's).
+        self.lower_ssrcs = [random.getrandbits(31) + 1, random.getrandbits(31) + 1] if simulcast else []
         for kind in ("audio", "video"):
             transceiver = self.pc.addTransceiver(kind)
             aiortc_hooks.idle_sender(transceiver.sender)
@@ -161,6 +175,10 @@ class ThinClient:
         dtls = self.pc.getTransceivers()[0].receiver.transport
         socket = aiortc_hooks.media_socket(dtls)
         self.senders = [Sender(s, socket, self.media) for s in sections if s.relay_sends]
+        video_section = next((s for s in sections if s.kind == "video" and s.relay_sends), None)
+        if video_section is not None:
+            self.senders += [Sender(video_section, socket, self.media, ssrc=ssrc, frames=frames)
+                             for ssrc, frames in zip(self.lower_ssrcs, self.media.lower, strict=False)]
         self.all_senders.extend(self.senders)
         video = {c.payloadType for s in sections if s.kind == "video" for c in s.media_codecs}
         media = {c.payloadType for s in sections for c in s.media_codecs}
@@ -176,6 +194,7 @@ class ThinClient:
                 pt = data[1] & 0x7F
                 if pt in media:
                     received.packets += 1
+                    received.octets += len(data)
                     if received.first is None:
                         received.first = time.perf_counter()
                     if pt in video and data[1] & 0x80:
@@ -190,6 +209,20 @@ class ThinClient:
             original(data, addr)
 
         return datagram_received
+
+    def offer(self) -> str:
+        """The client's offer; a simulcast caller's announces its substreams (lowest first)."""
+        sdp: str = self.pc.localDescription.sdp
+        if not self.lower_ssrcs:
+            return sdp
+        head, video = sdp.split("m=video", 1)
+        lines = video.split("\r\n")
+        top = next(line for line in lines if line.startswith("a=ssrc:") and " cname:" in line)
+        ssrc, cname = top[len("a=ssrc:"):].split(" cname:")
+        extra = [f"a=ssrc:{lower} cname:{cname}" for lower in self.lower_ssrcs]
+        extra.append("a=ssrc-group:SIM " + " ".join(str(s) for s in [*self.lower_ssrcs, int(ssrc)]))
+        at = lines.index(top) + 1
+        return head + "m=video" + "\r\n".join(lines[:at] + extra + lines[at:])
 
 
 @dataclass
@@ -269,12 +302,12 @@ class Ticker:
         await asyncio.sleep(seconds)
 
 
-async def place_call(channel: ipc.Channel, number: int, media: Media, senders: list[Sender]) -> Call:
-    call = Call(ThinClient(media, senders), ThinClient(media, senders))
+async def place_call(channel: ipc.Channel, number: int, media: Media, senders: list[Sender],
+                     simulcast: bool = False) -> Call:
+    call = Call(ThinClient(media, senders, simulcast), ThinClient(media, senders))
     await call.caller.pc.setLocalDescription(await call.caller.pc.createOffer())
     call.started = time.perf_counter()
-    created = await channel.request(CallCreate(call_id=f"bench-{number}",
-                                                               caller_offer=call.caller.pc.localDescription.sdp))
+    created = await channel.request(CallCreate(call_id=f"bench-{number}", caller_offer=call.caller.offer()))
     await call.callee.pc.setRemoteDescription(RTCSessionDescription(sdp=created.callee_offer, type="offer"))
     await call.callee.pc.setLocalDescription(await call.callee.pc.createAnswer())
     accepted = await channel.request(CallAccept(call_id=f"bench-{number}",
@@ -289,12 +322,13 @@ def snapshot(calls: list[Call], senders: list[Sender]) -> dict[str, int]:
         "sent_video_frames": sum(s.frames_sent for s in senders if s.kind == "video"),
         "received_packets": sum(c.caller.received.packets + c.callee.received.packets for c in calls),
         "received_video_frames": sum(c.caller.received.video_frames + c.callee.received.video_frames for c in calls),
+        "callee_octets": sum(c.callee.received.octets for c in calls),
     }
 
 
 async def run(mode: str, calls_wanted: int, duration: float, warmup: float, relay_cpu: int | None,
-              profile: str = "", record: bool = False) -> dict[str, Any]:
-    media = load_media()
+              profile: str = "", record: bool = False, simulcast: bool = False) -> dict[str, Any]:
+    media = load_media(simulcast)
     folder = tempfile.mkdtemp(prefix='bench-relay-')
     address = f"unix:{folder}/worker.sock"
     recordings = os.path.join(folder, "recordings")
@@ -308,7 +342,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             await asyncio.sleep(0.5)
             rss_before = rss_mb(worker.pid)
             for number in range(calls_wanted):
-                calls.append(await place_call(channel, number, media, senders))
+                calls.append(await place_call(channel, number, media, senders, simulcast))
                 if record:
                     await channel.request(LegRecord(call_id=f"bench-{number}", leg="caller", record=True,
                                                     base=f"bench-{number}"))
@@ -348,6 +382,7 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
             return {
                 "mode": mode,
                 "recording": record,
+                "simulcast": simulcast,
                 "recorded_kbit_s_per_call": round(recorded * 8 / 1000 / wall / calls_wanted, 1),
                 "calls": calls_wanted,
                 "calls_with_media": len(setups),
@@ -364,6 +399,8 @@ async def run(mode: str, calls_wanted: int, duration: float, warmup: float, rela
                 "video_frame_delivery": round((after["received_video_frames"] - before["received_video_frames"])
                                               / max(1, sent_frames), 4),
                 "packets_per_s": round(sent_packets / wall),
+                "callee_kbit_s": round((after["callee_octets"] - before["callee_octets"]) * 8 / 1000 / wall
+                                       / calls_wanted),
                 "setup_ms_p50": round(statistics.median(setups), 1) if setups else None,
                 "setup_ms_p95": round(setups[min(len(setups) - 1, int(0.95 * len(setups)))], 1) if setups else None,
                 "client_cpu_pct": round((client1 - client0) / wall * 100, 1),
@@ -426,12 +463,15 @@ def summarize_profile(path: str, user_us: float) -> list[tuple[str, float, float
 
 def describe(result: dict[str, Any]) -> str:
     name = {"fastpath": "fast path", "transcode": "decode+re-encode (MediaRelay)"}[result["mode"]]
+    if result.get("simulcast"):
+        name += ", simulcast calls (3 substreams in, 1 out)"
     if result["recording"]:
         name += f", every caller recorded ({result['recorded_kbit_s_per_call']} kbit/s to disk per call)"
     return (f"{name}: {result['calls']} calls, {result['window_s']} s window: worker CPU {result['worker_cpu_pct']}% "
             f"of a core = {result['worker_cpu_pct_per_call']}% per call ({result['worker_us_per_packet']} us/packet, "
             f"{result['packets_per_s']} packets/s); RSS {result['worker_rss_mb_per_call']} MB per call; delivered "
-            f"{result['packet_delivery']:.2%} of packets, {result['video_frame_delivery']:.2%} of video frames; setup "
+            f"{result['packet_delivery']:.2%} of packets, {result['video_frame_delivery']:.2%} of video frames "
+            f"({result['callee_kbit_s']} kbit/s to each callee); setup "
             f"p50 {result['setup_ms_p50']} ms, p95 {result['setup_ms_p95']} ms (call.create -> first packet at the "
             f"callee; {result['calls_with_media']}/{result['calls']} calls with media); client CPU "
             f"{result['client_cpu_pct']}%, load average {result['loadavg']:.2f}")
@@ -448,6 +488,8 @@ def main() -> int:
     parser.add_argument("--relay-cpu", type=int, default=0, help="core for the worker (-1: no pinning)")
     parser.add_argument("--client-cpu", type=int, default=1, help="core for the clients (-1: no pinning)")
     parser.add_argument("--record", action="store_true", help="the fast-path worker records every caller (.mjr)")
+    parser.add_argument("--simulcast", action="store_true",
+                        help="measure simulcast calls (3 substreams from each caller) after the plain ones")
     parser.add_argument("--profile", metavar="FILE", default="",
                         help="py-spy the fast-path worker during the window (raw stacks to FILE) and summarize")
     args = parser.parse_args()
@@ -459,6 +501,10 @@ def main() -> int:
     results = [uvloop.run(run("fastpath", args.calls, args.duration, args.warmup, relay_cpu, args.profile,
                               args.record))]
     print(describe(results[0]), flush=True)
+    if args.simulcast:
+        results.append(uvloop.run(run("fastpath", args.calls, args.duration, args.warmup, relay_cpu,
+                                      record=args.record, simulcast=True)))
+        print(describe(results[-1]), flush=True)
     if args.profile:
         fast = results[0]
         print(f"where the worker's {fast['worker_us_per_packet']} us per forwarded packet go:")
@@ -470,7 +516,7 @@ def main() -> int:
     if not args.no_baseline:
         calls = args.baseline_calls or min(args.calls, 2)
         results.append(uvloop.run(run("transcode", calls, args.duration, args.warmup, relay_cpu)))
-        print(describe(results[1]), flush=True)
+        print(describe(results[-1]), flush=True)
     print(json.dumps({"command": " ".join(sys.argv), "results": results}))
     return 0
 

@@ -18,4 +18,8 @@
 - ``rewriter.py``: outgoing sequence numbers and timestamps by offset, across mute and new SSRCs (pure).
 - ``rtp_header.py``: RTP header bytes: extensions rewritten between legs, RTX, keyframes (pure).
 - ``feedback.py``: the relay's RTCP duties per hop: RR/SR, NACK, PLI, REMB cap (pure, time passed in).
+- ``simulcast_sdp.py``: a caller's simulcast offer (rid or SSRC), read and accepted in the relay's SDP (pure).
+- ``simulcast.py``: which substream and temporal layers of a simulcasting sender reach the receiver,
+  numbering and VP8/VP9 picture ids kept continuous (pure; ``forwarder.py`` asks it per packet).
+- ``layer_policy.py``: the automatic substream choice from the receiver's REMB, loss and ``bitrate`` (pure).
 """

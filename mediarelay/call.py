@@ -36,7 +36,7 @@ from typing import Literal
 
 from aiortc import RTCIceCandidate
 
-from mediarelay import aiortc_hooks, sdp
+from mediarelay import aiortc_hooks, sdp, simulcast_sdp
 from mediarelay.datachannels import DataChannelRelay
 from mediarelay.forwarder import RecvStream
 from mediarelay.ice import IcePolicy
@@ -46,8 +46,9 @@ from mediarelay.negotiation import MediaPair, apply_answer
 from mediarelay.recorder import OnState, Recorder
 from mediarelay.renegotiation import Renegotiation
 from mediarelay.sdp import SdpError
+from mediarelay.simulcast import ChangeKind
 from shared.logs import call_log
-from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName
+from shared.messages import CLOSE_PC, MEDIA_KINDS, LegName, LegSimulcast, RidOrder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Call:
         self.recordings: dict[LegName, Recorder] = {}
         self._recorded: dict[LegName, list[RecvStream]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self.media.on_simulcast = self._simulcast_changed
         self.media.on_linked = self._follow_recordings
         self.media.on_unlinked = self._lose_recordings
         for leg in (caller, callee):
@@ -97,14 +99,17 @@ class Call:
 
     @classmethod
     async def create(cls, call_id: str, caller_offer: str, *, policy: IcePolicy,
-                     notify: Notify) -> tuple[Call, str]:
+                     notify: Notify, rid_order: RidOrder = "hml") -> tuple[Call, str]:
         """Set the caller's offer on the caller leg and offer the same media to the callee.
 
+        ``rid_order``: how the offer lists rid simulcast layers (the jsep's, as Janus reads it).
         Returns the call and the relay's offer for the callee. SdpError if the offer is refused.
         """
         lines = sdp.plan_offer(sdp.parse(caller_offer, "offer"))
+        simulcast = simulcast_sdp.read_offer(caller_offer, rid_order)
         data = [line for line in lines if line.kind == "application"]
         caller = Leg(call_id, "caller", policy, notify)
+        caller.simulcast = simulcast  # the callee is offered one plain stream (aiortc's own offer)
         callee = Leg(call_id, "callee", policy, notify, data_first=bool(data) and lines[0].kind == "application")
         try:
             await caller.set_remote(caller_offer, "offer")
@@ -121,7 +126,8 @@ class Call:
         media = list(caller.pc.getTransceivers())
         mirrored = list(callee.pc.getTransceivers())
         pairs = [MediaPair(a.kind, a, b) for a, b in zip(media, mirrored, strict=True)]
-        log.info("call %s: created (%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines),
+        log.info("call %s: created (%s%s)", call_id, ", ".join(f"{line.kind} {line.direction}" for line in lines),
+                 f"; caller simulcasts {simulcast.count} layers by {simulcast.form}" if simulcast else "",
                  extra=call_log(call_id))
         return cls(call_id, caller, callee, pairs), callee_offer
 
@@ -153,7 +159,8 @@ class Call:
         log.info("call %s: accepted (%s)", self.call_id, agreed, extra=call_log(self.call_id))
         return caller_answer
 
-    async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False) -> str:
+    async def renegotiate(self, leg: LegName, sdp_type: str, sdp_text: str, restart: bool = False,
+                          rid_order: RidOrder = "hml") -> str:
         """A client's new offer (-> the relay's offer for the other client) or its answer to the
         relay's mirrored offer (-> the relay's answer for the client that offered)."""
         if self._accepting:
@@ -161,7 +168,7 @@ class Call:
         self.leg(leg)
         if sdp_type == "offer":
             self._check_renegotiable()
-            return await self.renegotiation.offer(leg, sdp_text, restart)
+            return await self.renegotiation.offer(leg, sdp_text, restart, rid_order)
         if sdp_type == "answer":
             self._check_renegotiable()
             return await self.renegotiation.answer(leg, sdp_text)
@@ -177,6 +184,12 @@ class Call:
         """A leg's PC changed connection state; the leg has already updated and reported its
         ``state``, and the media follows it now (links once both legs are connected)."""
         self.media.connection_changed(name)
+
+    def _simulcast_changed(self, receiver: str, codec: str, kind: ChangeKind, value: int) -> None:
+        """The fast path changed what ``receiver`` gets of its simulcasting peer: ``leg.simulcast``."""
+        leg = self.leg(receiver)
+        layer = {"substream": value} if kind == "substream" else {"temporal": value}
+        leg.report(LegSimulcast(call_id=self.call_id, leg=leg.name, videocodec=codec.lower()[:16], **layer))
 
     def changed(self, what: str) -> None:
         """A renegotiation or an ICE restart changed a leg: the media links again first, then
@@ -203,8 +216,19 @@ class Call:
         await target.add_candidates(parsed)
 
     def configure(self, leg: LegName, audio: bool | None = None, video: bool | None = None,
-                  bitrate: int | None = None) -> None:
-        """``set`` for the media this leg sends: relayed or not (audio, video), REMB cap (bitrate)."""
+                  bitrate: int | None = None, *, substream: int | None = None, temporal: int | None = None,
+                  fallback: int | None = None, auto: bool | None = None) -> None:
+        """``set`` for the media this leg sends: relayed or not (audio, video), REMB cap (bitrate);
+        and for what it receives of a simulcasting peer: substream, temporal layer, fallback (µs),
+        automatic choice (``media.configure_simulcast``: kept until the media links)."""
+        for name, value in (("substream", substream), ("temporal", temporal)):
+            if value is not None and not 0 <= value <= 2:
+                raise ValueError(f"{name} must be 0, 1 or 2")
+        if fallback is not None and fallback < 0:
+            raise ValueError("fallback must not be negative")
+        if (substream, temporal, fallback, auto) != (None, None, None, None):
+            self.media.configure_simulcast(self.leg(leg).name, substream=substream, temporal=temporal,
+                                           fallback=fallback, auto=auto)
         settings = self.leg(leg).settings
         if audio is not None:
             settings.audio = audio
@@ -277,25 +301,33 @@ class Call:
 
     def _attach_recording(self, leg: LegName, recorder: Recorder) -> None:
         self._detach_recording(leg)
-        streams: dict[str, RecvStream] = {}
+        # Per kind, the streams of the first m-line: one, or a simulcast one's substreams (each
+        # records what it gets forwarded: the relayed substream, as Janus records).
+        streams: dict[str, list[RecvStream]] = {}
         for link in self.media.links:
             if link.source == leg:
-                streams.setdefault(link.recv_stream.kind, link.recv_stream)
+                first = streams.setdefault(link.recv_stream.kind, [link.recv_stream])
+                if link.recv_stream not in first and link.recv_stream.mid == first[0].mid:
+                    first.append(link.recv_stream)
         if self.media.linked:
             for kind in [k for k in recorder.tracks if k != "data" and k not in streams]:
                 recorder.remove(kind)  # its m-line went away
         loop = asyncio.get_running_loop()
         attached = self._recorded[leg] = []
-        for kind, stream in streams.items():
+        for kind, kind_streams in streams.items():
             track = recorder.add(kind)  # type: ignore[arg-type]
             if track is None:
                 continue
-            track.codec_names = stream.codec_names
-            stream.record = track.rtp
-            attached.append(stream)
+            track.codec_names = kind_streams[0].codec_names
+            for stream in kind_streams:
+                stream.record = track.rtp
+                attached.append(stream)
             if kind == "video" and not track.asked_keyframe:  # so the file starts decodable (Janus: a PLI)
                 track.asked_keyframe = True
-                self.media.rtcp.keyframe(stream, loop.time())
+                for stream in kind_streams:
+                    selector = stream.selector
+                    if selector is None or selector.substream in (None, stream.layer):
+                        self.media.rtcp.keyframe(stream, loop.time())
         if self.leg(leg).pc.sctp is not None:
             data = recorder.add("data")
             if data is not None:

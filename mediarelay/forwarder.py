@@ -6,6 +6,9 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
     tap:     find the ``RecvStream`` by SSRC (cleartext), unprotect (aiortc's SRTP session)
     count:   receive statistics, holes (NACK), "media flowing?" (``leg.media``)
     record:  while its sender is recorded, the packet as it arrived (``recorder.py`` buffers it)
+    select:  of a simulcasting sender's substreams (a ``RecvStream`` each), only what its
+             ``SimulcastSelector`` lets through (``simulcast.py``): one substream, its chosen
+             temporal layers; a switch re-syncs the numbering, a dropped layer closes it up
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
     send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its
@@ -32,7 +35,15 @@ from pylibsrtp import Error as SrtpError
 from mediarelay.feedback import KeyframeRequester, NackRequester, ReceiveStats
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rewriter import SeqRewriter, TimestampRewriter
-from mediarelay.rtp_header import ExtensionRewriter, header_length, is_keyframe, rtx_unwrap, rtx_wrap
+from mediarelay.rtp_header import (
+    ExtensionRewriter,
+    header_length,
+    is_keyframe,
+    parse_extensions,
+    rtx_unwrap,
+    rtx_wrap,
+)
+from mediarelay.simulcast import LayerSource, SimulcastSelector, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +73,8 @@ class Counters:
     muted: int = 0          # ``set`` audio/video false for this sender
     payload_type: int = 0   # a payload type the receiving leg did not negotiate
     stale: int = 0          # older than the last resync (unmute, new source SSRC)
+    other_layer: int = 0    # simulcast: not the substream forwarded to the receiver
+    temporal: int = 0       # simulcast: above the temporal layer forwarded to the receiver
     padding: int = 0        # RTX padding-only probe
     malformed: int = 0      # header longer than the packet, unparsable RTCP
     send_failed: int = 0    # protect or sendto refused it
@@ -154,7 +167,7 @@ class RecvStream:
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "stats", "nack", "keyframes", "flow", "on_media", "on_gap",
                  "send_stream", "payload_types", "source_rtx", "codec_names", "extensions", "enabled", "counters",
-                 "record")
+                 "record", "selector", "layer", "octets")
 
     def __init__(self, kind: str, mid: str, clock_rate: int, flow: MediaFlow, counters: Counters, *,
                  on_media: Callable[[MediaFlow], None], nack: bool = False) -> None:
@@ -181,6 +194,12 @@ class RecvStream:
         #: ``record(plain, now)`` while this sender is recorded (``recorder.Track.rtp``): each
         #: packet with a payload, as it arrived, while relayed; None (one test) when not.
         self.record: Callable[[bytes, float], None] | None = None
+        #: Simulcast: this stream is substream ``layer`` of a sender; the ``selector`` shared by
+        #: its substreams decides what reaches ``send_stream`` (which all of them feed).
+        self.selector: SimulcastSelector | None = None
+        self.layer = 0
+        #: Payload octets received (a simulcast substream's bitrate, for the automatic choice).
+        self.octets = 0
 
     def link(self, send_stream: SendStream | None, payload_types: dict[int, int], source_rtx: dict[int, int],
              codec_names: dict[int, str], extensions: ExtensionRewriter | None) -> None:
@@ -197,7 +216,8 @@ class RecvStream:
         self.stats.reset()
         if self.nack is not None:
             self.nack = NackRequester()
-        if self.send_stream is not None:
+        # A simulcast substream not forwarded now leaves the receiver's numbering alone.
+        if self.send_stream is not None and (self.selector is None or self.selector.substream == self.layer):
             self.send_stream.seq.sync()
             self.send_stream.ts.sync()
 
@@ -224,10 +244,11 @@ class RecvStream:
         if payload < 0:
             self.counters.malformed += 1
             return
+        self.octets += payload
         if self.flow.on_packet(payload, now):
             self.on_media(self.flow)
-        if self.record is not None and payload and self.enabled:
-            self.record(plain, now)
+        if self.record is not None and payload and self.enabled and self.selector is None:
+            self.record(plain, now)  # a simulcast substream records what is forwarded (``forward``)
         if self.send_stream is None:
             self.counters.unlinked += 1
         elif not self.enabled:
@@ -270,19 +291,63 @@ class RecvStream:
         keyframes = self.keyframes
         if keyframes is not None and keyframes.waiting and is_keyframe(self.codec_names[b1 & 0x7F], plain[header:]):
             keyframes.received()
+        selector = self.selector
+        if selector is not None:
+            verdict = selector.packet(self.layer, plain, header, now)
+            if verdict == Verdict.OTHER:
+                self.counters.other_layer += 1
+                return
+            if verdict == Verdict.DROP:
+                out.seq.drop(seq)  # the receiver sees no hole where a temporal layer was left out
+                self.counters.temporal += 1
+                return
+            if verdict == Verdict.SWITCHED:
+                out.seq.sync()
+                out.ts.sync()
+            plain = selector.rewrite(plain)
         oseq = out.seq.input(seq)
         if oseq is None:
             self.counters.stale += 1
             return
         ots = out.ts.input(ts, now)
         if self.extensions is None:
-            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + plain[12:]
+            rest = plain[12:]
         else:
             b0, rest = self.extensions.rewrite(plain)
-            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
+        packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
+        if selector is not None and self.record is not None and payload:
+            # Janus records the relayed substream: one SSRC and numbering whatever the switches;
+            # the source's payload type, which the recording's codec names know.
+            self.record(_FIXED.pack(b0, b1, oseq, ots, out.ssrc) + rest, now)
         out.send(packet, oseq, payload)
         self.counters.forwarded += 1
         self.counters.forwarded_octets += payload
+
+
+class RidDemux:
+    """Rid simulcast: which substream's ``RecvStream`` a packet of a not yet known SSRC belongs
+    to, by its ``rtp-stream-id`` (RTX: ``repaired-rtp-stream-id``) header extension, which
+    browsers send on a new SSRC's first packets. Janus learns its ``ssrc[]`` the same way."""
+
+    __slots__ = ("streams", "rid_extension", "repaired_extension")
+
+    def __init__(self, streams: dict[bytes, RecvStream], rid_extension: int | None,
+                 repaired_extension: int | None) -> None:
+        self.streams = streams
+        self.rid_extension = rid_extension
+        self.repaired_extension = repaired_extension
+
+    def stream_of(self, plain: bytes, rtx: bool) -> RecvStream | None:
+        wanted = (self.repaired_extension, self.rid_extension) if rtx else (self.rid_extension,)
+        try:
+            elements = dict(parse_extensions(plain))
+        except ValueError:
+            return None
+        for x_id in wanted:
+            value = elements.get(x_id) if x_id is not None else None
+            if value is not None:
+                return self.streams.get(value.rstrip(b"\x00"))
+        return None
 
 
 @dataclass(frozen=True)
@@ -312,6 +377,8 @@ class Port:
         self.rtx: dict[bytes, RecvStream] = {}
         #: Payload type -> (stream, is RTX): finds the stream of an SSRC not announced in SDP.
         self.payload_types: dict[int, tuple[RecvStream, bool]] = {}
+        #: Payload type -> (rid demultiplexer, is RTX): the same for a rid simulcast m-line.
+        self.rid_layers: dict[int, tuple[RidDemux, bool]] = {}
         self.tapped: set[int] = set()
         self.srtp_rx: Any = None
         self.srtp_tx: Any = None
@@ -354,11 +421,36 @@ class Port:
         for pt in rtx_payload_types:
             self.payload_types.setdefault(pt, (stream, True))
 
+    def add_layers(self, streams: list[RecvStream], layers: tuple[LayerSource, ...], payload_types: list[int],
+                   rtx_payload_types: list[int], rid_extension: int | None = None,
+                   repaired_extension: int | None = None) -> None:
+        """Receive a simulcast m-line here: a stream per substream, by the SSRCs the SDP gave
+        (SSRC simulcast) or learnt, else (rid simulcast) by the rid extension of a new SSRC."""
+        for stream, layer in zip(streams, layers, strict=True):
+            self.streams.append(stream)
+            if layer.ssrc is not None and layer.ssrc != stream.ssrc:
+                stream.new_source(layer.ssrc)
+            if stream.ssrc is not None:
+                self.media[_SSRC.pack(stream.ssrc)] = stream
+            if layer.rtx_ssrc is not None:
+                stream.rtx_ssrc = layer.rtx_ssrc
+            if stream.rtx_ssrc is not None:
+                self.rtx[_SSRC.pack(stream.rtx_ssrc)] = stream
+        if rid_extension is None:
+            return
+        demux = RidDemux({layer.rid.encode(): stream for stream, layer in zip(streams, layers, strict=True)
+                          if layer.rid is not None}, rid_extension, repaired_extension)
+        for pt in payload_types:
+            self.rid_layers[pt] = (demux, False)
+        for pt in rtx_payload_types:
+            self.rid_layers[pt] = (demux, True)
+
     def clear(self) -> None:
         self.streams.clear()
         self.media.clear()
         self.rtx.clear()
         self.payload_types.clear()
+        self.rid_layers.clear()
 
     # --- sending ----------------------------------------------------------------------------------
 
@@ -415,8 +507,10 @@ class Port:
                 return
             stream.receive_rtx(plain, self.clock())
             return
-        entry = self.payload_types.get(data[1] & 0x7F)
-        if entry is None:
+        pt = data[1] & 0x7F
+        entry = self.payload_types.get(pt)
+        layers = self.rid_layers.get(pt)
+        if entry is None and layers is None:
             self.counters.unknown += 1
             return
         try:
@@ -424,8 +518,18 @@ class Port:
         except SrtpError:
             self.counters.srtp_failed += 1
             return
+        if layers is not None:
+            demux, rtx = layers
+            found = demux.stream_of(plain, rtx)
+            if found is not None:
+                entry = (found, rtx)
+        if entry is None:  # no rid (yet): nothing says which substream it is
+            self.counters.unknown += 1
+            return
         stream, is_rtx = entry
         ssrc = _SSRC.unpack(key)[0]
+        if stream.selector is not None:
+            stream.selector.learn_ssrc(stream.layer, ssrc, is_rtx)
         if is_rtx:
             if stream.rtx_ssrc is not None:
                 self.rtx.pop(_SSRC.pack(stream.rtx_ssrc), None)

@@ -23,10 +23,11 @@ from typing import Literal
 from aiortc import RTCBundlePolicy, RTCDtlsTransport, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
-from mediarelay import aiortc_hooks
+from mediarelay import aiortc_hooks, simulcast_sdp
 from mediarelay.ice import IcePolicy
 from mediarelay.media_flow import MediaFlow
 from mediarelay.sdp import SdpError
+from mediarelay.simulcast_sdp import Simulcast
 from shared.logs import call_log
 from shared.messages import CLOSE_PC, DTLS_ALERT, ICE_FAILED, MEDIA_KINDS, LegMedia, LegName, LegState, Notification
 
@@ -71,6 +72,9 @@ class Leg:
             alwaysNegotiateDataChannels=data_first))
         self.pc.on("connectionstatechange", self._on_connection_state)
         self.settings = LegSettings()
+        #: What this leg's client simulcasts (the caller's first video m-line; ``simulcast_sdp``):
+        #: the relay's SDP for it accepts the layers, and the fast path selects among them.
+        self.simulcast: Simulcast | None = None
         #: Per m-line: is media flowing in from the client (``leg.media``).
         self.flows: list[MediaFlow] = []
         #: Told the SSRC of a relay sender that stops (its PC closes): the fast path's BYE.
@@ -117,17 +121,24 @@ class Leg:
         """Create and set the relay's offer or answer; returns it as the client must see it.
 
         ``edit`` may change aiortc's SDP before it is set (a re-offer keeps negotiated codecs).
+        A simulcasting client's layers are accepted (``simulcast_sdp.accept``: aiortc's SDP
+        would refuse them), in what aiortc keeps as in what the client gets.
         """
         description = await (self.pc.createOffer() if sdp_type == "offer" else self.pc.createAnswer())
-        if edit is not None:
-            description = RTCSessionDescription(sdp=edit(description.sdp), type=description.type)
+        text = edit(description.sdp) if edit is not None else description.sdp
+        if self.simulcast is not None:
+            text = simulcast_sdp.accept(text, self.simulcast)
+        if text != description.sdp:
+            description = RTCSessionDescription(sdp=text, type=description.type)
         await self.pc.setLocalDescription(description)
         self._tap_receivers()
         self._watch_transports()
         return self.local_sdp()
 
     def local_sdp(self) -> str:
-        return self.policy.advertise(self.pc.localDescription.sdp)
+        """The relay's SDP for this client: aiortc's (printed from what it parsed, which has no
+        a=rid / a=simulcast lines: those are written again), as the ICE policy advertises it."""
+        return self.policy.advertise(simulcast_sdp.accept(self.pc.localDescription.sdp, self.simulcast))
 
     def _tap_receivers(self) -> None:
         """Count-and-drop every receiver once it has a mid (no decoder ever starts), and idle its
@@ -288,6 +299,10 @@ class Leg:
                  flow.mid, flow.receiving, extra=call_log(self.call_id))
         self._emit(LegMedia(call_id=self.call_id, leg=self.name, kind=flow.kind,
                             mid=flow.mid, receiving=flow.receiving))
+
+    def report(self, model: Notification) -> None:
+        """Send a notification about this leg (one the call made: ``leg.simulcast``)."""
+        self._emit(model)
 
     def _emit(self, model: Notification) -> None:
         if self._quiet:

@@ -30,6 +30,7 @@ from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
 from mediarelay.rtcp import CallRtcp
+from mediarelay.simulcast import ChangeKind, LayerSource, SimulcastSelector, SimulcastSettings, layer_sources
 from shared.logs import call_log
 from shared.messages import MEDIA_KINDS
 
@@ -56,6 +57,15 @@ class CallMedia:
         #: leg failed or closed): the call's recordings follow the streams (``Call``).
         self.on_linked: Callable[[], None] | None = None
         self.on_unlinked: Callable[[], None] | None = None
+        #: Simulcast (what the sender's SDP says is ``Leg.simulcast``, carried by the routes):
+        #: what each *receiving* leg asked for with ``set``, and the selectors of the m-lines
+        #: forwarded to it (kept across re-links by (receiving leg, its mid), as send streams are).
+        self.simulcast_settings: dict[str, SimulcastSettings] = {name: SimulcastSettings() for name in legs}
+        self.selectors: dict[str, list[SimulcastSelector]] = {name: [] for name in legs}
+        self._selectors: dict[tuple[str, str], SimulcastSelector | None] = {}
+        #: ``on_simulcast(receiver, codec, kind, value)``: the forwarded substream or temporal
+        #: layer changed for ``receiver`` (the worker sends the VideoCall ``simulcast`` event).
+        self.on_simulcast: Callable[[str, str, ChangeKind, int], None] | None = None
         self.rtcp = CallRtcp(call_id, self.links, self.ports, {name: leg.settings for name, leg in legs.items()},
                              self.counters)
 
@@ -94,6 +104,8 @@ class CallMedia:
         for port in self.ports.values():
             port.clear()
         self.links.clear()
+        for selectors in self.selectors.values():
+            selectors.clear()
         (first, a), (second, b) = sections.items()
         for source, sink, plan in ((first, second, routes.plan(a, b)), (second, first, routes.plan(b, a))):
             for route in plan:
@@ -122,7 +134,7 @@ class CallMedia:
         local, remote = aiortc_hooks.session_descriptions(leg.pc)
         if local is None or remote is None:
             raise ValueError(f"the {leg.name} leg has no SDP")
-        return routes.sections(local, remote, local_is_answer=local.type == "answer")
+        return routes.sections(local, remote, local_is_answer=local.type == "answer", simulcast=leg.simulcast)
 
     def _connect_port(self, name: str, leg: Leg) -> None:
         transceivers = [t for t in leg.pc.getTransceivers() if t.kind in MEDIA_KINDS]
@@ -153,9 +165,20 @@ class CallMedia:
         else:
             send_stream.rtx_ssrc, send_stream.rtx_payload_types = route.sink_rtx_ssrc, route.sink_rtx
         sink_port.feed(send_stream)
-        leg = self.legs[source]
-        recv_stream = self._recv_streams.get((source, route.source_mid))
+        if route.simulcast is not None and route.kind == "video":
+            self._add_simulcast(source, sink, route, send_stream, source_port)
+            return
+        recv_stream = self._recv_stream(source, route.source_mid, route)
+        recv_stream.link(send_stream, route.payload_types, route.source_rtx, route.codec_names, route.extensions)
+        source_port.add(recv_stream, route.source_ssrcs, route.source_rtx_ssrcs, list(route.payload_types),
+                        list(route.source_rtx))
+        self.links.append(Link(source, sink, recv_stream, send_stream))
+
+    def _recv_stream(self, source: str, key: str, route: routes.Route) -> RecvStream:
+        """The ``RecvStream`` kept for ``key`` (a mid, or a simulcast substream of one) of leg ``source``."""
+        recv_stream = self._recv_streams.get((source, key))
         if recv_stream is None:
+            leg = self.legs[source]
             flow = next((f for f in leg.flows if f.mid == route.source_mid), None)
             if flow is None:
                 flow = MediaFlow(kind=route.kind, mid=route.source_mid)
@@ -163,11 +186,70 @@ class CallMedia:
             recv_stream = RecvStream(route.kind, route.source_mid, route.clock_rate, flow, self.counters,
                                      on_media=leg.media_changed, nack=route.nack)
             recv_stream.on_gap = partial(self.rtcp.on_gap, source)
-            self._recv_streams[(source, route.source_mid)] = recv_stream
-        recv_stream.link(send_stream, route.payload_types, route.source_rtx, route.codec_names, route.extensions)
-        source_port.add(recv_stream, route.source_ssrcs, route.source_rtx_ssrcs, list(route.payload_types),
-                        list(route.source_rtx))
-        self.links.append(Link(source, sink, recv_stream, send_stream))
+            self._recv_streams[(source, key)] = recv_stream
+        return recv_stream
+
+    def _add_simulcast(self, source: str, sink: str, route: routes.Route, send_stream: SendStream,
+                       source_port: Port) -> None:
+        """A simulcast m-line: a ``RecvStream`` per substream (its own SSRC, statistics, NACKs,
+        PLIs), all feeding ``send_stream`` through one ``SimulcastSelector``; a ``Link`` each."""
+        assert route.simulcast is not None
+        layers = layer_sources(route.simulcast)
+        codec = route.codec_names[next(iter(route.payload_types))].lower()
+        selector = self._selector(source, sink, route, layers, send_stream, codec)
+        streams = [self._recv_stream(source, f"{route.source_mid}#{layer.index}", route) for layer in layers]
+        for stream, layer in zip(streams, layers, strict=True):
+            stream.selector, stream.layer = selector, layer.index
+            # An unsupported codec (no keyframe to switch at): the top substream alone, as is.
+            linked = selector is not None or layer is layers[-1]
+            stream.link(send_stream if linked else None, route.payload_types, route.source_rtx, route.codec_names,
+                        route.extensions)
+            if linked:
+                self.links.append(Link(source, sink, stream, send_stream))
+        source_port.add_layers(streams, layers, list(route.payload_types), list(route.source_rtx),
+                               route.simulcast.rid_extension, route.simulcast.repaired_rid_extension)
+        if selector is not None:
+            self.selectors[sink].append(selector)
+
+    def _selector(self, source: str, sink: str, route: routes.Route, layers: tuple[LayerSource, ...],
+                  send_stream: SendStream, codec: str) -> SimulcastSelector | None:
+        """The selector of the m-line ``route`` feeds (kept across re-links while its codec,
+        substreams and outgoing SSRC stay), with what the receiver asked for with ``set``."""
+        key = (sink, route.sink_mid)
+        selector = self._selectors.get(key)
+        if (selector is not None and selector.codec == codec and selector.ssrc == send_stream.ssrc
+                and sorted(selector.layers) == [layer.index for layer in layers]):
+            return selector
+        try:
+            selector = SimulcastSelector(codec, layers, send_stream.ssrc,
+                                         on_change=partial(self._simulcast_changed, sink, codec),
+                                         request_keyframe=partial(self._layer_keyframe, source, route.source_mid))
+        except ValueError as exc:
+            log.info("call %s: %s; the top substream is relayed as it is", self.call_id, exc,
+                     extra=call_log(self.call_id))
+            selector = None
+        else:
+            settings = self.simulcast_settings[sink]
+            selector.target_substream, selector.target_temporal = settings.substream, settings.temporal
+            selector.auto = settings.auto
+            selector.set_fallback(settings.fallback)
+        self._selectors[key] = selector
+        return selector
+
+    def _layer_keyframe(self, source: str, mid: str, index: int, now: float) -> None:
+        """The selector wants a keyframe of substream ``index``: a PLI on that substream's SSRC."""
+        stream = self._recv_streams.get((source, f"{mid}#{index}"))
+        if stream is not None and self.linked:
+            self.rtcp.keyframe(stream, now)
+
+    def _simulcast_changed(self, receiver: str, codec: str, kind: ChangeKind, value: int) -> None:
+        log.info("call %s: %s receives simulcast %s %d", self.call_id, receiver, kind, value,
+                 extra=call_log(self.call_id))
+        if self.on_simulcast is not None:
+            try:
+                self.on_simulcast(receiver, codec, kind, value)
+            except Exception:  # runs inside the fast path: a broken listener must not cost the packet
+                log.exception("call %s: simulcast listener failed", self.call_id, extra=call_log(self.call_id))
 
     def unlink(self) -> None:
         """Stop forwarding (a leg failed or closed): packets still arriving are only counted."""
@@ -208,6 +290,31 @@ class CallMedia:
         if settings.bitrate and self.linked:
             self.rtcp.send_remb(sender)
 
+    def configure_simulcast(self, receiver: str, *, substream: int | None = None, temporal: int | None = None,
+                            fallback: int | None = None, auto: bool | None = None) -> None:
+        """``set`` of ``receiver`` for what it receives of a simulcasting peer (values already
+        checked: 0..2, fallback >= 0): kept, and applied now to the selectors feeding it.
+        ``substream`` pins the substream (auto off) unless ``auto`` says otherwise."""
+        settings = self.simulcast_settings[receiver]
+        now = self._loop.time()
+        if fallback is not None:
+            settings.fallback = fallback
+        if substream is not None:
+            settings.substream = substream
+            settings.auto = False
+        if temporal is not None:
+            settings.temporal = temporal
+        if auto is not None:
+            settings.auto = auto
+        for selector in self.selectors[receiver]:
+            if fallback is not None:
+                selector.set_fallback(fallback)
+            if substream is not None or temporal is not None:
+                selector.auto = settings.auto  # pinned (or not) first: set_target aims once, with the event
+                selector.set_target(substream, temporal, now)
+            elif auto is not None:
+                selector.set_auto(settings.auto, now)
+
     # --- introspection ------------------------------------------------------------------------------
 
     def recv_stream(self, leg: str, mid: str) -> RecvStream | None:
@@ -229,6 +336,10 @@ class CallMedia:
             "routes": [{"source": k.source, "sink": k.sink, "kind": k.recv_stream.kind, "mid": k.recv_stream.mid,
                         "ssrc": k.recv_stream.ssrc, "enabled": k.recv_stream.enabled,
                         "packets": k.send_stream.packets, "octets": k.send_stream.octets,
-                        "estimate": k.send_stream.estimate} for k in self.links],
+                        "estimate": k.send_stream.estimate,
+                        # a simulcast substream: its number, and the one forwarded now
+                        "substream": k.recv_stream.layer if k.recv_stream.selector is not None else None,
+                        "forwarded_substream": k.recv_stream.selector.substream
+                        if k.recv_stream.selector is not None else None} for k in self.links],
             "rtt": self.rtcp.rtt,
         }

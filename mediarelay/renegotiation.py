@@ -10,6 +10,8 @@ client may offer again once the call is accepted; the relay stays in the middle:
    mirrors it, as at call setup: the same directions on the m-lines both legs have, and each
    m-line the client added is added there too (codecs: the client's offer and aiortc's, in the
    client's order; an ``m=application`` line gets an SCTP transport).
+   A caller's offer also says again what it simulcasts (``simulcast_sdp``; a relay re-offer
+   to a simulcasting caller keeps receiving its layers: ``Leg.set_local``).
 2. The other client's answer is set on its leg; its codecs fix the codecs of the m-lines on the
    offering client's leg, and the relay answers the offering client (``negotiation.apply_answer``,
    as at call setup). New m-line pairs are added to the call's ``pairs``, and ``on_change``
@@ -47,13 +49,13 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.sdp import MediaDescription, SessionDescription
 
-from mediarelay import aiortc_hooks, sdp
+from mediarelay import aiortc_hooks, sdp, simulcast_sdp
 from mediarelay.aiortc_hooks import IceRestart, is_codec_compatible
 from mediarelay.leg import Leg
 from mediarelay.negotiation import MediaPair, apply_answer, other_leg
 from mediarelay.sdp import SdpError, is_rtx
 from shared.logs import call_log
-from shared.messages import MEDIA_KINDS, LegName
+from shared.messages import MEDIA_KINDS, LegName, RidOrder
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +93,15 @@ class Renegotiation:
         self.pending: Pending | None = None
         self.restarts: list[IceRestart] = []
 
-    async def offer(self, leg: LegName, text: str, restart: bool = False) -> str:
+    async def offer(self, leg: LegName, text: str, restart: bool = False, rid_order: RidOrder = "hml") -> str:
         """Set a client's new offer on its leg; returns the relay's offer for the other client."""
         if self.pending is not None:
             raise SdpError("a renegotiation is already waiting for its answer")
         offerer, other = self.legs[leg], self.legs[other_leg(leg)]
         offer = sdp.parse(text, "offer")
         lines = sdp.plan_offer(offer)  # each m-line must have a codec the relay can relay
+        # Only the caller simulcasts (as in Janus): its new offer says what it sends now.
+        simulcast = simulcast_sdp.read_offer(text, rid_order) if leg == "caller" else None
         current = SessionDescription.parse(offerer.pc.localDescription.sdp).media
         if [(m.kind, m.rtp.muxId) for m in offer.media[:len(current)]] != [(m.kind, m.rtp.muxId) for m in current]:
             raise SdpError("the offer must keep the call's m-lines (same kinds and mids, same order) and may only add m-lines")
@@ -128,6 +132,8 @@ class Renegotiation:
             raise
         if ice_restart is not None:
             self.restarts.append(ice_restart)
+        if leg == "caller":
+            offerer.simulcast = simulcast
 
         # Mirror it on the other leg: directions of the m-lines it has, then the added m-lines.
         theirs = {str(pair.side(leg).mid): pair.side(other_leg(leg)) for pair in self.pairs}

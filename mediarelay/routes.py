@@ -23,6 +23,7 @@ from aiortc.sdp import MediaDescription, SessionDescription
 from mediarelay.aiortc_hooks import is_codec_compatible
 from mediarelay.rtp_header import ExtensionRewriter
 from mediarelay.sdp import is_rtx
+from mediarelay.simulcast_sdp import Simulcast
 from shared.messages import MEDIA_KINDS
 
 
@@ -47,6 +48,8 @@ class Section:
     #: Media flows client -> relay / relay -> client on this m-line.
     relay_receives: bool = True
     relay_sends: bool = True
+    #: The layers the client simulcasts on this m-line (``simulcast_sdp``), if it does.
+    simulcast: Simulcast | None = None
 
     @property
     def media_codecs(self) -> list[RTCRtpCodecParameters]:
@@ -83,12 +86,15 @@ class Route:
     sink_cname: str
     #: The source negotiated generic NACK: the relay repairs its losses.
     nack: bool
+    #: The source simulcasts on this m-line: its layers, for the fast path to select from.
+    simulcast: Simulcast | None = None
 
 
 def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescription,
-             local_is_answer: bool) -> list[Section]:
+             local_is_answer: bool, simulcast: Simulcast | None = None) -> list[Section]:
     """A leg's audio/video m-lines (index = position in the SDP) as negotiated (from SDP text, or
-    from descriptions already parsed)."""
+    from descriptions already parsed). ``simulcast``: what the leg's client simulcasts (read from
+    its raw offer: aiortc's parser drops those lines), kept on its m-line if the relay receives it."""
     local = SessionDescription.parse(local_sdp) if isinstance(local_sdp, str) else local_sdp
     remote = SessionDescription.parse(remote_sdp) if isinstance(remote_sdp, str) else remote_sdp
     result = []
@@ -100,14 +106,19 @@ def sections(local_sdp: str | SessionDescription, remote_sdp: str | SessionDescr
         direction = (mine.direction if local_is_answer else _reverse(theirs.direction)) or "sendrecv"
         local_ssrc, local_rtx, cname = _own_ssrcs(mine)
         remote_ssrcs, remote_rtx = _announced_ssrcs(theirs)
+        mid = str(mine.rtp.muxId or index)
+        receives = direction in ("sendrecv", "recvonly")
+        layers = simulcast if simulcast is not None and simulcast.mid == mid and mine.kind == "video" and receives \
+            else None
         result.append(Section(
-            index=index, kind=mine.kind, mid=str(mine.rtp.muxId or index),
+            index=index, kind=mine.kind, mid=mid,
             codecs=tuple(answer.rtp.codecs),
             extensions={ext.uri: ext.id for ext in answer.rtp.headerExtensions},
             local_ssrc=local_ssrc, local_rtx_ssrc=local_rtx, cname=cname,
             remote_ssrcs=remote_ssrcs, remote_rtx=remote_rtx,
-            relay_receives=direction in ("sendrecv", "recvonly"),
+            relay_receives=receives,
             relay_sends=direction in ("sendrecv", "sendonly"),
+            simulcast=layers,
         ))
     return result
 
@@ -168,6 +179,6 @@ def plan(source: list[Section], sink: list[Section]) -> list[Route]:
             extensions=ExtensionRewriter.between(src.extensions, dst.extensions, src.mid, dst.mid),
             source_ssrcs=src.remote_ssrcs, source_rtx_ssrcs=src.remote_rtx,
             sink_ssrc=dst.local_ssrc, sink_rtx_ssrc=dst.local_rtx_ssrc if sink_rtx else None,
-            sink_cname=dst.cname, nack=nack,
+            sink_cname=dst.cname, nack=nack, simulcast=src.simulcast,
         ))
     return routes

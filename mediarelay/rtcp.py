@@ -44,7 +44,9 @@ from aiortc.rtp import (
 from mediarelay import feedback
 from mediarelay.feedback import RttEstimator
 from mediarelay.forwarder import HISTORY_SIZE, Counters, Link, Port, RecvStream, SendStream
+from mediarelay.layer_policy import LayerPolicy
 from mediarelay.leg import LegSettings
+from mediarelay.simulcast import SimulcastSelector
 from shared.logs import call_log
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,10 @@ class CallRtcp:
         self.retransmitted = dict.fromkeys(settings, 0)
         #: Per video SendStream: (packets sent, when) at the last tick, to size its history.
         self._history_marks: dict[SendStream, tuple[int, float]] = {}
+        #: Per simulcast selector: the automatic choice for its receiver, and the substreams'
+        #: octet counts at the last tick (their bitrates).
+        self._policies: dict[SimulcastSelector, LayerPolicy] = {}
+        self._octet_marks: dict[RecvStream, tuple[int, float]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -129,13 +135,24 @@ class CallRtcp:
                 self.ports[name].send_rtcp(self._report(name, now))
             self._service(now)
             self._size_histories(now)
+            self._measure_substreams(now)
         except Exception:
             log.exception("call %s: RTCP reports failed", self.call_id, extra=call_log(self.call_id))
         self._tick = self._loop.call_later(RTCP_INTERVAL, self._on_tick)
 
+    def _sending(self) -> list[Link]:
+        """One link per ``SendStream`` (a simulcast one is fed by a link per substream)."""
+        seen: set[int] = set()
+        result = []
+        for link in self.links:
+            if id(link.send_stream) not in seen:
+                seen.add(id(link.send_stream))
+                result.append(link)
+        return result
+
     def _size_histories(self, now: float) -> None:
         """Each video history keeps what was sent in the last ``HISTORY_SECONDS`` (or 4 RTTs)."""
-        for link in self.links:
+        for link in self._sending():
             send_stream = link.send_stream
             if send_stream.history is None:
                 continue
@@ -146,12 +163,44 @@ class CallRtcp:
                 seconds = max(HISTORY_SECONDS, 4 * self._rtt[link.sink].rtt)
                 send_stream.keep = min(HISTORY_SIZE - 1, max(MIN_HISTORY_PACKETS, math.ceil(rate * seconds)))
 
+    # --- automatic simulcast choice ----------------------------------------------------------------
+
+    def _policy(self, selector: SimulcastSelector, sink: str, now: float) -> LayerPolicy:
+        policy = self._policies.get(selector)
+        if policy is None:
+            policy = self._policies[selector] = LayerPolicy(selector.layers, now)
+        policy.cap = self.settings[sink].bitrate
+        return policy
+
+    def _choose(self, selector: SimulcastSelector, policy: LayerPolicy, now: float) -> None:
+        if policy.choice != selector.auto_substream:
+            log.info("call %s: automatic simulcast choice: substream %d", self.call_id, policy.choice,
+                     extra=call_log(self.call_id))
+        selector.set_auto_target(policy.choice, now)  # acts only while the receiver has not pinned one
+
+    def _measure_substreams(self, now: float) -> None:
+        """Each simulcast substream's bitrate since the last tick, to its selector's policy."""
+        rates: dict[SimulcastSelector, tuple[str, dict[int, float]]] = {}
+        for link in self.links:
+            stream = link.recv_stream
+            if stream.selector is None:
+                continue
+            last = self._octet_marks.get(stream)
+            self._octet_marks[stream] = (stream.octets, now)
+            entry = rates.setdefault(stream.selector, (link.sink, {}))
+            if last is not None and now > last[1]:
+                entry[1][stream.layer] = 8 * (stream.octets - last[0]) / (now - last[1])
+        for selector, (sink, layer_rates) in rates.items():
+            policy = self._policy(selector, sink, now)
+            policy.on_rates(layer_rates, now)
+            self._choose(selector, policy, now)
+
     def _report(self, name: str, now: float) -> bytes:
         """The compound RTCP for one leg's client: SRs, RR, SDES (and REMB under a cap)."""
         ntp = feedback.ntp_timestamp(now + self._wall_offset)
         parts = []
         cnames = {}
-        for link in self.links:
+        for link in self._sending():
             send_stream = link.send_stream
             if link.sink == name and send_stream.packets:
                 parts.append(feedback.sender_report(send_stream.ssrc, ntp, send_stream.ts.at(now),
@@ -231,7 +280,7 @@ class CallRtcp:
     def bye(self, leg: str, ssrc: int) -> None:
         """A relay sender stops (its PC closes): BYE while the socket is up, then no more to it."""
         port = self.ports.get(leg)
-        for link in self.links:
+        for link in self._sending():
             if link.sink == leg and link.send_stream.ssrc == ssrc:
                 if port is not None and link.send_stream.packets:
                     port.send_rtcp(feedback.bye([ssrc]))
@@ -258,7 +307,10 @@ class CallRtcp:
                  and link.recv_stream.ssrc is not None]
         if not video:
             return None
-        estimates = [link.send_stream.estimate for link in video if link.send_stream.estimate is not None]
+        # A simulcast sender is not told its receiver's estimate: that is for one substream, and
+        # the sender would drop its upper ones (the estimate chooses the substream instead).
+        estimates = [link.send_stream.estimate for link in video
+                     if link.send_stream.estimate is not None and link.recv_stream.selector is None]
         bitrate = feedback.capped_remb(min(estimates) if estimates else None, cap)
         if bitrate is None:
             return None
@@ -282,6 +334,7 @@ class CallRtcp:
                             link.recv_stream.stats.on_sender_report(packet.sender_info.ntp_timestamp, now)
                 for block in packet.reports:
                     self._rtt[name].report_block(block.lsr, block.dlsr, now)
+                    self._on_report_block(name, block.ssrc, block.fraction_lost, now)
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 self._on_nack(name, packet.media_ssrc, packet.lost)
             elif isinstance(packet, RtcpPsfbPacket):
@@ -292,10 +345,13 @@ class CallRtcp:
                     self._on_keyframe_request(name, [int.from_bytes(fci[i:i + 4], "big")
                                                      for i in range(0, len(fci) - 7, 8)], now)
                 elif packet.fmt == RTCP_PSFB_APP:
-                    self._on_remb(name, packet.fci)
+                    self._on_remb(name, packet.fci, now)
 
     def _links_to(self, sink: str, ssrcs: list[int]) -> list[Link]:
-        return [link for link in self.links if link.sink == sink and link.send_stream.ssrc in ssrcs]
+        """The links feeding ``sink`` on these SSRCs; of a simulcast one, the forwarded
+        substream's link alone (the one aimed at while none is forwarded yet)."""
+        return [link for link in self.links if link.sink == sink and link.send_stream.ssrc in ssrcs
+                and _feeds(link)]
 
     def _on_nack(self, sink: str, media_ssrc: int, lost: list[int]) -> None:
         self.nacks_received[sink] = self.nacks_received.get(sink, 0) + len(lost)
@@ -311,7 +367,16 @@ class CallRtcp:
         for link in self._links_to(sink, ssrcs):
             self.keyframe(link.recv_stream, now)
 
-    def _on_remb(self, sink: str, fci: bytes) -> None:
+    def _on_report_block(self, sink: str, ssrc: int, fraction_lost: int, now: float) -> None:
+        """The receiver's loss on a simulcast stream the relay sends it: to the automatic choice."""
+        for link in self._links_to(sink, [ssrc]):
+            selector = link.recv_stream.selector
+            if selector is not None:
+                policy = self._policy(selector, sink, now)
+                policy.on_loss(fraction_lost / 256, now)
+                self._choose(selector, policy, now)
+
+    def _on_remb(self, sink: str, fci: bytes, now: float) -> None:
         try:
             bitrate, ssrcs = unpack_remb_fci(fci)
         except ValueError:
@@ -320,5 +385,20 @@ class CallRtcp:
         for link in self._links_to(sink, ssrcs):
             link.send_stream.estimate = bitrate
             senders.add(link.source)
+            selector = link.recv_stream.selector
+            if selector is not None:
+                policy = self._policy(selector, sink, now)
+                policy.on_estimate(bitrate, now)
+                self._choose(selector, policy, now)
         for sender in senders:
             self.send_remb(sender)
+
+
+def _feeds(link: Link) -> bool:
+    """Whether ``link``'s stream is what its ``SendStream`` forwards now: always, but of a
+    simulcast m-line's substreams only the forwarded one (or the one aimed at before any is)."""
+    selector = link.recv_stream.selector
+    if selector is None:
+        return True
+    current = selector.substream if selector.substream is not None else selector.want
+    return link.recv_stream.layer == current

@@ -238,3 +238,111 @@ def _h264_keyframe(payload: bytes) -> bool:
     if nal == 28 and len(payload) > 1:
         return bool(payload[1] & 0x80) and payload[1] & 0x1F in (5, 7)
     return False
+
+
+# --- VP8 / VP9 payload descriptors (temporal layers, picture ids) ----------------------------
+
+
+class Descriptor:
+    """What simulcast needs of a VP8 or VP9 payload descriptor: where a picture starts, its
+    temporal layer, whether it is a layer-sync (switching-up) point, and where its picture id
+    and TL0PICIDX are so they can be rewritten in place. Positions are offsets in the packet;
+    -1 where the field is absent."""
+
+    __slots__ = ("start", "keyframe", "tid", "sync", "pid", "pid_pos", "wide", "tl0", "tl0_pos")
+
+    def __init__(self) -> None:
+        self.start = False      # the first packet of a picture
+        self.keyframe = False   # ... of a keyframe
+        self.tid = -1           # temporal layer id, -1 when the descriptor has none
+        self.sync = False       # VP8 Y / VP9 U: decodable from the base layer alone
+        self.pid = 0
+        self.pid_pos = -1
+        self.wide = False       # 15-bit picture id (M bit), else 7-bit
+        self.tl0 = 0
+        self.tl0_pos = -1
+
+
+def vp8_descriptor(packet: bytes, header: int) -> Descriptor | None:
+    """The VP8 payload descriptor (RFC 7741 4.2) of the packet whose payload starts at
+    ``header``; None when it is truncated. TID -1 without the T bit: no temporal layers (Janus
+    reads 0 there, and so announces temporal layer 0 of a stream that has none)."""
+    end = len(packet)
+    if header >= end:
+        return None
+    d = Descriptor()
+    first = packet[header]
+    d.start = bool(first & 0x10) and not first & 0x07
+    pos = header + 1
+    if first & 0x80:
+        if pos >= end:
+            return None
+        ext = packet[pos]
+        pos += 1
+        if ext & 0x80:  # I: picture id
+            if pos >= end:
+                return None
+            d.pid_pos = pos
+            if packet[pos] & 0x80:
+                if pos + 1 >= end:
+                    return None
+                d.wide = True
+                d.pid = ((packet[pos] & 0x7F) << 8) | packet[pos + 1]
+                pos += 2
+            else:
+                d.pid = packet[pos]
+                pos += 1
+        if ext & 0x40:  # L: TL0PICIDX
+            if pos >= end:
+                return None
+            d.tl0_pos, d.tl0 = pos, packet[pos]
+            pos += 1
+        if ext & 0x30:  # T or K: TID/Y/KEYIDX
+            if pos >= end:
+                return None
+            if ext & 0x20:
+                d.tid = packet[pos] >> 6
+                d.sync = bool(packet[pos] & 0x20)
+            pos += 1
+    d.keyframe = d.start and pos < end and not packet[pos] & 0x01
+    return d
+
+
+def vp9_descriptor(packet: bytes, header: int) -> Descriptor | None:
+    """The VP9 payload descriptor (RFC 9628 4.2) of the packet whose payload starts at
+    ``header``; None when it is truncated. TID -1 without layer indices (L bit clear)."""
+    end = len(packet)
+    if header >= end:
+        return None
+    d = Descriptor()
+    first = packet[header]
+    begin = bool(first & 0x08)
+    pos = header + 1
+    if first & 0x80:  # I: picture id
+        if pos >= end:
+            return None
+        d.pid_pos = pos
+        if packet[pos] & 0x80:
+            if pos + 1 >= end:
+                return None
+            d.wide = True
+            d.pid = ((packet[pos] & 0x7F) << 8) | packet[pos + 1]
+            pos += 2
+        else:
+            d.pid = packet[pos]
+            pos += 1
+    sid = 0
+    if first & 0x20:  # L: layer indices TID U SID D, then TL0PICIDX in non-flexible mode
+        if pos >= end:
+            return None
+        d.tid = packet[pos] >> 5
+        d.sync = bool(packet[pos] & 0x10)
+        sid = (packet[pos] >> 1) & 0x07
+        pos += 1
+        if not first & 0x10:
+            if pos >= end:
+                return None
+            d.tl0_pos, d.tl0 = pos, packet[pos]
+    d.start = begin and sid == 0
+    d.keyframe = d.start and not first & 0x40
+    return d

@@ -181,11 +181,13 @@ class Worker:
         return Empty()
 
     async def _configure(self, channel: Channel, body: LegConfigure) -> Empty:
-        self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate)
+        self._call(body.call_id).configure(body.leg, body.audio, body.video, body.bitrate, substream=body.substream,
+                                           temporal=body.temporal, fallback=body.fallback, auto=body.auto)
         return Empty()
 
     async def _renegotiate(self, channel: Channel, body: LegRenegotiate) -> LegRenegotiateResult:
-        sdp = await self._call(body.call_id).renegotiate(body.leg, body.sdp_type, body.sdp, body.restart)
+        sdp = await self._call(body.call_id).renegotiate(body.leg, body.sdp_type, body.sdp, body.restart,
+                                                         rid_order=body.rid_order)
         # An offer goes on to the other client as an offer, an answer back to the offerer.
         return LegRenegotiateResult(sdp_type=body.sdp_type, sdp=sdp)
 
@@ -233,7 +235,7 @@ class Worker:
         try:
             call, callee_offer = await Call.create(
                 call_id, body.caller_offer, policy=self.policy,
-                notify=lambda model: self._send(owner, call_id, model))
+                notify=lambda model: self._send(owner, call_id, model), rid_order=body.rid_order)
         finally:
             hung_up = self._creating.pop(call_id)
         if hung_up or (owner is not None and owner.closed):

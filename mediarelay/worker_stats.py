@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from mediarelay.leg import Leg
 
 #: ``Counters`` fields that count packets the fast path did not forward (the drop reasons).
-DROP_REASONS = ("srtp_failed", "unknown", "unlinked", "muted", "payload_type", "stale", "padding", "malformed",
-                "send_failed", "errors")
+DROP_REASONS = ("srtp_failed", "unknown", "unlinked", "muted", "payload_type", "stale", "other_layer", "temporal",
+                "padding", "malformed", "send_failed", "errors")
 #: ``Counters`` fields that are not drops (what was forwarded, RTX and RTCP seen).
 NOT_DROPS = ("forwarded", "forwarded_octets", "rtx_received", "rtx_sent", "rtcp_received")
 

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from shared.relay_auth import NONCE_SIZE, PROOF_SIZE
 
 #: Bumped on any incompatible change to the models below; checked by ``hello``.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 #: The largest SDP we accept from a client or pass across the channel (bytes of text).
 MAX_SDP = 64 * 1024
@@ -248,6 +248,11 @@ class HelloChallenge(Request[HelloChallengeResult]):
     version: int
 
 
+#: The order of an offer's rid simulcast layers (the jsep's ``rid_order``, as Janus reads it):
+#: "hml" (the default: janus.js and Chromium list the highest first) or "lmh".
+RidOrder = Literal["hml", "lmh"]
+
+
 class CallCreate(Request[CallCreateResult]):
     """Prepare both legs of a new call from the caller's offer.
 
@@ -259,6 +264,7 @@ class CallCreate(Request[CallCreateResult]):
     METHOD = "call.create"
     call_id: CallId
     caller_offer: Sdp
+    rid_order: RidOrder = "hml"
 
 
 class CallAccept(Request[CallAcceptResult]):
@@ -279,10 +285,16 @@ class LegTrickle(Request[Empty]):
     completed: bool = False
 
 
-class LegConfigure(Request[Empty]):
-    """What a user sends is relayed or not (``audio``/``video``) and capped (``bitrate``).
+#: Simulcast substreams and temporal layers, as Janus numbers them (``set substream/temporal``).
+SimulcastLayer = Annotated[int, Field(ge=0, le=2)]
 
-    ``None`` leaves a setting as it is. The leg named is the *sending* side.
+
+class LegConfigure(Request[Empty]):
+    """What a user sends is relayed or not (``audio``/``video``) and capped (``bitrate``);
+    what it *receives* of a simulcasting peer (``substream``, ``temporal``, ``fallback`` in µs,
+    ``auto``: the relay chooses the substream; a ``substream`` pins it).
+
+    ``None`` leaves a setting as it is. The leg named is the user who asked with ``set``.
     """
 
     METHOD = "leg.configure"
@@ -291,6 +303,10 @@ class LegConfigure(Request[Empty]):
     audio: bool | None = None
     video: bool | None = None
     bitrate: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    substream: SimulcastLayer | None = None
+    temporal: SimulcastLayer | None = None
+    fallback: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    auto: bool | None = None
 
 
 class LegRenegotiate(Request[LegRenegotiateResult]):
@@ -302,6 +318,7 @@ class LegRenegotiate(Request[LegRenegotiateResult]):
     sdp_type: Literal["offer", "answer"]
     sdp: Sdp
     restart: bool = False
+    rid_order: RidOrder = "hml"
 
 
 class CallHangup(Request[Empty]):
@@ -387,6 +404,19 @@ class LegMedia(Notification):
     receiving: bool
 
 
+class LegSimulcast(Notification):
+    """The substream or temporal layer a leg's user receives of its simulcasting peer changed
+    (or a ``set`` asked for the one it already gets): -> the VideoCall ``simulcast`` event.
+    ``videocodec``: the video codec's name as Janus writes it ("vp8", "vp9", "h264")."""
+
+    METHOD = "leg.simulcast"
+    call_id: CallId
+    leg: LegName
+    videocodec: Annotated[str, Field(max_length=16)]
+    substream: SimulcastLayer | None = None
+    temporal: SimulcastLayer | None = None
+
+
 #: method name -> request model (its ``RESULT`` is the result's model), for the receiving side.
 REQUESTS: dict[str, type[Request[Any]]] = {
     model.METHOD: model
@@ -395,4 +425,5 @@ REQUESTS: dict[str, type[Request[Any]]] = {
 }
 
 #: method name -> notification model
-NOTIFICATIONS: dict[str, type[Notification]] = {model.METHOD: model for model in (LegState, LegMedia, LegRecording)}
+NOTIFICATIONS: dict[str, type[Notification]] = {model.METHOD: model for model in (LegState, LegMedia, LegRecording,
+                                                                                  LegSimulcast)}

@@ -186,7 +186,7 @@ class PluginRunner:
             self.deliver(effect)
 
     def on_relay_notification(self, body: m.Notification) -> None:
-        """A worker's ``leg.state`` / ``leg.media``."""
+        """A worker's ``leg.state`` / ``leg.media`` / ``leg.recording`` / ``leg.simulcast``."""
         if isinstance(body, m.LegState):
             log.info("call %s %s leg %s %s", body.call_id, body.leg, body.state, body.reason, extra=call_log(body.call_id))
             if body.state == "connected":
@@ -204,6 +204,9 @@ class PluginRunner:
             step = lambda: self.plugin.leg_recording(body.call_id, body.leg, body.state == "failed", body.reason)  # noqa: E731
         elif isinstance(body, m.LegMedia):
             step = lambda: self.plugin.leg_media(body.call_id, body.leg, body.kind, body.mid, body.receiving)  # noqa: E731
+        elif isinstance(body, m.LegSimulcast):
+            step = lambda: self.plugin.leg_simulcast(body.call_id, body.leg, body.videocodec,  # noqa: E731
+                                                     body.substream, body.temporal)
         else:
             return
         self._spawn(self._step(None, None, step))

@@ -102,9 +102,18 @@ class Controls:
     #: Record what this user sends (``record``), under ``filename`` (None: Janus's default name).
     record: bool = False
     filename: str | None = None
+    #: What this user receives of a simulcasting peer (None: not asked, the relay's default:
+    #: substream 2, temporal 2, fallback 250000 µs, automatic choice until a substream is set).
+    substream: int | None = None
+    temporal: int | None = None
+    fallback: int | None = None
+    auto: bool | None = None
 
     def changed(self) -> bool:
-        return not (self.audio and self.video and self.bitrate == 0)
+        return not (self.audio and self.video and self.bitrate == 0) or self.simulcast_changed()
+
+    def simulcast_changed(self) -> bool:
+        return (self.substream, self.temporal, self.fallback, self.auto) != (None, None, None, None)
 
 
 @dataclass
@@ -289,7 +298,7 @@ class VideoCall:
             not_offer = PluginError(PluginCode.INVALID_SDP, "Error parsing offer: not an offer")
             return [Event(handle, error_data(not_offer), transaction)]
         call = Call(next(self._call_ids), caller=handle, callee=peer.handle, caller_offer=jsep["sdp"])
-        create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer)
+        create = m.CallCreate(call_id=call.call_id, caller_offer=call.caller_offer, rid_order=_rid_order(jsep))
         call.waiting[handle] = transaction
         state.call = peer.call = call
         self.calls[call.call_id] = call
@@ -384,12 +393,23 @@ class VideoCall:
             # ``record: true`` without one gets a new default name (never the old files again).
             controls.record = parsed.record
             controls.filename = parsed.filename
+        # Simulcast: what this user receives of a simulcasting peer. The worker answers with a
+        # ``leg.simulcast`` notification (-> the ``simulcast`` event) when the layer changes, or
+        # at once when it already is the one asked for. Differs from Janus: that event comes
+        # after the ``set`` answer (Janus sends it first), and a ``set`` made before the call is
+        # accepted still counts (Janus aims at substream 2 / temporal 2 again on accept).
+        simulcast = {"substream": parsed.substream, "temporal": parsed.temporal, "fallback": parsed.fallback,
+                     "auto": parsed.auto}
+        for name, value in simulcast.items():
+            if value is not None:
+                setattr(controls, name, value)
         effects: list[Effect] = []
         call = state.call
         live = call is not None and call.phase == "active"
-        if live and call is not None and (parsed.audio is not None or parsed.video is not None or parsed.bitrate is not None):
+        asked = (parsed.audio, parsed.video, parsed.bitrate, *simulcast.values())
+        if live and call is not None and any(value is not None for value in asked):
             configure = m.LegConfigure(call_id=call.call_id, leg=call.leg_of(state.handle), audio=parsed.audio,
-                                       video=parsed.video, bitrate=parsed.bitrate)
+                                       video=parsed.video, bitrate=parsed.bitrate, **simulcast)
             effects.append(Relay(configure))
         if jsep is not None and live and call is not None:
             sdp_type = jsep.get("type")
@@ -397,7 +417,7 @@ class VideoCall:
             if sdp_type == "answer" and call.renegotiating in (None, leg):
                 raise PluginError(PluginCode.INVALID_SDP, "Error parsing answer: no renegotiation offer to answer")
             renegotiate = m.LegRenegotiate(call_id=call.call_id, leg=leg, sdp_type=jsep["type"], sdp=jsep["sdp"],
-                                           restart=bool(parsed.restart))
+                                           restart=bool(parsed.restart), rid_order=_rid_order(jsep))
             if parsed.record is not None:  # answered by the renegotiation; a refusal comes on its own
                 effects.append(Relay(self._record_request(call, state), None))
             call.waiting[state.handle] = tx
@@ -504,6 +524,20 @@ class VideoCall:
             return []
         return [Media(call.handle_of(leg), mid, kind, receiving)]
 
+    def leg_simulcast(self, call_id: str, leg: LegName, videocodec: str, substream: int | None,
+                      temporal: int | None) -> list[Effect]:
+        """The worker changed the substream or temporal layer this leg's user receives (or a
+        ``set`` asked for the current one): Janus's ``simulcast`` event, to that user."""
+        call = self.calls.get(call_id)
+        if call is None or call.phase != "active" or (substream is None) == (temporal is None):
+            return []
+        result: dict[str, Any] = {"event": "simulcast", "videocodec": videocodec}
+        if substream is not None:
+            result["substream"] = substream
+        else:
+            result["temporal"] = temporal
+        return [Event(call.handle_of(leg), _result(result), None)]
+
     def relay_lost(self, call_ids: list[str]) -> list[Effect]:
         """A worker died or became unreachable: its calls end for both sides."""
         effects: list[Effect] = []
@@ -600,7 +634,8 @@ class VideoCall:
         effects: list[Effect] = []
         if c.changed():
             effects.append(Relay(m.LegConfigure(call_id=call.call_id, leg=leg, audio=c.audio, video=c.video,
-                                                bitrate=c.bitrate)))
+                                                bitrate=c.bitrate, substream=c.substream, temporal=c.temporal,
+                                                fallback=c.fallback, auto=c.auto)))
         if c.record:
             effects.append(Relay(self._record_request(call, state), None))
         return effects
@@ -615,6 +650,11 @@ class VideoCall:
     def _drop_pending(state: HandleState) -> None:
         state.pending_trickles = []
         state.pending_completed = False
+
+
+def _rid_order(jsep: Jsep) -> Literal["hml", "lmh"]:
+    """The jsep's ``rid_order`` (``janus_api`` made it "hml" or "lmh"; "hml" as Janus otherwise)."""
+    return "lmh" if jsep.get("rid_order") == "lmh" else "hml"
 
 
 def _result(data: dict[str, Any]) -> dict[str, Any]:

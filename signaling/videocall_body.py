@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from signaling.janus_errors import PluginCode, PluginError, quote
 
+#: Largest ``fallback`` (µs) we accept: Janus keeps it in 32 bits.
+MAX_FALLBACK = 2**32 - 1
 #: Longest username we accept (Janus has no limit; we bound what we store and echo).
 MAX_USERNAME = 128
 
@@ -43,6 +45,12 @@ class SetBody(_Body):
     record: bool | None = None
     filename: str | None = None
     restart: bool | None = None
+    #: Checked by hand after the table, as Janus does (``validate_set``): any JSON here.
+    substream: Any = None
+    temporal: Any = None
+    fallback: Any = None
+    #: Ours, beyond Janus: true gives the substream choice back to the relay (a ``substream`` pins it).
+    auto: Any = None
     janus_types = {
         "audio": "a boolean",
         "video": "a boolean",
@@ -92,6 +100,12 @@ def validate_set(body: dict[str, Any]) -> SetBody:
     fallback = body.get("fallback")
     if fallback is not None and (type(fallback) is not int or fallback < 0):
         raise PluginError(PluginCode.INVALID_ELEMENT, "Invalid value (fallback should be a positive integer)")
+    if fallback is not None and fallback > MAX_FALLBACK:
+        # Differs from Janus, which keeps it in 32 bits without a check.
+        raise PluginError(PluginCode.INVALID_ELEMENT, f"Invalid value (fallback should be at most {MAX_FALLBACK})")
+    auto = body.get("auto")
+    if auto is not None and type(auto) is not bool:
+        raise PluginError(PluginCode.INVALID_ELEMENT, "Invalid element type (auto should be a boolean)")
     return parsed
 
 

@@ -377,6 +377,21 @@ async def test_set_without_call_succeeds(h: Harness) -> None:
         ({"request": "set", "substream": 7}, "Invalid value (substream should be 0, 1 or 2)"),
         ({"request": "set", "temporal": -1}, "Invalid value (temporal should be 0, 1 or 2)"),
         ({"request": "set", "fallback": -5}, "Invalid value (fallback should be a positive integer)"),
+        ({"request": "set", "substream": 3}, "Invalid value (substream should be 0, 1 or 2)"),
+        ({"request": "set", "substream": "1"}, "Invalid value (substream should be 0, 1 or 2)"),
+        ({"request": "set", "substream": True}, "Invalid value (substream should be 0, 1 or 2)"),
+        ({"request": "set", "substream": 1.0}, "Invalid value (substream should be 0, 1 or 2)"),
+        ({"request": "set", "temporal": 3}, "Invalid value (temporal should be 0, 1 or 2)"),
+        ({"request": "set", "temporal": None, "substream": -1}, "Invalid value (substream should be 0, 1 or 2)"),
+        ({"request": "set", "fallback": "250000"}, "Invalid value (fallback should be a positive integer)"),
+        ({"request": "set", "fallback": 2**32}, "Invalid value (fallback should be at most 4294967295)"),
+        ({"request": "set", "auto": 1}, "Invalid element type (auto should be a boolean)"),
+        ({"request": "set", "auto": "true"}, "Invalid element type (auto should be a boolean)"),
+        # Janus's table is checked first, then substream, temporal, fallback (then our auto).
+        ({"request": "set", "audio": 1, "substream": 9}, "Invalid element type (audio should be a boolean)"),
+        ({"request": "set", "temporal": 9, "substream": 9}, "Invalid value (substream should be 0, 1 or 2)"),
+        ({"request": "set", "fallback": -1, "temporal": 9}, "Invalid value (temporal should be 0, 1 or 2)"),
+        ({"request": "set", "auto": 0, "fallback": -1}, "Invalid value (fallback should be a positive integer)"),
     ],
 )
 async def test_set_validation(h: Harness, body: dict[str, Any], text: str) -> None:
@@ -398,6 +413,72 @@ async def test_set_before_call_applies_when_call_starts(h: Harness) -> None:
     effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
     (conf,) = relayed(effects, m.LegConfigure)
     assert (conf.leg, conf.audio, conf.video, conf.bitrate) == ("caller", False, True, 0)
+
+
+async def test_a_refused_simulcast_value_changes_nothing(h: Harness) -> None:
+    await h.connect()
+    before = len(await h.relay_requests())
+    assert_error(await h.msg(BOB, {"request": "set", "video": False, "substream": 5}), 474,
+                 "Invalid value (substream should be 0, 1 or 2)")
+    assert len(await h.relay_requests()) == before
+    assert h.vc.handles[BOB].controls.video is True and h.vc.handles[BOB].controls.substream is None
+
+
+async def test_set_substream_temporal_fallback_auto_reach_the_receivers_leg(h: Harness) -> None:
+    """What a user receives of its simulcasting peer: the worker gets it on that user's leg."""
+    await h.connect()
+    effects = await h.msg(BOB, {"request": "set", "substream": 0, "temporal": 1, "fallback": 500000})
+    (conf,) = relayed(effects, m.LegConfigure)
+    assert (conf.leg, conf.substream, conf.temporal, conf.fallback, conf.auto) == ("callee", 0, 1, 500000, None)
+    assert (conf.audio, conf.video, conf.bitrate) == (None, None, None)
+    assert [result(e) for e in events(effects, BOB)] == [{"event": "set"}]
+    effects = await h.msg(BOB, {"request": "set", "auto": True})
+    (conf,) = relayed(effects, m.LegConfigure)
+    assert (conf.substream, conf.temporal, conf.fallback, conf.auto) == (None, None, None, True)
+    effects = await h.msg(ALICE, {"request": "set", "temporal": 0})  # the caller may ask too (nothing to pick)
+    (conf,) = relayed(effects, m.LegConfigure)
+    assert (conf.leg, conf.temporal) == ("caller", 0)
+
+
+async def test_simulcast_settings_made_before_the_call_go_with_the_accept(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    await h.msg(ALICE, {"request": "call", "username": "bob"}, OFFER)
+    await h.msg(BOB, {"request": "set", "substream": 1, "auto": False})
+    assert relayed(await h.relay_requests(), m.LegConfigure) == []
+    effects = await h.msg(BOB, {"request": "accept"}, ANSWER)
+    (conf,) = relayed(effects, m.LegConfigure)
+    assert (conf.leg, conf.substream, conf.temporal, conf.fallback, conf.auto) == ("callee", 1, None, None, False)
+
+
+async def test_the_jseps_rid_order_goes_with_the_offer_to_the_worker(h: Harness) -> None:
+    await h.users((ALICE, "alice"), (BOB, "bob"))
+    effects = await h.msg(ALICE, {"request": "call", "username": "bob"}, {**OFFER, "rid_order": "lmh"})
+    (create,) = relayed(effects, m.CallCreate)
+    assert create.rid_order == "lmh"
+    await h.msg(BOB, {"request": "accept"}, ANSWER)
+    effects = await h.msg(ALICE, {"request": "set"}, OFFER)  # no rid_order: Janus's default
+    (renegotiate,) = relayed(effects, m.LegRenegotiate)
+    assert renegotiate.rid_order == "hml"
+
+
+async def test_a_worker_layer_change_is_janus_simulcast_event_to_the_receiver(h: Harness) -> None:
+    call = await h.connect()
+    (e,) = h.vc.leg_simulcast(call.call_id, "callee", "vp8", 1, None)
+    assert e.handle == BOB and e.transaction is None
+    assert e.data == {"videocall": "event", "result": {"event": "simulcast", "videocodec": "vp8", "substream": 1}}
+    assert list(e.data["result"]) == ["event", "videocodec", "substream"]  # Janus's key order
+    (e,) = h.vc.leg_simulcast(call.call_id, "callee", "h264", None, 0)
+    assert e.data == {"videocall": "event", "result": {"event": "simulcast", "videocodec": "h264", "temporal": 0}}
+    assert h.vc.leg_simulcast("unknown", "callee", "vp8", 1, None) == []
+    assert h.vc.leg_simulcast(call.call_id, "callee", "vp8", None, None) == []
+
+
+async def test_the_runner_delivers_a_workers_leg_simulcast_notification(h: Harness) -> None:
+    call = await h.connect()
+    h.runner.on_relay_notification(m.LegSimulcast(call_id=call.call_id, leg="callee", videocodec="vp9", substream=2))
+    await h.runner.drain()
+    assert h.delivered[-1] == Event(BOB, {"videocall": "event", "result": {
+        "event": "simulcast", "videocodec": "vp9", "substream": 2}}, None)
 
 
 async def test_set_with_offer_goes_to_peer_as_update(h: Harness) -> None:

@@ -2,6 +2,7 @@
 // janus.js (npm janus-gateway) and exposes small helpers on window.vc for Playwright.
 // Everything janus.js reports is appended to vc.log as {t, what, ...}.
 import Janus from "/node_modules/janus-gateway/npm/dist/janus.es.js";
+import { ssrcSimulcast } from "/simulcast_sdp.js";
 
 const TRACKS = [
   { type: "audio", capture: true, recv: true },
@@ -152,6 +153,33 @@ vc.call = (username, data) => new Promise((resolve, reject) => {
   });
 });
 
+// SSRC simulcast is an offer munged before janus.js sets and sends it. janus.js's own
+// `customizeSdp` cannot do it in today's Chromium: it assigns to the RTCSessionDescription's
+// read-only `sdp`, so the page wraps createOffer, as munging apps do.
+const createOffer = RTCPeerConnection.prototype.createOffer;
+RTCPeerConnection.prototype.createOffer = async function (...args) {
+  const offer = await createOffer.apply(this, args);
+  if (!vc.mungeOffer) return offer;
+  const sdp = vc.mungeOffer(offer.sdp);
+  record("munged", { changed: sdp !== offer.sdp });
+  return { type: offer.type, sdp };
+};
+
+// A call whose video simulcasts three layers of the 1280x720 fake camera ("hires"):
+// form "rid" is janus.js's own `simulcast: true` (sendEncodings h/m/l), "ssrc" the munged
+// a=ssrc-group:SIM offer (simulcast_sdp.js). `codec` ("vp8", "h264"...) goes first.
+vc.callSimulcast = (username, form, codec) => new Promise((resolve, reject) => {
+  vc.peer = username; $("peer").textContent = username;
+  const video = { type: "video", capture: "hires", recv: true, codec };
+  if (form === "rid") video.simulcast = true;
+  vc.mungeOffer = form === "ssrc" ? ssrcSimulcast : null;
+  vc.handle.createOffer({
+    tracks: [TRACKS[0], video],
+    success: (jsep) => { vc.offerSdp = jsep.sdp; sendMessage({ request: "call", username }, jsep).then(resolve, reject); },
+    error: (e) => { fail("createOffer")(e); reject(new Error(String(e && e.message || e))); },
+  });
+});
+
 vc.accept = (data) => new Promise((resolve, reject) => {
   if (!vc.incomingJsep) { reject(new Error("no incoming call")); return; }
   vc.handle.createAnswer({
@@ -177,16 +205,22 @@ vc.renegotiate = (opts) => new Promise((resolve, reject) => {
 // getStats summary: inbound/outbound RTP per kind, plus the selected candidate pair.
 vc.stats = async () => {
   const pc = vc.handle && vc.handle.webrtcStuff && vc.handle.webrtcStuff.pc;
-  const out = { connectionState: pc ? pc.connectionState : null, inbound: {}, outbound: {}, pair: null };
+  const out = { connectionState: pc ? pc.connectionState : null, inbound: {}, outbound: {}, layers: {}, pair: null };
   if (!pc) return out;
   const report = await pc.getStats();
   report.forEach((s) => {
     if (s.type === "inbound-rtp") {
+      const codec = s.codecId && report.get(s.codecId);
       out.inbound[s.kind] = { bytesReceived: s.bytesReceived || 0, packetsReceived: s.packetsReceived || 0,
         framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0,
-        codecId: s.codecId || null };
+        framesPerSecond: s.framesPerSecond || 0, codecId: s.codecId || null,
+        mimeType: codec ? codec.mimeType : null };
     } else if (s.type === "outbound-rtp") {
-      out.outbound[s.kind] = { bytesSent: s.bytesSent || 0, packetsSent: s.packetsSent || 0 };
+      // Simulcast: one outbound-rtp per layer, by rid (SSRC simulcast: by SSRC).
+      const entry = { bytesSent: s.bytesSent || 0, packetsSent: s.packetsSent || 0, rid: s.rid || null,
+        frameWidth: s.frameWidth || 0, qualityLimitationReason: s.qualityLimitationReason || null };
+      if (!out.outbound[s.kind]) out.outbound[s.kind] = entry;
+      (out.layers[s.kind] = out.layers[s.kind] || []).push(entry);
     } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
       const local = report.get(s.localCandidateId), remote = report.get(s.remoteCandidateId);
       out.pair = { local: local && `${local.address}:${local.port}/${local.candidateType}`,
