@@ -516,7 +516,8 @@ def test_server_unreachable_and_connection_lost(open_page: Callable[..., DemoPag
 
     dana = open_page("dana", setup=through_proxy)
     dana.register(unique("dana"))
-    for ws, server in list(routes):  # not the page's reconnection, which the handler adds meanwhile
+    dropped = routes.copy()  # not the page's reconnection, which the handler adds meanwhile
+    for ws, server in dropped:
         server.close()
         ws.close()
     dana.message("Lost the connection to the server")
