@@ -182,7 +182,9 @@ def test_the_automatic_choice_follows_the_callees_bitrate_cap(new_peer) -> None:
     bob.js("() => vc.set({bitrate: 250000})")  # under the top substream (janus.js: up to 900 kbit/s)
     took = watch.until(lambda v: 0 < v["frameWidth"] < WIDTHS[2], "a lower substream under the cap")
     lower = [r for r in bob.plugin_results("simulcast")[before:] if "substream" in r]
-    assert lower and lower[-1]["substream"] < 2, bob.plugin_results("simulcast")
+    # (The policy may probe up again later while the cap holds, if the top substream's measured
+    # bitrate fits under it: what is checked here is the way down.)
+    assert any(r["substream"] < 2 for r in lower), bob.plugin_results("simulcast")
     print(f"\nauto: down to {inbound(bob, 'video')['frameWidth']} wide {took:.1f} s after the cap")
     bob.js("() => vc.set({bitrate: 0})")
     took = watch.until(lambda v: v["frameWidth"] == WIDTHS[2], "the top layer again once the cap is lifted", 60.0)
