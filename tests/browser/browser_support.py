@@ -6,8 +6,10 @@ Nothing here is a fixture (those are in ``conftest.py``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import hashlib
 import http.server
 import itertools
 import json
@@ -54,9 +56,9 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def unavailable(what: str) -> None:
+def unavailable(what: str, how: str = HOW_TO_INSTALL) -> None:
     """Skip on a developer's machine, fail in CI: CI must never skip the browser tests."""
-    message = f"browser tests need {what}: {HOW_TO_INSTALL}"
+    message = f"browser tests need {what}: {how}"
     if in_ci():
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
@@ -125,6 +127,47 @@ class VideocallServer:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+# --- TLS: a server with a self-signed certificate, and a browser that trusts only that one -----
+
+def start_tls_server(logdir: Path, env: dict[str, str] | None = None) -> VideocallServer:
+    """``videocall serve`` with ``VIDEOCALL_TLS_SELF_SIGNED`` (its certificate in
+    ``logdir/tls``, see :func:`self_signed_cert`), started; ``env`` adds or overrides settings."""
+    missing = [str(path) for path in NPM_FILES.values() if not path.is_file()]
+    if missing:
+        unavailable(f"the npm packages janus-gateway and webrtc-adapter (missing: {', '.join(missing)})")
+    server = VideocallServer(logdir, env={"VIDEOCALL_TLS_SELF_SIGNED": "true", "VIDEOCALL_TLS_DIR": str(logdir / "tls"),
+                                          **(env or {})})
+    server.start()
+    return server
+
+
+def self_signed_cert(server: VideocallServer) -> Path:
+    """The certificate a server from :func:`start_tls_server` made at its start."""
+    return Path(server.env["VIDEOCALL_TLS_DIR"]) / "self-signed-cert.pem"
+
+
+def trust_only(cert: Path) -> list[str]:
+    """Chromium flags that accept this certificate and no other one: the base64 SHA-256 of its
+    SubjectPublicKeyInfo (what ``--ignore-certificate-errors-spki-list`` pins; it needs a
+    ``--user-data-dir``, which Playwright always passes), narrower than ignoring every error."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    spki = x509.load_pem_x509_certificate(cert.read_bytes()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return [f"--ignore-certificate-errors-spki-list={base64.b64encode(hashlib.sha256(spki).digest()).decode()}"]
+
+
+def certificate_names(cert: Path) -> set[str]:
+    """The DNS names and IP addresses a certificate is for (its subjectAltName)."""
+    from cryptography import x509
+
+    san = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    return {str(name) for name in san.get_values_for_type(x509.DNSName)} | \
+        {str(address) for address in san.get_values_for_type(x509.IPAddress)}
 
 
 # --- the static pages ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ the tests fail instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -68,17 +68,23 @@ class Stack:
 
     def chromium(self) -> Any:
         if self.browser is None:
-            if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-                unavailable(f"Debian's Chromium at {CHROMIUM}")
+            self.browser = self.launch_chromium()
+        return self.browser
+
+    def launch_chromium(self, extra_args: Sequence[str] = (), executable: str = CHROMIUM) -> Any:
+        """A browser of its own (the caller closes it), for flags the shared one must not have
+        (a pinned certificate) or another way to run it (``executable``: a wrapper script)."""
+        if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+            unavailable(f"Debian's Chromium at {CHROMIUM}")
+        if self.playwright is None:
             try:
                 from playwright.sync_api import sync_playwright
             except ImportError:
                 unavailable("Playwright for Python (in the `test` extra)")
             self.playwright = sync_playwright().start()
-            # launch() gives each run a fresh temporary profile; executable_path: never a downloaded browser.
-            self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                           args=CHROMIUM_ARGS)
-        return self.browser
+        # launch() gives each run a fresh temporary profile; executable_path: never a downloaded browser.
+        return self.playwright.chromium.launch(executable_path=executable, headless=True,
+                                              args=[*CHROMIUM_ARGS, *extra_args])
 
     def open_peer(self, name: str) -> Peer:
         context = self.chromium().new_context(viewport={"width": 680, "height": 320})

@@ -263,6 +263,22 @@ def start_call(caller: DemoPage, callee: DemoPage) -> None:
         page.expect("#call-state", f"In call with {other.name}", timeout=15)
 
 
+def call_with_media(alice: DemoPage, bob: DemoPage, suffix: str) -> None:
+    """Two open pages register (``alice-<suffix>``, ``bob-<suffix>``), alice calls bob, audio and
+    video flow both ways and play, bob hangs up; neither page logged an error."""
+    alice.register(f"alice-{suffix}")
+    bob.register(f"bob-{suffix}")
+    start_call(alice, bob)
+    for page in (alice, bob):
+        page.wait_inbound("audio video", flowing=True)
+        page.wait_video_playing()
+        assert page.inbound("video")["framesDecoded"] > 0
+    bob.page.click("#hangup")
+    alice.message("hung up after")
+    for page in (alice, bob):
+        assert page.problems() == [], page.console
+
+
 def save_screenshot(page: DemoPage) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     artifact = ARTIFACTS / "demo-live-call.png"
