@@ -139,18 +139,15 @@ def pymalloc() -> dict[str, float]:
 
 
 def dtls_sessions() -> list[int]:
-    """Sessions in the OpenSSL session cache of each shared DTLS context of a relay process."""
+    """The OpenSSL session cache mode of each shared DTLS context of a relay process (0: off)."""
     try:
-        from OpenSSL._util import ffi, lib
-
         from mediarelay.aiortc_hooks.process import SharedCertificate
     except ImportError:
         return []
     shared = SharedCertificate._current
     if shared is None:
         return []
-    return [int(lib.SSL_CTX_ctrl(context._context, 20, 0, ffi.NULL))  # SSL_CTRL_SESS_NUMBER
-            for context in shared._contexts.values()]
+    return [int(context.get_session_cache_mode()) for context in shared._contexts.values()]
 
 
 def smaps() -> dict[str, float]:
@@ -350,7 +347,7 @@ def show(label: str, data: dict[str, Any]) -> None:
         print(f"  held: {holder}")
     if "after_trim" in data:
         print(f"  after malloc_trim(0): {data['after_trim']}")
-    print(f"  pymalloc: {data.get('pymalloc')} dtls sessions cached: {data.get('dtls_sessions')}")
+    print(f"  pymalloc: {data.get('pymalloc')} dtls session cache modes: {data.get('dtls_sessions')}")
     print(f"  all arenas: {data['malloc_info']} threads {data['threads']}")
     print(f"  alive call-scoped: {data['alive'] or 'none'}")
     print(f"  grown types: {', '.join(f'{n} {c}(+{d})' for n, (c, d) in data['grown'][:15])}")
