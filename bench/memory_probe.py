@@ -171,7 +171,11 @@ def reporter(report: str, trace: bool, scoped: tuple[str, ...]) -> Any:
     state: dict[str, Any] = {"types": None, "snapshot": None}
 
     def dump() -> None:
-        gc.collect()
+        # What a full collection would free, and the call-scoped objects alive before it: cyclic
+        # garbage waits in the oldest generation for a full collection, which may be rare.
+        uncollected = Counter(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in scoped)
+        gc_counts = gc.get_count()
+        freed = gc.collect()
         counts = Counter(type(o).__name__ for o in gc.get_objects())
         before = state["types"] or Counter()
         grown = {name: (n, n - before.get(name, 0)) for name, n in counts.items() if n - before.get(name, 0) > 0}
@@ -183,6 +187,8 @@ def reporter(report: str, trace: bool, scoped: tuple[str, ...]) -> Any:
             "grown": sorted(grown.items(), key=lambda item: -item[1][1])[:25],
             "tasks": len(asyncio.all_tasks()),
             "fds": len(os.listdir("/proc/self/fd")),
+            "before_collect": {"alive": dict(uncollected), "gc_counts": gc_counts, "freed": freed,
+                               "stats": gc.get_stats()[2], "frozen": gc.get_freeze_count()},
         }
         if trace:
             snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
@@ -246,7 +252,9 @@ def child(listen: str, report: str, trace: bool, trim: bool) -> int:
     from mediarelay import worker
 
     if not trim:
-        worker._MALLOC_TRIM = None
+        from shared import heap
+
+        heap.HeapTrimmer.soon = lambda self: None  # type: ignore[method-assign]
     on_usr1 = reporter(report, trace, CALL_SCOPED)
     original = worker._until_signalled
 
@@ -349,7 +357,7 @@ def show(label: str, data: dict[str, Any]) -> None:
         print(f"  after malloc_trim(0): {data['after_trim']}")
     print(f"  pymalloc: {data.get('pymalloc')} dtls session cache modes: {data.get('dtls_sessions')}")
     print(f"  all arenas: {data['malloc_info']} threads {data['threads']}")
-    print(f"  alive call-scoped: {data['alive'] or 'none'}")
+    print(f"  alive call-scoped: {data['alive'] or 'none'}; before a full collection: {data['before_collect']}")
     print(f"  grown types: {', '.join(f'{n} {c}(+{d})' for n, (c, d) in data['grown'][:15])}")
     for stat in data.get("trace", [])[:8]:
         print(f"  +{stat['kb']} kB ({stat['count']:+d}) {' <- '.join(reversed(stat['where']))}")
@@ -465,7 +473,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=6, help="concurrent calls per round")
     parser.add_argument("--seconds", type=float, default=3.0, help="media seconds per call")
     parser.add_argument("--tracemalloc", action="store_true")
-    parser.add_argument("--no-trim", action="store_true", help="the worker without its malloc_trim after calls")
+    parser.add_argument("--no-trim", action="store_true", help="the worker without its collection and malloc_trim after calls "
+                        "(each report collects and trims, though: compare the figures before it)")
     parser.add_argument("--fail-every", type=int, default=0, metavar="N",
                         help="every Nth call's caller vanishes mid-call (ICE consent expires at the relay; "
                         "consent checks made fast in the worker for this)")
