@@ -64,6 +64,11 @@ class HeapTrimmer:
             self.trim(0)
         self.count += 1
 
+    @property
+    def pending(self) -> bool:
+        """A collection and trim is due (something ended since the last one)."""
+        return self._handle is not None
+
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
