@@ -10,8 +10,11 @@ A script, not a test. It starts ``videocall serve --workers N`` on loopback, the
 ``videocall loadtest`` in back-to-back rounds (``--round-seconds`` of media each, so calls are
 also set up and torn down all along, as in real use) until ``--minutes`` have passed. Every
 ``--interval`` seconds (default 10) it samples, for every process of the serve tree
-(signalling and each worker, replaced workers included), the memory (PSS from
-``/proc/PID/smaps_rollup`` when readable, else RSS) and the open file descriptors.
+(signalling and each worker, replaced workers included), the resident memory (RSS), the
+anonymous memory in it (heap and stacks, from ``/proc/PID/smaps_rollup``: what a leak grows)
+and the open file descriptors. Not PSS: on a shared machine a process's PSS rises whenever
+another process sharing its libraries exits (their pages are then split among fewer), which
+reads as growth that is not ours.
 
 Printed: one row per sample (total and per process), each round's result with the tree's
 memory and fds just after it (no call up: what a leak would show as a rising floor), and for
@@ -52,22 +55,24 @@ DEFAULT_HELD = 10
 @dataclass
 class Sample:
     at: float  # seconds since the soak started
-    #: pid -> (role, memory MB, open fds)
-    processes: dict[int, tuple[str, float, int]] = field(default_factory=dict)
+    #: pid -> (role, RSS MB, anonymous MB, open fds)
+    processes: dict[int, tuple[str, float, float, int]] = field(default_factory=dict)
 
-    def total(self) -> tuple[float, int]:
-        return (sum(mb for _, mb, _ in self.processes.values()), sum(fds for _, _, fds in self.processes.values()))
+    def total(self) -> tuple[float, float, int]:
+        values = self.processes.values()
+        return (sum(p[1] for p in values), sum(p[2] for p in values), sum(p[3] for p in values))
 
 
-def memory_mb(pid: int) -> tuple[float, str]:
-    """PSS (shared pages split between the processes sharing them) when the kernel gives it, else RSS."""
+def memory_mb(pid: int) -> tuple[float, float]:
+    """RSS and its anonymous part (MB); the anonymous part is 0 where smaps_rollup is not readable."""
+    anon = 0.0
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024, "PSS"
+            if line.startswith("Anonymous:"):
+                anon = int(line.split()[1]) / 1024
     except OSError:
         pass
-    return procstat.rss_mb(pid, children=False), "RSS"
+    return procstat.rss_mb(pid, children=False), anon
 
 
 def open_fds(pid: int) -> int:
@@ -107,23 +112,24 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.interval, self.started = root, interval, started
         self.samples: list[Sample] = []
-        self.kind = "RSS"
         self._halt = threading.Event()
 
     def sample(self) -> Sample:
         sample = Sample(round(time.monotonic() - self.started, 1))
         for pid in procstat.tree(self.root):
-            mb, self.kind = memory_mb(pid)
-            sample.processes[pid] = (role(pid, self.root), round(mb, 1), open_fds(pid))
+            rss, anon = memory_mb(pid)
+            if not rss:  # gone meanwhile
+                continue
+            sample.processes[pid] = (role(pid, self.root), round(rss, 1), round(anon, 1), open_fds(pid))
         return sample
 
     def run(self) -> None:
         while not self._halt.is_set():
             sample = self.sample()
             self.samples.append(sample)
-            mb, fds = sample.total()
-            parts = "  ".join(f"{r}[{pid}] {m:.1f}/{f}" for pid, (r, m, f) in sorted(sample.processes.items()))
-            print(f"{sample.at:7.0f} s  total {mb:7.1f} MB {fds:4d} fds   {parts}", flush=True)
+            rss, anon, fds = sample.total()
+            parts = "  ".join(f"{r}[{pid}] {m:.1f}/{a:.1f}/{f}" for pid, (r, m, a, f) in sorted(sample.processes.items()))
+            print(f"{sample.at:7.0f} s  total {rss:7.1f}/{anon:.1f} MB {fds:4d} fds   {parts}", flush=True)
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -163,12 +169,12 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
     if not samples:
         return {}
     half = samples[-1].at / 2
-    series: dict[str, list[tuple[float, float, int]]] = {}
+    series: dict[str, list[tuple[float, float, float, int]]] = {}
     for sample in samples:
-        mb, fds = sample.total()
-        series.setdefault("total", []).append((sample.at, mb, fds))
-        for name, pmb, pfds in sample.processes.values():
-            series.setdefault(name, []).append((sample.at, pmb, pfds))
+        mb, anon, fds = sample.total()
+        series.setdefault("total", []).append((sample.at, mb, anon, fds))
+        for name, pmb, panon, pfds in sample.processes.values():
+            series.setdefault(name, []).append((sample.at, pmb, panon, pfds))
     out: dict[str, Any] = {}
     for name, points in series.items():
         second = [p for p in points if p[0] >= half]
@@ -176,14 +182,16 @@ def summarize(samples: list[Sample]) -> dict[str, Any]:
         def rounded(value: float | None, digits: int = 1) -> float | None:
             return None if value is None else round(value, digits)
 
+        def slope(of: list[tuple[float, float, float, int]], index: int) -> float | None:
+            return rounded(slope_per_hour([(p[0], float(p[index])) for p in of]))
+
         out[name] = {
             "first_mb": points[0][1], "last_mb": points[-1][1], "min_mb": min(p[1] for p in points),
-            "max_mb": max(p[1] for p in points),
-            "first_fds": points[0][2], "last_fds": points[-1][2], "max_fds": max(p[2] for p in points),
-            "mb_per_hour": rounded(slope_per_hour([(t, mb) for t, mb, _ in points])),
-            "mb_per_hour_second_half": rounded(slope_per_hour([(t, mb) for t, mb, _ in second])),
-            "fds_per_hour": rounded(slope_per_hour([(t, float(f)) for t, _, f in points])),
-            "fds_per_hour_second_half": rounded(slope_per_hour([(t, float(f)) for t, _, f in second])),
+            "max_mb": max(p[1] for p in points), "first_anon_mb": points[0][2], "last_anon_mb": points[-1][2],
+            "first_fds": points[0][3], "last_fds": points[-1][3], "max_fds": max(p[3] for p in points),
+            "mb_per_hour": slope(points, 1), "mb_per_hour_second_half": slope(second, 1),
+            "anon_mb_per_hour": slope(points, 2), "anon_mb_per_hour_second_half": slope(second, 2),
+            "fds_per_hour": slope(points, 3), "fds_per_hour_second_half": slope(second, 3),
         }
     return out
 
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_listening(port, serve)
             time.sleep(2)  # workers connected
             print(f"soak: {calls} calls, {args.minutes:g} min, rounds of {args.round_seconds:g} s, serve pid "
-                  f"{serve.pid}, {args.workers} workers; columns: MB/fds (memory as PSS when readable)", flush=True)
+                  f"{serve.pid}, {args.workers} workers; columns: RSS MB/anonymous MB/fds", flush=True)
             sampler.start()
             end = started + 60 * args.minutes
             while time.monotonic() < end:
@@ -241,13 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                 block = report.get("calls", {})
                 time.sleep(2)  # the hangups carried out
                 floor = sampler.sample()
-                mb, fds = floor.total()
+                mb, anon, fds = floor.total()
                 rounds.append({"round": len(rounds), "exit": code, "succeeded": block.get("succeeded"),
                                "failures": block.get("failures"), "seconds": round(media), "at": floor.at,
-                               "floor_mb": round(mb, 1), "floor_fds": fds})
+                               "floor_mb": round(mb, 1), "floor_anon_mb": round(anon, 1), "floor_fds": fds,
+                               "floor": {r: [m, a, f] for r, m, a, f in floor.processes.values()}})
                 print(f"round {len(rounds)}: {block.get('succeeded')}/{calls} calls ok, exit {code}"
                       + (f", failures {block.get('failures')}" if block.get("failures") else "")
-                      + f"; after it {mb:.1f} MB, {fds} fds", flush=True)
+                      + f"; after it RSS {mb:.1f} MB, anonymous {anon:.1f} MB, {fds} fds", flush=True)
                 if serve.poll() is not None:
                     print(f"videocall serve exited with {serve.returncode}", flush=True)
                     break
@@ -261,24 +270,29 @@ def main(argv: list[str] | None = None) -> int:
                 except subprocess.TimeoutExpired:
                     os.killpg(serve.pid, signal.SIGKILL)
         summary = summarize(sampler.samples)
-    print(f"\nslopes ({sampler.kind}, least squares; whole run / second half):")
-    print(f"{'process':<12} {'MB first':>9} {'MB last':>8} {'MB/h':>8} {'MB/h 2nd':>9} {'fds':>9} {'fds/h':>7} "
-          f"{'fds/h 2nd':>9}")
+    print("\nslopes (least squares; whole run / second half; RSS, its anonymous part, fds):")
+    print(f"{'process':<12} {'RSS MB':>13} {'MB/h':>7} {'2nd':>7} {'anon MB':>13} {'MB/h':>7} {'2nd':>7} "
+          f"{'fds':>9} {'fds/h':>7} {'2nd':>7}")
     for name, s in summary.items():
-        if name == "after_rounds":
-            continue
-        print(f"{name:<12} {s['first_mb']:>9.1f} {s['last_mb']:>8.1f} {_f(s['mb_per_hour']):>8} "
-              f"{_f(s['mb_per_hour_second_half']):>9} {s['first_fds']:>4}->{s['last_fds']:<4} "
-              f"{_f(s['fds_per_hour']):>7} {_f(s['fds_per_hour_second_half']):>9}")
+        print(f"{name:<12} {s['first_mb']:>6.1f}->{s['last_mb']:<6.1f} {_f(s['mb_per_hour']):>7} "
+              f"{_f(s['mb_per_hour_second_half']):>7} {s['first_anon_mb']:>6.1f}->{s['last_anon_mb']:<6.1f} "
+              f"{_f(s['anon_mb_per_hour']):>7} {_f(s['anon_mb_per_hour_second_half']):>7} "
+              f"{s['first_fds']:>4}->{s['last_fds']:<4} {_f(s['fds_per_hour']):>7} {_f(s['fds_per_hour_second_half']):>7}")
     floor_mb = slope_per_hour([(r["at"], r["floor_mb"]) for r in rounds])
+    floor_anon = slope_per_hour([(r["at"], r["floor_anon_mb"]) for r in rounds])
     floor_fds = slope_per_hour([(r["at"], float(r["floor_fds"])) for r in rounds])
-    summary["after_rounds"] = {"mb_per_hour": floor_mb, "fds_per_hour": floor_fds,
-                               "mb": [r["floor_mb"] for r in rounds], "fds": [r["floor_fds"] for r in rounds]}
-    print(f"after each round (no call up): MB {[r['floor_mb'] for r in rounds]} ({_f(floor_mb)}/h), "
-          f"fds {[r['floor_fds'] for r in rounds]} ({_f(floor_fds)}/h)")
+    summary["after_rounds"] = {"mb_per_hour": floor_mb, "anon_mb_per_hour": floor_anon, "fds_per_hour": floor_fds,
+                               "mb": [r["floor_mb"] for r in rounds], "anon_mb": [r["floor_anon_mb"] for r in rounds],
+                               "fds": [r["floor_fds"] for r in rounds]}
+    print(f"after each round (no call up): RSS MB {[r['floor_mb'] for r in rounds]} ({_f(floor_mb)}/h), anonymous MB "
+          f"{[r['floor_anon_mb'] for r in rounds]} ({_f(floor_anon)}/h), fds {[r['floor_fds'] for r in rounds]} "
+          f"({_f(floor_fds)}/h)")
+    for name in sorted({n for r in rounds for n in r["floor"]}):
+        print(f"  {name}: RSS/anonymous MB/fds after each round: "
+              + " ".join("{}/{}/{}".format(*r["floor"][name]) if name in r["floor"] else "-" for r in rounds))
     ok = sum(r["succeeded"] or 0 for r in rounds)
     print(f"{len(rounds)} rounds, {ok}/{calls * len(rounds)} calls ok")
-    out = {"calls": calls, "minutes": args.minutes, "workers": args.workers, "memory": sampler.kind,
+    out = {"calls": calls, "minutes": args.minutes, "workers": args.workers, "memory": "RSS, anonymous",
            "rounds": rounds, "summary": summary,
            "samples": [{"at": s.at, "processes": {str(pid): list(v) for pid, v in s.processes.items()}}
                        for s in sampler.samples]}

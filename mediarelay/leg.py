@@ -230,7 +230,11 @@ class Leg:
         if state == "connected":
             self._watch_task = asyncio.ensure_future(self._watch_media())
         elif self._watch_task is not None:
+            # Let go of the task too: cancelled in its sleep, it keeps its CancelledError, whose
+            # traceback holds the watch's frame and so this leg: one more cycle between a call's
+            # end and the collection that frees it.
             self._watch_task.cancel()
+            self._watch_task = None
         self._emit(LegState(call_id=self.call_id, leg=self.name, state=state, reason=reason))
 
     async def close(self, reason: str = CLOSE_PC, *, report: bool = True) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -36,6 +35,7 @@ from mediarelay.ice import IcePolicy
 from mediarelay.recorder import RecordingRefused, default_base
 from mediarelay.worker_stats import WorkerTotals, call_stats
 from shared import ipc
+from shared.heap import HeapTrimmer
 from shared.ipc import Channel, IpcError
 from shared.logs import call_log, setup_logging
 from shared.messages import (
@@ -71,39 +71,11 @@ class _Hosted:
     owner: Channel | None
 
 
-#: Seconds after a call ends before freed heap is given back (several hangups, one trim).
+#: Seconds after a call ends before its memory is freed and given back (several hangups, one
+#: collection and trim: ``shared/heap.py``). Measured (``bench/soak.py --calls 6 --workers 1``):
+#: a call's objects are cyclic garbage that waits for a rare full collection, and with a trim
+#: alone a worker grew by ~0.35 MB per call it had held; with the collection first, flat.
 TRIM_DELAY = 1.0
-_trim_handle: asyncio.TimerHandle | None = None
-
-
-def trim_soon() -> None:
-    """Give the heap a call freed back to the system, a second after calls end.
-
-    Measured (``bench/soak.py --calls 12 --minutes 5``): without it a worker's memory grows
-    by about 0.3 MB per call it held, for good (glibc keeps freed arenas: aiortc, OpenSSL and
-    libsrtp free many small blocks); with it, memory after each round stays flat. Python
-    objects are not what grows: none of a call's outlive it. glibc only: elsewhere a no-op.
-    """
-    global _trim_handle  # noqa: PLW0603 - one pending trim per process
-    if _trim_handle is None:
-        _trim_handle = asyncio.get_running_loop().call_later(TRIM_DELAY, _trim)
-
-
-def _trim() -> None:
-    global _trim_handle  # noqa: PLW0603 - see trim_soon
-    _trim_handle = None
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
 
 
 class Worker:
@@ -122,6 +94,8 @@ class Worker:
         self._ending: set[asyncio.Future[None]] = set()
         #: What ended calls relayed, for ``worker.stats``.
         self.totals = WorkerTotals()
+        #: Frees what ended calls leave (cyclic garbage) and gives it back to the system.
+        self.heap = HeapTrimmer(TRIM_DELAY)
 
     def call_count(self) -> int:
         return len(self.calls)
@@ -255,7 +229,7 @@ class Worker:
             closing.add_done_callback(self._ending.discard)
             await asyncio.shield(closing)
             self.totals.call_ended(hosted.call)
-            trim_soon()
+            self.heap.soon()
 
     async def close(self, reason: str = CLOSE_PC) -> None:
         """Hang up every call (worker shutdown), and let those already closing finish: a
@@ -263,6 +237,7 @@ class Worker:
         await asyncio.gather(*(self.hangup(call_id, reason) for call_id in list(self.calls)), *list(self._ending))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.heap.cancel()
 
     def _call(self, call_id: str) -> Call:
         hosted = self.calls.get(call_id)

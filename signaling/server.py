@@ -38,6 +38,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from shared import messages as m
+from shared.heap import HeapTrimmer
 from shared.settings import Settings
 from signaling import janus_replies as replies
 from signaling.admin_server import AdminServer
@@ -71,6 +72,8 @@ log = logging.getLogger("videocall.server")
 HARD_FRAME_LIMIT_FACTOR = 4
 #: Messages queued for a client that does not read before it is disconnected.
 MAX_OUTGOING = 1024
+#: Seconds after a connection closes before freed heap is given back (a burst of closes, one trim).
+TRIM_DELAY = 1.0
 #: The WebSocket subprotocol janus.js asks for.
 JANUS_PROTOCOL = Subprotocol("janus-protocol")
 
@@ -184,6 +187,9 @@ class SignalingServer:
         self.http_handlers.append(self.http_transport.handle)
         self._watch: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        #: Each connection's buffers and zlib contexts (~64 kB) go back to the system after
+        #: connections close (``shared/heap.py``): a burst's memory comes back.
+        self.heap = HeapTrimmer(TRIM_DELAY)
 
     def _deliver(self, effect: Delivery) -> None:
         self.core.deliver(effect)
@@ -232,6 +238,7 @@ class SignalingServer:
             self._sweeper.cancel()
         if self._watch is not None:
             self._watch.cancel()
+        self.heap.cancel()
         await self._end_calls()
         if self.admin is not None:
             await self.admin.close()
@@ -260,8 +267,14 @@ class SignalingServer:
                          "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason, REFUSAL_LOG_PERIOD)
             return HttpResponse(refusal.status, (refusal.reason + "\n").encode())
         if not counted:
-            client.hold(address, lambda: self.door.release(address))
+            client.hold(address, lambda: self._released(address))
         return None
+
+    def _released(self, address: str) -> None:
+        """An admitted connection ended (however: refused later, timed out, closed): its slot
+        goes back to its address, and its memory to the system soon after."""
+        self.door.release(address)
+        self.heap.soon()
 
     @staticmethod
     def _address(connection: Connection) -> str:
@@ -274,22 +287,27 @@ class SignalingServer:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(period)
-            now = loop.time()
-            self.door.prune(now)
-            for key, connection in list(self.connections.items()):
-                ws = connection.ws
-                if not isinstance(ws, GuardedConnection) or ws.state is not State.OPEN:
-                    continue
-                has_session = bool(self.sessions.owned_by(key))
-                if has_session:  # idle counts from when it last held a session
-                    ws.last_active = now
-                reason = self.door.quiet_close_reason(now, last_active=ws.last_active, partial_since=ws.partial_since,
-                                                      has_session=has_session)
-                if reason is not None:
-                    log.info("connection %s from %s closed: %s", key, ws.client_address, reason)
-                    task = loop.create_task(ws.close(CLOSE_POLICY, reason))
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
+            self._close_quiet(loop.time())
+
+    def _close_quiet(self, now: float) -> None:
+        """One look of ``_watch_connections``. A function of its own so that its loop variables
+        end with it: left in the watch's frame, the last connection looked at (its buffers, its
+        zlib contexts) stayed alive after it closed, until the next look found another."""
+        self.door.prune(now)
+        for key, connection in list(self.connections.items()):
+            ws = connection.ws
+            if not isinstance(ws, GuardedConnection) or ws.state is not State.OPEN:
+                continue
+            has_session = bool(self.sessions.owned_by(key))
+            if has_session:  # idle counts from when it last held a session
+                ws.last_active = now
+            reason = self.door.quiet_close_reason(now, last_active=ws.last_active, partial_since=ws.partial_since,
+                                                  has_session=has_session)
+            if reason is not None:
+                log.info("connection %s from %s closed: %s", key, ws.client_address, reason)
+                task = asyncio.get_running_loop().create_task(ws.close(CLOSE_POLICY, reason))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     # --- operations: readiness, drain ---------------------------------------------------
 
