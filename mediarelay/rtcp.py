@@ -184,6 +184,16 @@ class CallRtcp:
                      extra=call_log(self.call_id))
         selector.set_auto_target(policy.choice, now)  # acts only while the receiver has not pinned one
 
+    def cap_changed(self, leg: str) -> None:
+        """``leg``'s ``bitrate`` changed: the automatic choice of what it receives follows at
+        once (not at the next measurement)."""
+        now = self._loop.time()
+        for selector, policy in list(self._policies.items()):
+            sink = next((link.sink for link in self.links if link.recv_stream.selector is selector), None)
+            if sink == leg:
+                policy.set_cap(self.settings[leg].bitrate, now)
+                self._choose(selector, policy, now)
+
     def _measure_substreams(self, now: float) -> None:
         """Each simulcast substream's bitrate since the last tick, to its selector's policy."""
         rates: dict[SimulcastSelector, tuple[str, dict[int, float]]] = {}

@@ -167,3 +167,15 @@ async def test_the_sender_gets_a_report_block_per_substream() -> None:
     assert blocks[hops.rig.layers[0].ssrc].packets_lost > 0
     assert blocks[hops.rig.layers[2].ssrc].packets_lost == 0
     hops.rtcp.stop()
+
+
+async def test_the_receivers_new_cap_moves_the_automatic_choice_at_once() -> None:
+    hops = Hops()
+    for _ in range(2):
+        hops.rig.run(1.0)
+        hops.rtcp._measure_substreams(hops.rig.now)
+    assert hops.rig.selector.auto_substream == 2
+    hops.settings["callee"].bitrate = 1  # nothing fits: the bottom substream
+    hops.rtcp.cap_changed("callee")
+    assert hops.rig.selector.auto_substream == 0
+    hops.rtcp.stop()
