@@ -69,7 +69,7 @@ class LayerPolicy:
     """The substream the automatic choice wants for one receiver of one simulcast m-line."""
 
     __slots__ = ("layers", "choice", "rates", "estimate", "cap", "_losses", "_below_since", "_calm_since",
-                 "_backoff", "_probe_at", "changes", "_estimates", "_history")
+                 "_backoff", "_probe_at", "changes", "_estimates", "_history", "reason")
 
     def __init__(self, layers: Iterable[int], now: float = 0.0) -> None:
         self.layers = sorted(set(layers))
@@ -92,6 +92,8 @@ class LayerPolicy:
         self.changes: list[tuple[float, int]] = []
         #: Recent (time, estimate): is it climbing?
         self._estimates: list[tuple[float, int]] = []
+        #: Why the last change was made (logs).
+        self.reason = ""
         #: Per substream, its (time, smoothed bitrate) over the last ``PEAK_WINDOW`` s.
         self._history: dict[int, list[tuple[float, float]]] = {}
 
@@ -155,10 +157,15 @@ class LayerPolicy:
         return max(peak, floor)
 
     def _fits(self, index: int, budget: float) -> bool:
-        """Whether substream ``index`` is expected to fit ``budget`` (one never measured does,
-        unless the one below says it cannot)."""
-        rate = self.expected(index)
+        """Whether substream ``index`` as measured fits ``budget`` (one never measured does)."""
+        rate = self._rate(index)
         return rate is None or rate <= budget
+
+    def _under_cap(self, index: int) -> bool:
+        """Whether substream ``index`` is expected to fit the ceiling (one never measured is,
+        unless the one below says it cannot be)."""
+        rate = self.expected(index)
+        return not self.cap or rate is None or rate <= self.cap
 
     def decide(self, now: float) -> int:
         """The substream wanted now (``choice``), after applying the policy."""
@@ -168,8 +175,8 @@ class LayerPolicy:
         if self._probe_at is not None and now - self._probe_at >= PROBE_GRACE:
             self._probe_at, self._backoff = None, UP_AFTER  # the probe held
         # Down: the ceiling, a lasting low estimate, or lasting loss.
-        if lower and self.cap and not self._fits(current, self.cap):
-            return self._down(max([i for i in lower if self._fits(i, self.cap)], default=lower[0]), now)
+        if lower and not self._under_cap(current):
+            return self._down(max([i for i in lower if self._under_cap(i)], default=lower[0]), now, "cap")
         if lower and rate is not None:
             if self.estimate is not None and self.estimate < DOWN_MARGIN * rate:
                 # Timed by the estimates themselves: an old one seen again proves nothing new.
@@ -179,11 +186,12 @@ class LayerPolicy:
                     self._calm_since = now
                 elif estimated_at - self._below_since >= DOWN_AFTER:
                     budget = self.estimate / DOWN_MARGIN
-                    return self._down(max([i for i in lower if self._fits(i, budget)], default=lower[0]), now)
+                    fit = [i for i in lower if self._fits(i, budget) and self._under_cap(i)]
+                    return self._down(max(fit, default=lower[0]), now, "estimate")
             else:
                 self._below_since = None
         if lower and len(self._losses) == 2 and min(self._losses) >= LOSS_DOWN:
-            return self._down(lower[-1], now)
+            return self._down(lower[-1], now, f"loss {self._losses}")
         # Up, one step, after a calm while.
         higher = [i for i in self.layers if i > current]
         if higher and rate is not None and now - self._calm_since >= self._backoff:
@@ -192,18 +200,21 @@ class LayerPolicy:
             room = (self.estimate is None or self.estimate >= SATURATED * rate
                     or (step_rate is not None and step_rate <= DOWN_MARGIN * self.estimate))
             calm = room and (not self._losses or self._losses[-1] < LOSS_UP)
-            if calm and (not self.cap or self._fits(step, self.cap)):
+            if calm and self._under_cap(step):
                 self.choice = step
                 self._probe_at = now
                 self._calm_since = now
                 self.changes.append((now, step))
+                self.reason = "probe" if room and self.estimate is not None and step_rate is not None \
+                    and step_rate > DOWN_MARGIN * self.estimate else "room"
         return self.choice
 
-    def _down(self, index: int, now: float) -> int:
+    def _down(self, index: int, now: float, reason: str) -> int:
         if self._probe_at is not None:  # the probe failed: wait longer before the next
             self._backoff = min(MAX_BACKOFF, self._backoff * 2)
             self._probe_at = None
         self.choice = index
+        self.reason = reason
         self._below_since = None
         self._losses = []
         self._calm_since = now

@@ -180,8 +180,11 @@ class CallRtcp:
 
     def _choose(self, selector: SimulcastSelector, policy: LayerPolicy, now: float) -> None:
         if policy.choice != selector.auto_substream:
-            log.info("call %s: automatic simulcast choice: substream %d", self.call_id, policy.choice,
-                     extra=call_log(self.call_id))
+            rates = {i: round(r) for i, r in sorted(policy.rates.items())}
+            expected = {i: round(e) for i in policy.layers if (e := policy.expected(i)) is not None}
+            log.info("call %s: automatic simulcast choice: substream %d (%s; estimate %s, cap %d, rates %s, "
+                     "expected %s)", self.call_id, policy.choice, policy.reason, policy.estimate, policy.cap, rates,
+                     expected, extra=call_log(self.call_id))
         selector.set_auto_target(policy.choice, now)  # acts only while the receiver has not pinned one
 
     def cap_changed(self, leg: str) -> None:
