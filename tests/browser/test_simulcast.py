@@ -69,7 +69,8 @@ class Watch:
         if older and older[-1]["framesDecoded"] > 0 and video["framesDecoded"] <= older[-1]["framesDecoded"]:
             pytest.fail(f"{self.peer.name}: no frame decoded for {FREEZE_WINDOW:g} s or more "
                         f"(framesDecoded stays {video['framesDecoded']}); stats: {video}; "
-                        f"simulcast events: {self.peer.plugin_results('simulcast')}", pytrace=False)
+                        f"simulcast events: {self.peer.plugin_results('simulcast')}\n"
+                        f"server log:\n{self.peer.server.log_tail(30)}", pytrace=False)
         return video
 
     def until(self, predicate: Any, what: str, timeout: float = SWITCH_TIMEOUT) -> float:
