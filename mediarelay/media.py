@@ -289,6 +289,8 @@ class CallMedia:
             stream.enabled = enabled
         if settings.bitrate and self.linked:
             self.rtcp.send_remb(sender)
+        if self.linked:
+            self.rtcp.cap_changed(sender)  # also a ceiling on the substream chosen for it
 
     def configure_simulcast(self, receiver: str, *, substream: int | None = None, temporal: int | None = None,
                             fallback: int | None = None, auto: bool | None = None) -> None:

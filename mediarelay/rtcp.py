@@ -8,7 +8,8 @@ starts and stops it, and it never links or unlinks anything itself.
 - Every ``RTCP_INTERVAL`` each client gets the relay's compound RTCP: an SR per
   ``SendStream`` to it (counts and timestamps of what was forwarded), an RR with a report
   block per ``RecvStream`` from it (losses, jitter, LSR/DLSR), SDES, and while its
-  ``bitrate`` is capped, a REMB (Janus sends one every second too).
+  ``bitrate`` is capped or it simulcasts, a REMB (Janus answers each REMB a client sends,
+  about one a second, with one of its cap, or 10 Mbit/s without).
 - RTCP from a client: its NACKs answered from the history by RTX (a miss goes upstream,
   renumbered), PLI/FIR turned into a throttled PLI to the sender, REMB passed to the sender
   capped, SRs and report blocks kept for LSR/DLSR and the round trip.
@@ -58,6 +59,11 @@ RTCP_INTERVAL = 1.0
 #: count follows the stream's rate, at least ``MIN_HISTORY_PACKETS``, at most the ring.
 HISTORY_SECONDS = 0.5
 MIN_HISTORY_PACKETS = 16
+#: The REMB a simulcasting sender hears without a ``bitrate`` cap: Janus's "no limit" (its
+#: VideoCall sends ``bitrate ? bitrate : 10000000``). Chromium trusts a REMB in the first
+#: 2 s of a call and starts its send-side estimate there (else it ramps up on its own by
+#: about 8% a second and its top substream waits 20 s); later a REMB only caps it.
+SIMULCAST_REMB = 10_000_000
 
 
 class CallRtcp:
@@ -174,9 +180,22 @@ class CallRtcp:
 
     def _choose(self, selector: SimulcastSelector, policy: LayerPolicy, now: float) -> None:
         if policy.choice != selector.auto_substream:
-            log.info("call %s: automatic simulcast choice: substream %d", self.call_id, policy.choice,
-                     extra=call_log(self.call_id))
+            rates = {i: round(r) for i, r in sorted(policy.rates.items())}
+            expected = {i: round(e) for i in policy.layers if (e := policy.expected(i)) is not None}
+            log.info("call %s: automatic simulcast choice: substream %d (%s; estimate %s, cap %d, rates %s, "
+                     "expected %s)", self.call_id, policy.choice, policy.reason, policy.estimate, policy.cap, rates,
+                     expected, extra=call_log(self.call_id))
         selector.set_auto_target(policy.choice, now)  # acts only while the receiver has not pinned one
+
+    def cap_changed(self, leg: str) -> None:
+        """``leg``'s ``bitrate`` changed: the automatic choice of what it receives follows at
+        once (not at the next measurement)."""
+        now = self._loop.time()
+        for selector, policy in list(self._policies.items()):
+            sink = next((link.sink for link in self.links if link.recv_stream.selector is selector), None)
+            if sink == leg:
+                policy.set_cap(self.settings[leg].bitrate, now)
+                self._choose(selector, policy, now)
 
     def _measure_substreams(self, now: float) -> None:
         """Each simulcast substream's bitrate since the last tick, to its selector's policy."""
@@ -214,7 +233,7 @@ class CallRtcp:
         if cnames:
             parts.append(feedback.sdes(cnames))
         remb = self._remb(name)
-        if remb is not None and self.settings[name].bitrate:
+        if remb is not None and (self.settings[name].bitrate or self._simulcasting(name)):
             parts.append(remb)
         return b"".join(parts)
 
@@ -308,9 +327,12 @@ class CallRtcp:
         if not video:
             return None
         # A simulcast sender is not told its receiver's estimate: that is for one substream, and
-        # the sender would drop its upper ones (the estimate chooses the substream instead).
+        # the sender would drop its upper ones (the estimate chooses the substream instead). It
+        # is told enough for all its substreams, as Janus tells every sender (below its cap).
         estimates = [link.send_stream.estimate for link in video
                      if link.send_stream.estimate is not None and link.recv_stream.selector is None]
+        if not estimates and any(link.recv_stream.selector is not None for link in video):
+            estimates = [SIMULCAST_REMB]
         bitrate = feedback.capped_remb(min(estimates) if estimates else None, cap)
         if bitrate is None:
             return None
@@ -346,6 +368,9 @@ class CallRtcp:
                                                      for i in range(0, len(fci) - 7, 8)], now)
                 elif packet.fmt == RTCP_PSFB_APP:
                     self._on_remb(name, packet.fci, now)
+
+    def _simulcasting(self, sender: str) -> bool:
+        return any(link.source == sender and link.recv_stream.selector is not None for link in self.links)
 
     def _links_to(self, sink: str, ssrcs: list[int]) -> list[Link]:
         """The links feeding ``sink`` on these SSRCs; of a simulcast one, the forwarded

@@ -23,8 +23,11 @@ by packet, what of it goes through. It mirrors Janus's
   (``PictureRewriter``; VP9 names its references by picture id differences, so there the
   dropped pictures stay gaps).
 - **Fallback** (``set fallback``, µs, default 250000): when the current substream stops arriving
-  for that long, the selector aims at the next lower substream that still arrives; when the
-  target comes back, it is taken again (at its keyframe).
+  for that long *while others keep arriving*, the selector aims at the next lower substream
+  that still arrives; when the target comes back, it is taken again (at its keyframe). Silence
+  is timed on a clock that runs only while packets keep coming (``STALL_GAP``): when the
+  relay's own loop stalls, every substream resumes together and none looks silent. A
+  pinned target is never left for a higher substream (Janus only falls lower too).
 - **Events**: ``on_change("substream", n)`` / ``on_change("temporal", n)`` when the forwarded
   substream / temporal layer changes, and at once when ``set_target`` asks for the one already
   forwarded, as Janus's VideoCall sends its ``simulcast`` event.
@@ -56,6 +59,11 @@ MAX_LAYER = 2
 #: ``KEYFRAME_REQUESTS`` times per switch.
 KEYFRAME_RETRY = 1.0
 KEYFRAME_REQUESTS = 4
+#: Between two packets (of any substream) the fallback clock advances by the time that
+#: passed, at most this much (s): a longer gap is the relay (or the whole path) stalling, not
+#: one substream going silent, and counts no more. Three substreams of video send a packet
+#: every few ms; one alone at 15 fps every 67 ms (its silence then counts a little slower).
+STALL_GAP = 0.05
 
 ChangeKind = Literal["substream", "temporal"]
 OnChange = Callable[[ChangeKind, int], None]
@@ -210,8 +218,11 @@ class SimulcastSelector:
         self.pictures = PictureRewriter()
         #: The descriptor ``packet`` read from the forwarded packet, for ``rewrite`` (read once).
         self._descriptor: Descriptor | None = None
-        #: Last arrival (s) of each substream's packets (fallback, revival).
+        #: Last arrival of each substream's packets (fallback, revival), on the fallback clock:
+        #: ``_clock`` s of time in which packets kept coming, as of the packet at ``_clock_at``.
         self._last = [float("-inf")] * (MAX_LAYER + 1)
+        self._clock = 0.0
+        self._clock_at: float | None = None
         self._asked_at = float("-inf")
         self._asked = 0
         #: Counters (tests, stats): switches made, keyframe requests sent.
@@ -268,15 +279,20 @@ class SimulcastSelector:
 
     def packet(self, index: int, plain: bytes, header: int, now: float) -> int:
         """A packet of substream ``index`` (plain RTP, its payload from ``header``): a ``Verdict``."""
+        at = self._clock_at
+        self._clock_at = now
+        if at is not None and now > at:
+            self._clock += min(STALL_GAP, now - at)
+        clock = self._clock
         last = self._last
         before = last[index]
-        last[index] = now
+        last[index] = clock
         current = self.substream
         fallback = self.fallback
-        if now - before > fallback:  # this substream (re)appears: maybe it is the one we want
+        if clock - before > fallback:  # this substream (re)appears: maybe it is the one we want
             self._aim(now)
-        elif current is not None and index != current and now - last[current] > fallback:
-            self._aim(now)  # the forwarded substream went silent: aim lower
+        elif current is not None and index != current and clock - last[current] > fallback:
+            self._aim(now)  # the forwarded substream went silent while this one came: aim lower
         want = self.want
         self._descriptor = None
         if index != current:
@@ -339,15 +355,28 @@ class SimulcastSelector:
 
     # --- choosing -------------------------------------------------------------------------------
 
+    def _clock_now(self, now: float) -> float:
+        """The fallback clock at ``now`` (time since the last packet counts up to ``STALL_GAP``)."""
+        if self._clock_at is None:
+            return self._clock
+        return self._clock + min(max(0.0, now - self._clock_at), STALL_GAP)
+
     def _aim(self, now: float) -> None:
         """Aim at the target, or the highest lower substream that arrives while the target does
-        not (fallback); the lowest higher one when none below does. A new aim asks for its keyframe."""
+        not (fallback); while the choice is automatic, the lowest higher one when none below
+        does (a pinned target is waited for). A new aim asks for its keyframe."""
         target = self.target
         fallback = self.fallback
         last = self._last
-        alive = [i for i in self.layers if now - last[i] <= fallback]
+        clock = self._clock_now(now)
+        alive = [i for i in self.layers if clock - last[i] <= fallback]
         below = [i for i in alive if i <= target]
-        want = max(below) if below else min((i for i in alive if i > target), default=target)
+        if below:
+            want = max(below)
+        elif self.auto:
+            want = min((i for i in alive if i > target), default=target)
+        else:
+            want = target
         if want not in self.layers:
             want = min(self.layers, key=lambda i: abs(i - want))
         if want != self.want or (want != self.substream and not self._asked):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mediarelay.layer_policy import DOWN_AFTER, MAX_BACKOFF, UP_AFTER, LayerPolicy
+from mediarelay.layer_policy import DOWN_AFTER, MAX_BACKOFF, PEAK_WINDOW, UP_AFTER, LayerPolicy
 
 RATES = {0: 150_000.0, 1: 500_000.0, 2: 1_500_000.0}
 
@@ -123,3 +123,53 @@ def test_without_measured_rates_an_estimate_moves_nothing() -> None:
     assert LayerPolicy([0, 1]).choice == 1
     with pytest.raises(ValueError, match="at least one"):
         LayerPolicy([])
+
+
+def ramping(top: Callable[[float], float], lower: tuple[float, float] = (150_000.0, 300_000.0)) -> Callable[
+        [float], dict[int, float]]:
+    """A sender ramping up as Chromium does: its lower substreams at their rates, the top one
+    at ``top(t)`` (its estimate fills the lower ones first)."""
+    return lambda t: {0: lower[0], 1: lower[1], 2: top(t)}
+
+
+def play(policy: LayerPolicy, rates: Callable[[float], dict[int, float]], start: float, until: float,
+         cap_at: float | None = None, cap: int = 0) -> None:
+    """The relay's measurements each second; the receiver sets ``cap`` at ``cap_at`` (between two)."""
+    t = start
+    while t < until:
+        if cap_at is not None and t <= cap_at < t + 1.0:
+            policy.on_rates(rates(t), t)
+            policy.set_cap(cap, cap_at)
+        else:
+            policy.on_rates(rates(t), t)
+        t += 1.0
+
+
+def test_a_top_substream_still_ramping_under_a_cap_goes_down_when_the_cap_is_set() -> None:
+    # The top substream is at 100-220 kbit/s (its sender's estimate still ramps), under the
+    # 250 kbit/s cap, but it is expected to need at least 1.5x the middle's 300 kbit/s.
+    policy = LayerPolicy([0, 1, 2])
+    play(policy, ramping(lambda t: 100_000 + 20_000 * t), 0.0, 6.0, cap_at=5.5, cap=250_000)
+    assert policy.changes == [(5.5, 0)]  # at once; the middle (300 kbit/s) does not fit either
+    assert policy.expected(2) == pytest.approx(450_000)
+
+
+def test_a_top_substream_crossing_the_cap_goes_down_at_the_next_measurement() -> None:
+    # Lower substreams too small to say anything; the top one ramps 150, 200, 240, 300, 400 kbit/s.
+    policy = LayerPolicy([0, 1, 2])
+    top = [150_000, 200_000, 240_000, 300_000, 400_000, 500_000]
+    play(policy, ramping(lambda t: top[int(t)], lower=(50_000.0, 100_000.0)), 0.0, 6.0, cap_at=0.5, cap=250_000)
+    [(when, layer)] = policy.changes
+    crossed = next(t for t, rate in enumerate(top) if rate > 250_000)
+    assert layer == 1 and crossed <= when <= crossed + 1.0
+
+
+def test_a_substream_that_needed_more_lately_is_not_probed_under_a_cap_it_broke() -> None:
+    # The top substream needed 900 kbit/s, then its sender eased off to 200 kbit/s for a
+    # while: under a 250 kbit/s cap it is not taken again before PEAK_WINDOW has passed.
+    policy = LayerPolicy([0, 1, 2])
+    play(policy, ramping(lambda t: 900_000 if t < 5 else 200_000, lower=(50_000.0, 100_000.0)), 0.0, 30.0,
+         cap_at=4.5, cap=250_000)
+    assert policy.changes[0] == (4.5, 1)
+    ups = [t for t, layer in policy.changes if layer == 2]
+    assert ups and min(ups) >= 4.0 + PEAK_WINDOW

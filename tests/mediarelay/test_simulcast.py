@@ -426,6 +426,81 @@ def test_a_silent_substream_falls_back_to_the_next_lower_one_and_returns() -> No
     assert_continuous(rig.received())
 
 
+def stall(rig: Rig, seconds: float, order: tuple[int, ...] = (0, 1, 2)) -> None:
+    """The relay's loop stalls ``seconds``: the pictures sent meanwhile wait in the socket and
+    are all read at its end, 0.1 ms apart, substreams interleaved in ``order``."""
+    queued = []
+    for _ in range(round(seconds / FRAME)):
+        for i in order:
+            queued += [(i, packet) for packet in rig.layers[i].frame()]
+        rig.now += FRAME
+    for n, (i, packet) in enumerate(queued):
+        rig.streams[i].receive(packet, rig.now + n * 1e-4)
+    rig.now += len(queued) * 1e-4
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
+@pytest.mark.parametrize("pinned", [None, 0, 2])
+def test_a_stall_of_the_relay_itself_is_no_fallback(pinned: int | None, order: tuple[int, ...]) -> None:
+    """All substreams resume together after the stall: none went silent while others came."""
+    rig = Rig()
+    if pinned is not None:
+        rig.selector.set_auto(False)
+        rig.selector.set_target(pinned, None, rig.now)
+    rig.run(0.5)
+    forwarded = rig.selector.substream
+    assert forwarded == (2 if pinned is None else pinned)
+    rig.events.clear()
+    rig.plis.clear()
+    for _ in range(5):
+        stall(rig, 1.0, order)
+        rig.run(0.3)
+    assert rig.plis == [] and rig.events == []
+    assert rig.selector.substream == forwarded and rig.selector.want == forwarded
+    assert_continuous(rig.received())
+
+
+def test_a_pinned_substream_that_goes_silent_is_not_left_for_a_higher_one() -> None:
+    # Janus falls back only lower; the lowest pinned and silent has nothing lower: it waits.
+    rig = Rig()
+    rig.selector.set_auto(False)
+    rig.selector.set_target(0, None, rig.now)
+    rig.run(0.5)
+    assert rig.selector.substream == 0
+    rig.events.clear()
+    rig.plis.clear()
+    rig.run(1.0, silent=(0,))
+    assert rig.selector.substream == 0 and rig.selector.want == 0
+    assert rig.events == [] and {i for i, _ in rig.plis} <= {0}
+    rig.run(0.5)
+    assert rig.selector.substream == 0 and rig.events == []
+    assert_continuous(rig.received())
+
+
+def test_the_automatic_choice_may_fall_back_higher_when_nothing_lower_arrives() -> None:
+    rig = Rig()
+    rig.selector.set_auto_target(0, rig.now)
+    rig.run(0.5)
+    assert rig.selector.substream == 0
+    rig.run(1.0, silent=(0,))
+    assert rig.selector.substream == 1  # something rather than nothing
+    rig.run(0.5)
+    assert rig.selector.substream == 0  # the target is back
+
+
+def test_a_substream_silent_while_another_arrives_alone_slowly_still_falls_back() -> None:
+    # Only the bottom substream keeps coming, at 10 pictures a second (gaps above STALL_GAP):
+    # its time still counts, a little slower.
+    rig = Rig(indexes=(0, 2))
+    rig.run(0.5)
+    assert rig.selector.substream == 2
+    for _ in range(10):
+        for packet in rig.layers[0].frame(packets=1):
+            rig.streams[0].receive(packet, rig.now)
+        rig.now += 0.1
+    assert rig.selector.substream == 0
+
+
 def test_the_fallback_delay_is_settable() -> None:
     rig = Rig()
     rig.selector.set_fallback(2_000_000)

@@ -21,7 +21,7 @@ from aiortc.rtp import (
 from mediarelay import feedback
 from mediarelay.forwarder import Link, Port
 from mediarelay.leg import LegSettings
-from mediarelay.rtcp import CallRtcp
+from mediarelay.rtcp import SIMULCAST_REMB, CallRtcp
 from tests.mediarelay.test_simulcast import OUT_SSRC, Rig
 
 
@@ -95,18 +95,28 @@ async def test_one_sender_report_per_outgoing_stream() -> None:
     hops.rtcp.stop()
 
 
-async def test_the_simulcast_sender_hears_its_cap_but_not_the_receivers_estimate() -> None:
+def rembs(packets: list[object]) -> list[tuple[int, list[int]]]:
+    return [unpack_remb_fci(p.fci) for p in packets if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_APP]
+
+
+async def test_the_simulcast_sender_hears_its_cap_or_janus_default_not_the_receivers_estimate() -> None:
+    """Janus tells a sender its cap or 10 Mbit/s; Chromium starts its estimate there (without a
+    REMB its top substream waits for a slow ramp). The receiver's estimate is for one substream."""
     hops = Hops()
     hops.rig.run(0.5)
+    layer_ssrcs = sorted(layer.ssrc for layer in hops.rig.layers.values())
     hops.sent["caller"].clear()
     hops.from_callee(feedback.remb(99, 250_000, [OUT_SSRC]))
     assert hops.rig.out.estimate == 250_000
-    assert not [p for p in hops.to_caller() if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_APP]
+    assert [(b, sorted(s)) for b, s in rembs(hops.to_caller())] == [(SIMULCAST_REMB, layer_ssrcs)]
+    hops.sent["caller"].clear()
+    assert [b for b, _ in rembs(feedback.parse(hops.rtcp._report("caller", hops.rig.now)))] == [SIMULCAST_REMB]
+    assert rembs(feedback.parse(hops.rtcp._report("callee", hops.rig.now))) == []  # it does not simulcast
     hops.settings["caller"].bitrate = 1_000_000
     hops.rtcp.send_remb("caller")
-    [remb] = [p for p in hops.to_caller() if isinstance(p, RtcpPsfbPacket) and p.fmt == RTCP_PSFB_APP]
-    bitrate, ssrcs = unpack_remb_fci(remb.fci)
-    assert bitrate == 1_000_000 and sorted(ssrcs) == sorted(layer.ssrc for layer in hops.rig.layers.values())
+    [(bitrate, ssrcs)] = rembs(hops.to_caller())
+    assert bitrate == 1_000_000 and sorted(ssrcs) == layer_ssrcs
+    assert [b for b, _ in rembs(feedback.parse(hops.rtcp._report("caller", hops.rig.now)))] == [1_000_000]
     hops.rtcp.stop()
     await asyncio.sleep(0)
 
@@ -156,4 +166,16 @@ async def test_the_sender_gets_a_report_block_per_substream() -> None:
     assert sorted(blocks) == sorted(layer.ssrc for layer in hops.rig.layers.values())
     assert blocks[hops.rig.layers[0].ssrc].packets_lost > 0
     assert blocks[hops.rig.layers[2].ssrc].packets_lost == 0
+    hops.rtcp.stop()
+
+
+async def test_the_receivers_new_cap_moves_the_automatic_choice_at_once() -> None:
+    hops = Hops()
+    for _ in range(2):
+        hops.rig.run(1.0)
+        hops.rtcp._measure_substreams(hops.rig.now)
+    assert hops.rig.selector.auto_substream == 2
+    hops.settings["callee"].bitrate = 1  # nothing fits: the bottom substream
+    hops.rtcp.cap_changed("callee")
+    assert hops.rig.selector.auto_substream == 0
     hops.rtcp.stop()
