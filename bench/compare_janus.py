@@ -96,6 +96,10 @@ LATE_DELIVERY = 1.002
 #: A client process above this share of its core is saturated.
 CLIENT_BUSY_PCT = 85.0
 SAMPLE_INTERVAL = 0.25
+#: Every call of a step is up (and sending) together for at least this long, whatever the
+#: step's size and rate: the steady window needs 2 s after its trim, and a step whose window
+#: ran out would report no server CPU.
+ALL_UP_SECONDS = 4.0
 
 GOALS = {"relay_cpu_per_call": ("<=", 1.5), "rss_per_call": ("<=", 1.5), "setup_p95": ("<=", 1.2),
          "held_video_100": (">=", 0.7)}
@@ -482,6 +486,19 @@ def client_saturated(step: dict[str, Any]) -> bool:
     return (step.get("client_busiest_pct") or 0) > CLIENT_BUSY_PCT
 
 
+def step_media_seconds(plan: Plan, calls: int) -> float:
+    """Media seconds of each call of a step: the plan's, or longer when the calls take so long
+    to start that they would not all be up together for ``ALL_UP_SECONDS``."""
+    return max(plan.step_duration, calls / plan.step_rate + ALL_UP_SECONDS)
+
+
+def _cpu_pct(step: dict[str, Any]) -> str:
+    """The step's server CPU, or why there is none (never a bare "-")."""
+    if step.get("server_cpu_pct") is None:
+        return "not measured (no steady window of 2 s)"
+    return f"{step['server_cpu_pct']}%"
+
+
 def step_search(server: Server, plan: Plan, client_cpu: int, workdir: Path, quota: CpuQuota,
                 share: float) -> dict[str, Any]:
     """Steps up until a step fails (both criteria) or the budget is spent, the server held to
@@ -495,16 +512,17 @@ def step_search(server: Server, plan: Plan, client_cpu: int, workdir: Path, quot
     quota.limit(share)
     try:
         for calls in grid:
-            expected = 8 + calls / plan.step_rate + plan.step_duration
+            duration = step_media_seconds(plan, calls)
+            expected = 8 + calls / plan.step_rate + duration
             if steps and time.monotonic() - started + expected > plan.step_budget:
                 stopped = f"time budget ({plan.step_budget:g} s) spent"
                 break
-            step = run_calls(server, calls, plan.step_rate, plan.step_duration, client_cpu, workdir, f"step{calls}")
+            step = run_calls(server, calls, plan.step_rate, duration, client_cpu, workdir, f"step{calls}")
             step["held"], step["held_video_100"] = held(step), held(step, video_all=True)
             step["client_saturated"] = client_saturated(step)
             steps.append(step)
             _say(f"  {server.name} {calls} calls: {step['succeeded']}/{calls} ok, delivery {_fmt(step['delivery'], 4)}, "
-                 f"video {_fmt(step['video_delivery'], 4)}, server CPU {step.get('server_cpu_pct', '-')}% "
+                 f"video {_fmt(step['video_delivery'], 4)}, server CPU {_cpu_pct(step)} "
                  f"(quota {100 * share:g}%), clients {step.get('client_busiest_pct', '-')}%"
                  + (" (client saturated)" if step["client_saturated"] else ""))
             ok_any = ok_any and step["held"]
@@ -651,7 +669,7 @@ def render(janus: dict[str, Any], ours: dict[str, Any], meta: dict[str, Any]) ->
                  f"{jf.get('server_cpu_pct')}% / ours {of.get('server_cpu_pct')}% (worker {of.get('relay_cpu_pct')}%) "
                  f"of its core; clients {jf.get('client_cpu_pct')}% / {of.get('client_cpu_pct')}% of theirs")
     for name, cap in (("Janus", jc), ("ours", oc)):
-        steps = ", ".join(f"{s['calls']}:{_fmt(s['delivery'], 4)}/srv {s.get('server_cpu_pct', '-')}%"
+        steps = ", ".join(f"{s['calls']}:{_fmt(s['delivery'], 4)}/srv {_cpu_pct(s)}"
                           f"/cli {s.get('client_busiest_pct', '-')}%" for s in cap["steps"])
         lines.append(f"steps {name} (calls:delivery/server CPU/client CPU): {steps}; stopped: {cap['stopped']}; "
                      f"limit: {cap['limit']}")
