@@ -17,10 +17,10 @@ so a frame of 100,000 ``[`` never reaches Python's recursive decoder.
 
 Two decoders, one set of rules: most frames go through ``orjson`` (C; about 3x less CPU
 than ``json.loads`` with its per-number hooks), but only those on which it cannot differ from
-jansson: at most ``max_depth`` brackets, no run of 19 digits (orjson turns integers beyond 64
-bits into floats), no escape that may be a lone surrogate or U+0000, an object or array at
-the top. Anything else, and anything orjson refuses, goes the careful way below, which also
-words every error.
+jansson: at most ``max_depth`` brackets, no escape that may be a lone surrogate or U+0000, an
+object or array at the top, and in what it read no float and no integer beyond 64 bits (it
+keeps integers up to 2**64 - 1 and makes larger ones floats). Anything else, and anything
+orjson refuses, goes the careful way below, which also words every error.
 
 Must not touch: what the JSON means (``janus_api.py``), sockets, clocks.
 """
@@ -44,10 +44,7 @@ _TOKENS = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"|[\[\]{}]|"')
 # escaped backslash followed by "u" also matches: that only costs a walk of the result.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# What keeps a frame off the fast path: a run of 19 digits (maybe an integer beyond 64 bits,
-# which orjson would make a float) or a suspect escape.
-_NOT_FAST = re.compile(r"\d{19}|\\u(?:[dD][89a-fA-F]|0000)")
-_NOT_FAST_BYTES = re.compile(rb"\d{19}|\\u(?:[dD][89a-fA-F]|0000)")
+_SUSPECT_ESCAPE_BYTES = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
 _JSON_SPACE = " \t\n\r"
 
 
@@ -91,15 +88,29 @@ def _fast(frame: str | bytes, max_depth: int) -> dict[str, Any] | list[Any] | No
     """``orjson``'s reading of a frame on which it agrees with jansson, else None (then the
     careful path decides, and words the error)."""
     if isinstance(frame, str):
-        if frame.count("[") + frame.count("{") > max_depth or _NOT_FAST.search(frame):
+        if frame.count("[") + frame.count("{") > max_depth or ("\\u" in frame and _SUSPECT_ESCAPE.search(frame)):
             return None
-    elif frame.count(b"[") + frame.count(b"{") > max_depth or _NOT_FAST_BYTES.search(frame):
+    elif frame.count(b"[") + frame.count(b"{") > max_depth or (b"\\u" in frame and _SUSPECT_ESCAPE_BYTES.search(frame)):
         return None
     try:
         value = orjson.loads(frame)
     except orjson.JSONDecodeError:  # also a str with a lone surrogate: the careful path says where
         return None
-    return value if isinstance(value, (dict, list)) else None
+    if type(value) is not dict and type(value) is not list:
+        return None
+    # orjson keeps an integer up to 2**64 - 1 and makes a larger one a float: a result with an
+    # integer beyond int64, or any float (maybe such an integer), is read the careful way.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float or (kind is int and not INT64_MIN <= item <= INT64_MAX):
+            return None
+    return value
 
 
 def _text(frame: str | bytes) -> str:
