@@ -23,6 +23,11 @@ with ``janus-in-netns.sh``'s) and is removed on the way out.
 default 1). Logging is at the equivalent level on both: ``run-janus.sh``'s debug level 3
 (warnings) and ``--log-level WARNING`` for ours.
 
+**Idle footprint** first: RSS and PSS (``/proc/PID/smaps_rollup``, so pages shared between
+processes count once) of the whole process tree 3 s after it listens: Janus, and our default
+``serve`` (one worker per core), and ours with 1, cores and cores + 1 workers for what an added
+worker costs.
+
 **What is measured**, for each server, with ``videocall loadtest`` (the same options for both):
 
 1. warm-up: one short call (code paths and lazy imports loaded; not measured);
@@ -96,9 +101,16 @@ LATE_DELIVERY = 1.002
 #: A client process above this share of its core is saturated.
 CLIENT_BUSY_PCT = 85.0
 SAMPLE_INTERVAL = 0.25
+#: Every call of a step is up (and sending) together for at least this long, whatever the
+#: step's size and rate: the steady window needs 2 s after its trim, and a step whose window
+#: ran out would report no server CPU.
+ALL_UP_SECONDS = 4.0
 
-GOALS = {"relay_cpu_per_call": ("<=", 1.5), "rss_per_call": ("<=", 1.5), "setup_p95": ("<=", 1.2),
-         "held_video_100": (">=", 0.7)}
+#: Issue 18's goals (ours / Janus); ``worker_pss`` is in MB, not a ratio.
+GOALS = {"idle_pss": ("<=", 3.0), "relay_cpu_per_call": ("<=", 0.8), "rss_per_call": ("<=", 1.2),
+         "setup_p95": ("<=", 1.0), "signalling_cpu": ("<=", 1.0), "held_video_100": (">=", 0.7)}
+#: MB of PSS each worker added to the default serve may cost.
+WORKER_PSS_GOAL = 15.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,18 @@ def _cpu(pids: list[int]) -> float:
 
 def _rss(pids: list[int]) -> float:
     return sum(procstat.rss_mb(pid, children=False) for pid in pids)
+
+
+def _pss(pids: list[int]) -> float:
+    """MB of proportional set size summed over ``pids``: shared pages counted once in all."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+                    break
+    return total
 
 
 def udp_counters(pid: int) -> dict[str, int]:
@@ -300,6 +324,7 @@ class Server:
     log_path: Path
     pid: int = 0
     relay_pid: int = 0  # ours: the worker; Janus: 0 (the one process is the relay)
+    workers: int = 1  # ours: relay workers to wait for
     process: subprocess.Popen[bytes] | None = None
     cleanup: list[Path] = field(default_factory=list)
 
@@ -318,8 +343,8 @@ class Server:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}: see {self.log_path}")
             with contextlib.suppress(OSError), socket.create_connection((SERVER_IP, PORT), timeout=0.5):
                 if self.name == "ours":
-                    relays = [p for p in procstat.tree(self.pid)[1:] if b"relay" in _cmdline(p)]
-                    if not relays:
+                    relays = relay_workers(self.pid)
+                    if len(relays) < self.workers:
                         raise OSError("worker not up yet")
                     self.relay_pid = relays[0]
                 return
@@ -347,6 +372,22 @@ class Server:
         self.process = None
 
 
+def relay_workers(pid: int) -> list[int]:
+    """Our relay workers under ``pid``: forked ones by name (their command line is the fork
+    server's, videocall/worker_forks.py), else ``videocall relay`` by command line."""
+    tree = procstat.tree(pid)[1:]
+    names = {p: _comm(p) for p in tree}
+    forked = [p for p in tree if names[p].startswith("vc-relay-") and names[p] != "vc-relay-forks"]
+    return forked or [p for p in tree if b"relay" in _cmdline(p).split(b"\0") and names[p] != "vc-relay-forks"]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -371,10 +412,36 @@ ONE_MACHINE_CLIENTS = {
 }
 
 
-def our_server(cpu: int, workdir: Path) -> Server:
+def our_server(cpu: int, workdir: Path, workers: int | None = 1, tag: str = "ours") -> Server:
+    """``videocall serve`` with ``workers`` relay workers (None: its default, one per core)."""
+    count = ["--workers", str(workers)] if workers else []
     return Server("ours", [*Namespace.prefix(cpu), sys.executable, "-m", "videocall", "serve", "--host", SERVER_IP,
-                           "--port", str(PORT), "--workers", "1", "--ice-enforce-list", SERVER_IP,
-                           "--log-level", "WARNING"], dict(ONE_MACHINE_CLIENTS), workdir / "ours.log")
+                           "--port", str(PORT), *count, "--ice-enforce-list", SERVER_IP,
+                           "--log-level", "WARNING"], dict(ONE_MACHINE_CLIENTS), workdir / f"{tag}.log",
+                  workers=workers or os.cpu_count() or 1)
+
+
+def idle_footprint(server: Server, settle: float = 3.0) -> dict[str, float]:
+    """RSS and PSS of ``server``'s process tree, idle, ``settle`` s after it listens."""
+    server.start()
+    try:
+        time.sleep(settle)
+        tree = procstat.tree(server.pid)
+        return {"rss_mb": round(_rss(tree), 1), "pss_mb": round(_pss(tree), 1), "processes": len(tree)}
+    finally:
+        server.stop()
+
+
+def our_idle(cpu: int, workdir: Path) -> dict[str, Any]:
+    """Idle footprint of the default ``serve`` (one worker per core) and with one worker more
+    and one worker: what each added worker costs (PSS, so shared pages count once)."""
+    cores = os.cpu_count() or 1
+    sizes = {n: idle_footprint(our_server(cpu, workdir, n, f"idle{n}")) for n in (1, cores, cores + 1)}
+    default = idle_footprint(our_server(cpu, workdir, None, "idle-default"))
+    added = [round(sizes[n + 1]["pss_mb"] - sizes[n]["pss_mb"], 1) for n in (cores,)]
+    per_worker = round((sizes[cores + 1]["pss_mb"] - sizes[1]["pss_mb"]) / cores, 1)
+    return {"default": default, "workers": {str(n): f for n, f in sizes.items()}, "default_workers": cores,
+            "added_worker_pss_mb": added[0], "worker_pss_mb_mean": per_worker}
 
 
 # --- one load ------------------------------------------------------------------------------------
@@ -482,6 +549,19 @@ def client_saturated(step: dict[str, Any]) -> bool:
     return (step.get("client_busiest_pct") or 0) > CLIENT_BUSY_PCT
 
 
+def step_media_seconds(plan: Plan, calls: int) -> float:
+    """Media seconds of each call of a step: the plan's, or longer when the calls take so long
+    to start that they would not all be up together for ``ALL_UP_SECONDS``."""
+    return max(plan.step_duration, calls / plan.step_rate + ALL_UP_SECONDS)
+
+
+def _cpu_pct(step: dict[str, Any]) -> str:
+    """The step's server CPU, or why there is none (never a bare "-")."""
+    if step.get("server_cpu_pct") is None:
+        return "not measured (no steady window of 2 s)"
+    return f"{step['server_cpu_pct']}%"
+
+
 def step_search(server: Server, plan: Plan, client_cpu: int, workdir: Path, quota: CpuQuota,
                 share: float) -> dict[str, Any]:
     """Steps up until a step fails (both criteria) or the budget is spent, the server held to
@@ -495,16 +575,17 @@ def step_search(server: Server, plan: Plan, client_cpu: int, workdir: Path, quot
     quota.limit(share)
     try:
         for calls in grid:
-            expected = 8 + calls / plan.step_rate + plan.step_duration
+            duration = step_media_seconds(plan, calls)
+            expected = 8 + calls / plan.step_rate + duration
             if steps and time.monotonic() - started + expected > plan.step_budget:
                 stopped = f"time budget ({plan.step_budget:g} s) spent"
                 break
-            step = run_calls(server, calls, plan.step_rate, plan.step_duration, client_cpu, workdir, f"step{calls}")
+            step = run_calls(server, calls, plan.step_rate, duration, client_cpu, workdir, f"step{calls}")
             step["held"], step["held_video_100"] = held(step), held(step, video_all=True)
             step["client_saturated"] = client_saturated(step)
             steps.append(step)
             _say(f"  {server.name} {calls} calls: {step['succeeded']}/{calls} ok, delivery {_fmt(step['delivery'], 4)}, "
-                 f"video {_fmt(step['video_delivery'], 4)}, server CPU {step.get('server_cpu_pct', '-')}% "
+                 f"video {_fmt(step['video_delivery'], 4)}, server CPU {_cpu_pct(step)} "
                  f"(quota {100 * share:g}%), clients {step.get('client_busiest_pct', '-')}%"
                  + (" (client saturated)" if step["client_saturated"] else ""))
             ok_any = ok_any and step["held"]
@@ -563,6 +644,7 @@ def measure(server: Server, plan: Plan, client_cpu: int, workdir: Path, quota: C
     try:
         time.sleep(1)
         idle = _rss(procstat.tree(server.pid))
+        idle_pss = _pss(procstat.tree(server.pid))
         run_calls(server, 1, 1, 3, client_cpu, workdir, "warmup")
         _say(f"{server.name}: fixed load, {plan.calls} calls at {plan.rate:g}/s, {plan.duration:g} s each")
         fixed = run_calls(server, plan.calls, plan.rate, plan.duration, client_cpu, workdir, "fixed")
@@ -570,7 +652,7 @@ def measure(server: Server, plan: Plan, client_cpu: int, workdir: Path, quota: C
              f"({fixed.get('server_cpu_pct_per_call')}%/call) over a {fixed.get('window_seconds')} s steady window, "
              f"clients {fixed.get('client_cpu_pct')}%, RSS {fixed['rss_mb_per_call']} MB/call, "
              f"setup p95 {fixed['setup_first_media_p95_ms']} ms")
-        result = {"rss_mb_idle": round(idle, 1), "fixed": fixed}
+        result = {"rss_mb_idle": round(idle, 1), "pss_mb_idle": round(idle_pss, 1), "fixed": fixed}
         if "capacity" in parts:
             _say(f"{server.name}: step search, the server held to {100 * share:g}% of its core")
             result["capacity"] = step_search(server, plan, client_cpu, workdir, quota, share)
@@ -605,7 +687,13 @@ def rows(janus: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, str, An
     jf, of = janus["fixed"], ours["fixed"]
     jc, oc = janus["capacity"], ours["capacity"]
     js, os_ = janus["signalling"], ours["signalling"]
+    ji, oi = janus.get("idle", {}), ours.get("idle", {})
     table = [
+        ("idle_pss", f"idle PSS, MB (ours: default serve, {oi.get('default_workers', '?')} workers)",
+         ji.get("pss_mb"), (oi.get("default") or {}).get("pss_mb")),
+        ("idle_rss", "  idle RSS, MB", ji.get("rss_mb"), (oi.get("default") or {}).get("rss_mb")),
+        ("worker_pss", f"  ours: PSS an added worker costs, MB (goal <= {WORKER_PSS_GOAL:g})", None,
+         oi.get("added_worker_pss_mb")),
         ("relay_cpu_per_call", "relay CPU per call, % of a core (ours: signalling + worker)",
          jf.get("server_cpu_pct_per_call"), of.get("server_cpu_pct_per_call")),
         ("worker_cpu_per_call", "  ours: the worker alone", jf.get("server_cpu_pct_per_call"),
@@ -651,7 +739,7 @@ def render(janus: dict[str, Any], ours: dict[str, Any], meta: dict[str, Any]) ->
                  f"{jf.get('server_cpu_pct')}% / ours {of.get('server_cpu_pct')}% (worker {of.get('relay_cpu_pct')}%) "
                  f"of its core; clients {jf.get('client_cpu_pct')}% / {of.get('client_cpu_pct')}% of theirs")
     for name, cap in (("Janus", jc), ("ours", oc)):
-        steps = ", ".join(f"{s['calls']}:{_fmt(s['delivery'], 4)}/srv {s.get('server_cpu_pct', '-')}%"
+        steps = ", ".join(f"{s['calls']}:{_fmt(s['delivery'], 4)}/srv {_cpu_pct(s)}"
                           f"/cli {s.get('client_busiest_pct', '-')}%" for s in cap["steps"])
         lines.append(f"steps {name} (calls:delivery/server CPU/client CPU): {steps}; stopped: {cap['stopped']}; "
                      f"limit: {cap['limit']}")
@@ -717,8 +805,12 @@ def main(argv: list[str] | None = None) -> int:
             meta["capacity_share"] = share
             for name, make in (("janus", janus_server), ("ours", our_server)):
                 if args.only in (None, name):
+                    _say(f"{name}: idle footprint")
+                    idle = (idle_footprint(janus_server(args.server_cpu, workdir)) if name == "janus"
+                            else our_idle(args.server_cpu, workdir))
                     results[name] = measure(make(args.server_cpu, workdir), plan, args.client_cpu, workdir, quota,
                                             share, parts)
+                    results[name]["idle"] = idle
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
@@ -734,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
         out["goals_met"] = {key: (out["ratios"][key] is not None and
                                   (out["ratios"][key] <= limit if op == "<=" else out["ratios"][key] >= limit))
                             for key, (op, limit) in GOALS.items()}
+        added = results["ours"]["idle"].get("added_worker_pss_mb")
+        out["goals_met"]["worker_pss"] = added is not None and added <= WORKER_PSS_GOAL
         print(f"ours / Janus, {meta['date']}, load average {meta['load_before'][0]:.2f} before, "
               f"{meta['load_after'][0]:.2f} after, {meta['seconds']:g} s")
         print(render(results["janus"], results["ours"], meta))

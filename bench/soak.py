@@ -87,8 +87,11 @@ def role(pid: int, root: int) -> str:
         return "signalling"
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
+    if name.startswith("vc-relay-"):  # forked by serve's fork server (videocall/worker_forks.py)
+        return "fork server" if name == "vc-relay-forks" else "worker-" + name.removeprefix("vc-relay-")
     if b"--worker-id" in args:
         return args[args.index(b"--worker-id") + 1].decode()
     return "child"

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -294,12 +295,26 @@ async def run_worker(settings: Settings, listen: str, *, worker_id: str = "") ->
             log.info("relay worker %s stopped", worker_id or "-")
 
 
+#: Modules a worker's first call would import (the DTLS handshake's cryptography backend and
+#: ciphers): imported before it serves, so that the first call does not wait for them and
+#: workers forked from a prepared process (videocall/worker_forks.py) share them.
+FIRST_CALL_MODULES = (
+    "cryptography.hazmat.backends.openssl.backend",
+    "cryptography.hazmat.primitives.ciphers",
+    "cryptography.hazmat.primitives.serialization",
+)
+
+
 def prepare_process() -> None:
     """A process that only relays, before it serves: aiortc made lighter for relay legs (one
-    DTLS certificate, no receiver estimators: ``aiortc_hooks.prepare_relay_process``), and what was
-    loaded so far frozen out of the cyclic garbage collector's walks (``gc.freeze``), so a full
-    collection looks at the calls' objects only."""
+    DTLS certificate, no receiver estimators: ``aiortc_hooks.prepare_relay_process``), what its
+    first call would import imported, and what was loaded so far frozen out of the cyclic
+    garbage collector's walks (``gc.freeze``), so a full collection looks at the calls' objects
+    only (and, in a forked worker, writes to none of the pages it shares)."""
     aiortc_hooks.prepare_relay_process()
+    for name in FIRST_CALL_MODULES:
+        with contextlib.suppress(ImportError):  # another cryptography may lay them out otherwise
+            importlib.import_module(name)
     gc.freeze()
 
 

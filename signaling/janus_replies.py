@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 #: The plugin we are, in every event's ``plugindata``.
 PLUGIN_VIDEOCALL = "janus.plugin.videocall"
 SERVER_NAME = "VideoCall server (Janus API)"
@@ -18,8 +20,16 @@ SERVER_VERSION = "0.1.0"  # keep in step with pyproject.toml
 
 
 def dumps(message: Mapping[str, Any]) -> str:
-    """One reply or notification as the text of a WebSocket frame."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """One reply or notification as the text of a WebSocket frame.
+
+    ``orjson`` (C, several times cheaper than ``json.dumps``) writes what ``json.dumps`` with
+    these options would, except a NaN or infinity, which it writes as ``null`` (jansson holds
+    neither); what it cannot write (an integer key, an integer beyond 64 bits) goes through
+    ``json.dumps``."""
+    try:
+        return orjson.dumps(message).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 # Key order follows Janus's (janus_create_message): janus, session_id, transaction, then the rest.

@@ -30,7 +30,7 @@ import ipaddress
 import itertools
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -44,7 +44,6 @@ from signaling import janus_replies as replies
 from signaling.admin_server import AdminServer
 from signaling.auth import RequestAuth
 from signaling.effects import Delivery
-from signaling.fleet_calls import FleetCalls
 from signaling.frontdoor import CLOSE_POLICY, REFUSAL_LOG_PERIOD, FrontDoor
 from signaling.guarded_connection import GuardedConnection
 from signaling.http_listener import ClientSlot, HttpLimits, HttpListener, WebSocketOptions
@@ -54,16 +53,18 @@ from signaling.http_types import HttpHandler, HttpRequest, HttpResponse
 from signaling.janus_core import JanusCore
 from signaling.janus_errors import ADMIN_API, SHUTTING_DOWN
 from signaling.metrics import NodeMetrics
-from signaling.node_bus import NodeBus, NodeMessage
 from signaling.ops_http import OpsEndpoints
 from signaling.plugin_runner import PluginRunner
-from signaling.redis_registry import RedisRegistry, redacted_url
 from signaling.registry import MemoryRegistry, Registry
 from signaling.relay_client import RelayPool
 from signaling.sessions import Sessions
 from signaling.tls import TlsSource
 from signaling.tokens import TokenStore
 from signaling.videocall import VideoCall
+
+if TYPE_CHECKING:  # Redis (7 MB of modules) is imported only by a node given a redis_url
+    from signaling.fleet_calls import FleetCalls
+    from signaling.node_bus import NodeBus, NodeMessage
 
 log = logging.getLogger("videocall.server")
 
@@ -110,6 +111,8 @@ def create_registry(settings: Settings) -> Registry:
     """The one choice between a node alone and a fleet: Redis when ``redis_url`` is set."""
     if not settings.redis_url:
         return MemoryRegistry()
+    from signaling.redis_registry import RedisRegistry, redacted_url
+
     log.info("registry: %s, keys %r, lease %g s, node %r", redacted_url(settings.redis_url),
              settings.redis_key_prefix + "name:*", settings.registry_lease, settings.node_id)
     return RedisRegistry(settings.redis_url, prefix=settings.redis_key_prefix, lease=settings.registry_lease)
@@ -119,6 +122,8 @@ def create_fleet(settings: Settings) -> FleetCalls | None:
     """Calls with users of other nodes, through Redis, when nodes share a registry there."""
     if not settings.redis_url:
         return None
+    from signaling.fleet_calls import FleetCalls
+    from signaling.node_bus import NodeBus
 
     def bus(on_message: Callable[[NodeMessage], None]) -> NodeBus:
         return NodeBus(settings.redis_url, prefix=settings.redis_key_prefix, node_id=settings.node_id,

@@ -15,6 +15,13 @@ Duplicate keys are kept as jansson keeps them: the last one wins.
 Nesting is bounded, and the bound is checked by a linear scan BEFORE ``json.loads`` runs,
 so a frame of 100,000 ``[`` never reaches Python's recursive decoder.
 
+Two decoders, one set of rules: most frames go through ``orjson`` (C; about 3x less CPU
+than ``json.loads`` with its per-number hooks), but only those on which it cannot differ from
+jansson: at most ``max_depth`` brackets, no escape that may be a lone surrogate or U+0000, an
+object or array at the top, and in what it read no float and no integer beyond 64 bits (it
+keeps integers up to 2**64 - 1 and makes larger ones floats). Anything else, and anything
+orjson refuses, goes the careful way below, which also words every error.
+
 Must not touch: what the JSON means (``janus_api.py``), sockets, clocks.
 """
 
@@ -23,6 +30,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+import orjson
 
 #: ``json_int_t`` is a signed 64-bit integer.
 INT64_MIN = -(2**63)
@@ -35,6 +44,7 @@ _TOKENS = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"|[\[\]{}]|"')
 # escaped backslash followed by "u" also matches: that only costs a walk of the result.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SUSPECT_ESCAPE_BYTES = re.compile(rb"\\u(?:[dD][89a-fA-F]|0000)")
 _JSON_SPACE = " \t\n\r"
 
 
@@ -49,6 +59,9 @@ class JsonError(ValueError):
 
 def loads(frame: str | bytes, *, max_depth: int = 32) -> dict[str, Any] | list[Any]:
     """Decode one frame as jansson would, or raise :class:`JsonError`."""
+    value = _fast(frame, max_depth)
+    if value is not None:
+        return value
     text = _text(frame)
     first = text.lstrip(_JSON_SPACE)[:1]
     if first not in ("[", "{"):
@@ -69,6 +82,35 @@ def loads(frame: str | bytes, *, max_depth: int = 32) -> dict[str, Any] | list[A
     if _SUSPECT_ESCAPE.search(text):
         _check_strings(value)
     return value  # type: ignore[no-any-return]  # the first character made it an object or array
+
+
+def _fast(frame: str | bytes, max_depth: int) -> dict[str, Any] | list[Any] | None:
+    """``orjson``'s reading of a frame on which it agrees with jansson, else None (then the
+    careful path decides, and words the error)."""
+    if isinstance(frame, str):
+        if frame.count("[") + frame.count("{") > max_depth or ("\\u" in frame and _SUSPECT_ESCAPE.search(frame)):
+            return None
+    elif frame.count(b"[") + frame.count(b"{") > max_depth or (b"\\u" in frame and _SUSPECT_ESCAPE_BYTES.search(frame)):
+        return None
+    try:
+        value = orjson.loads(frame)
+    except orjson.JSONDecodeError:  # also a str with a lone surrogate: the careful path says where
+        return None
+    if type(value) is not dict and type(value) is not list:
+        return None
+    # orjson keeps an integer up to 2**64 - 1 and makes a larger one a float: a result with an
+    # integer beyond int64, or any float (maybe such an integer), is read the careful way.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float or (kind is int and not INT64_MIN <= item <= INT64_MAX):
+            return None
+    return value
 
 
 def _text(frame: str | bytes) -> str:

@@ -30,6 +30,8 @@ from pydantic import SecretStr, ValidationError
 from shared.logs import setup_logging
 from shared.relay_auth import new_secret
 from shared.settings import Settings, load
+from videocall import worker_forks
+from videocall.worker_forks import ForkedWorker, WorkerForks
 
 if TYPE_CHECKING:
     from signaling.tls import TlsSource
@@ -118,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = sub.add_parser("relay", help="one relay worker process",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    relay.add_argument("--listen", required=True, metavar="ADDR", help="unix:/path.sock or tcp:host:port")
+    relay.add_argument("--listen", metavar="ADDR", help="unix:/path.sock or tcp:host:port (required)")
     relay.add_argument("--worker-id", default="", help="name used in logs and stats")
     # Set by serve for the workers it starts: exit with serve, and remove its temporary folder.
     relay.add_argument("--supervisor-pid", type=int, default=0, help=argparse.SUPPRESS)
     relay.add_argument("--remove-empty-ipc-dir", action="store_true", help=argparse.SUPPRESS)
+    # serve's fork server (videocall/worker_forks.py): forks workers on requests read from this fd.
+    relay.add_argument("--fork-server", type=int, metavar="FD", help=argparse.SUPPRESS)
     _common(relay)
 
     # The load tester has its own parser (loadtest/cli.py), imported only when it runs: every
@@ -194,27 +198,47 @@ class WorkerSupervisor:
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 5.0) -> None:
         self.settings = settings
         self.addresses = [f"unix:{ipc_dir / f'worker-{i}.sock'}" for i in range(count)]
-        self.processes: list[asyncio.subprocess.Process | None] = [None] * count
+        self.processes: list[asyncio.subprocess.Process | ForkedWorker | None] = [None] * count
         self.temporary_dir = temporary_dir
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._forks: WorkerForks | None = None
 
     async def start(self) -> None:
+        # Forked from a fork server when this system allows (videocall/worker_forks.py), so
+        # the workers share what they imported; else each a new interpreter.
+        if worker_forks.available() and worker_forks.become_subreaper():
+            self._forks = WorkerForks(self._relay_command("--fork-server", "{fd}"), self._env())
         for index in range(len(self.addresses)):
             self._tasks.append(asyncio.create_task(self._keep_running(index)))
 
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **settings_env(self.settings)}
+
+    def _relay_command(self, *args: str) -> list[str]:
+        extra = ["--remove-empty-ipc-dir"] if self.temporary_dir else []
+        return [sys.executable, "-m", "videocall", "relay", *args, "--supervisor-pid", str(os.getpid()), *extra]
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process | ForkedWorker:
+        address, worker_id = self.addresses[index], f"worker-{index}"
+        if self._forks is not None:
+            return await self._forks.spawn(address, worker_id)
+        return await asyncio.create_subprocess_exec(
+            *self._relay_command("--listen", address, "--worker-id", worker_id), env=self._env())
+
     async def _keep_running(self, index: int) -> None:
-        env = {**os.environ, **settings_env(self.settings)}
         delay = 0.5
         while not self._stopping:
             address = self.addresses[index]
-            extra = ["--remove-empty-ipc-dir"] if self.temporary_dir else []
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "videocall", "relay", "--listen", address, "--worker-id", f"worker-{index}",
-                "--supervisor-pid", str(os.getpid()), *extra, env=env,
-            )
+            try:
+                process = await self._spawn(index)
+            except OSError as exc:
+                log.error("relay worker %d could not be started: %s", index, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
             self.processes[index] = process
             log.info("relay worker %d started (pid %d) on %s", index, process.pid, address)
             started = asyncio.get_running_loop().time()
@@ -231,7 +255,7 @@ class WorkerSupervisor:
             delay = 0.5 if asyncio.get_running_loop().time() - started > 10 else min(delay * 2, 10.0)
             await asyncio.sleep(delay)
 
-    async def _watch(self, index: int, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, index: int, process: asyncio.subprocess.Process | ForkedWorker) -> None:
         """Kill ``process`` if it stops answering its heartbeat (until it exits or is replaced)."""
         from shared import ipc
         from shared.messages import WorkerStats
@@ -273,6 +297,8 @@ class WorkerSupervisor:
                     process.kill()
         for task in self._tasks:
             task.cancel()
+        if self._forks is not None:
+            await self._forks.stop()
 
 
 async def _serve(settings: Settings, tls: TlsSource | None = None) -> None:
@@ -377,13 +403,41 @@ async def _relay_until_signalled(coro: Any) -> bool:
 
 def _relay(settings: Settings, listen: str, worker_id: str, supervisor_pid: int = 0,
            remove_empty_dir: bool = False) -> None:
-    from mediarelay.worker import prepare_process, run_worker
-    from shared.ipc import parse_address
+    from mediarelay.worker import prepare_process
 
     if supervisor_pid and not _exit_with(supervisor_pid):
         log.warning("relay worker %s: serve (pid %d) is gone; not starting", worker_id or "-", supervisor_pid)
         return
     prepare_process()
+    _run_relay(settings, listen, worker_id, supervisor_pid, remove_empty_dir)
+
+
+def _fork_server(settings: Settings, control_fd: int, supervisor_pid: int, remove_empty_dir: bool) -> None:
+    """``videocall relay --fork-server FD``: serve's fork server (videocall/worker_forks.py).
+    Everything a worker runs is imported here first, then frozen (``prepare_process``)."""
+    import uvloop  # noqa: F401 - imported once here, for every worker
+
+    from mediarelay.worker import prepare_process
+
+    if not _exit_with(supervisor_pid):
+        return
+    prepare_process()
+
+    def run(listen: str, worker_id: str) -> int:
+        if not _exit_with(supervisor_pid):  # now serve's child: exit with it
+            log.warning("relay worker %s: serve (pid %d) is gone; not starting", worker_id, supervisor_pid)
+            return 1
+        _run_relay(settings, listen, worker_id, supervisor_pid, remove_empty_dir)
+        return 0
+
+    worker_forks.serve_forks(control_fd, supervisor_pid, run)
+
+
+def _run_relay(settings: Settings, listen: str, worker_id: str, supervisor_pid: int, remove_empty_dir: bool) -> None:
+    """A prepared relay process (``prepare_process``) serving until a signal, or serve's end."""
+    from mediarelay.worker import run_worker
+    from shared.ipc import parse_address
+
     work = _relay_until_signalled(run_worker(settings, listen, worker_id=worker_id))
     try:
         import uvloop
@@ -423,8 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"invalid settings: {problems}")
     except (ValueError, OSError) as exc:
         parser.error(f"invalid settings: {exc}")
-    if args.command == "relay":
+    if args.command == "relay" and args.fork_server is None:
         from shared.ipc import unguarded_listen
+
+        if not args.listen:
+            parser.error("relay: --listen is required")
 
         try:
             refusal = unguarded_listen(args.listen, settings.relay_secret)
@@ -448,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run(_serve(settings, tls))
         elif args.command == "signaling":
             _run(_signaling(settings, tls))
+        elif args.fork_server is not None:
+            _fork_server(settings, args.fork_server, args.supervisor_pid, args.remove_empty_ipc_dir)
         else:
             _relay(settings, args.listen, args.worker_id, args.supervisor_pid, args.remove_empty_ipc_dir)
     except KeyboardInterrupt:

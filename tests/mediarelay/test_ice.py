@@ -111,6 +111,35 @@ def test_importing_the_hooks_changes_nothing_until_a_process_is_prepared() -> No
             "aiortc.rtcdtlstransport.RTCCertificate.generateCertificate"} <= set(result["prepare"])
 
 
+_CODEC_COPIES = """
+import copy, json
+from aiortc.codecs import CODECS
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from mediarelay import aiortc_hooks
+aiortc_hooks.prepare_relay_process()
+odd = RTCRtpCodecParameters(mimeType="video/X", clockRate=90000, parameters={"list": [1]})
+checks = []
+for codec in [*CODECS["audio"], *CODECS["video"], odd]:
+    twin = copy.deepcopy(codec)
+    checks.append([twin == codec, twin is not codec, twin.rtcpFeedback is not codec.rtcpFeedback,
+                   all(a is not b for a, b in zip(twin.rtcpFeedback, codec.rtcpFeedback, strict=True)),
+                   twin.parameters is not codec.parameters])
+print(json.dumps({"checks": checks, "odd": copy.deepcopy(odd).parameters["list"] is not odd.parameters["list"]}))
+"""
+
+
+def test_a_prepared_relay_process_still_deep_copies_codecs() -> None:
+    """``prepare_relay_process`` copies codecs directly (aiortc's matching deep-copies each): equal,
+    sharing nothing mutable; a codec with an unexpected parameter value gets the generic walk."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _CODEC_COPIES], capture_output=True, text=True, check=False,
+                          timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert len(result["checks"]) > 5 and all(all(check) for check in result["checks"]), result
+    assert result["odd"] is True
+
+
 # --- host candidates -------------------------------------------------------------------------
 
 

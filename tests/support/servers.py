@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from videocall.worker_forks import FORK_SERVER_NAME
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the OS picks it)."""
@@ -53,15 +55,17 @@ def videocall_command() -> list[str]:
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (``serve``'s relay workers), from /proc."""
+    """The processes whose parent is ``pid`` (``serve``'s relay workers), from /proc; not
+    ``serve``'s fork server (videocall/worker_forks.py), which is its child too."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            name = (entry / "comm").read_text().strip()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == pid:
+        if parent == pid and name != FORK_SERVER_NAME:
             found.append(int(entry.name))
     return found

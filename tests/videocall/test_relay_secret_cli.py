@@ -21,7 +21,7 @@ from pydantic import SecretStr, ValidationError
 
 from shared.ipc import IpcError, connect
 from shared.settings import Settings, load
-from tests.support.servers import free_port, videocall_command
+from tests.support.servers import children, free_port, videocall_command
 from videocall.cli import settings_env
 
 SECRET = "cli-relay-secret-0123456789"
@@ -131,13 +131,6 @@ def test_a_worker_with_a_secret_serves_only_nodes_that_prove_it() -> None:
 # --- videocall serve -----------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
 @pytest.mark.timeout(90)
 def test_serve_gives_its_workers_a_secret_of_its_own_through_their_environment(tmp_path: Path) -> None:
     port = free_port()
@@ -158,7 +151,7 @@ def test_serve_gives_its_workers_a_secret_of_its_own_through_their_environment(t
             assert time.monotonic() < deadline and process.poll() is None, "videocall serve did not get ready"
             time.sleep(0.2)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        workers = [pid for pid in _children(process.pid)
+        workers = [pid for pid in children(process.pid)
                    if b"relay" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
         assert len(workers) == 1
         environ = dict(item.split("=", 1) for item in

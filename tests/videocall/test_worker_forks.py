@@ -1,0 +1,94 @@
+"""``serve``'s workers forked from its fork server (videocall/worker_forks.py), on a real
+``videocall serve --workers 2``: they are ``serve``'s children, share what the fork server
+imported, and outlive it; a worker that dies is forked again from a new fork server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import children, free_port, videocall_command
+from videocall.worker_forks import FORK_SERVER_NAME, WORKER_NAME_PREFIX
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="Linux: pidfd_open")
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value)
+    return fields
+
+
+def _fork_servers(pid: int) -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _alive(int(entry.name)) and _parent(int(entry.name)) == pid
+            and _comm(int(entry.name)) == FORK_SERVER_NAME]
+
+
+def _wait(what: str, check: object, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_forked_workers_share_memory_outlive_the_fork_server_and_are_replaced(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_LOG_LEVEL": "INFO"}
+    with log.open("wb") as out:
+        serve = subprocess.Popen([*videocall_command(), "serve", "--workers", "2", "--port", str(free_port())],
+                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait("two workers listening", lambda: log.read_text().count("listening on unix:") == 2, log)
+        workers = sorted(children(serve.pid), key=_comm)
+        assert [_comm(pid) for pid in workers] == [f"{WORKER_NAME_PREFIX}0", f"{WORKER_NAME_PREFIX}1"]
+        (fork_server,) = _fork_servers(serve.pid)
+        for pid in workers:
+            memory = _memory_kb(pid)
+            own = memory["Private_Clean"] + memory["Private_Dirty"]
+            # forked after the fork server imported aiortc & co.: most of a worker is shared
+            assert own < memory["Rss"] / 2, memory
+
+        os.kill(fork_server, signal.SIGKILL)
+        _wait("the fork server gone", lambda: not _alive(fork_server), log)
+        time.sleep(1.0)
+        assert all(_alive(pid) for pid in workers)  # serve's children, not the fork server's
+
+        os.kill(workers[0], signal.SIGKILL)  # replaced, forked from a new fork server
+        _wait("worker 0 replaced", lambda: len(re.findall(r"relay worker 0 started", log.read_text())) == 2, log)
+        _wait("the new worker listening", lambda: log.read_text().count("worker-0 listening on unix:") == 2, log)
+        replacement = [pid for pid in children(serve.pid) if pid not in workers]
+        assert [_comm(pid) for pid in replacement] == [f"{WORKER_NAME_PREFIX}0"]
+        assert len(_fork_servers(serve.pid)) == 1 and _fork_servers(serve.pid) != [fork_server]
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
