@@ -280,18 +280,9 @@ def vp8_descriptor(packet: bytes, header: int) -> Descriptor | None:
         ext = packet[pos]
         pos += 1
         if ext & 0x80:  # I: picture id
-            if pos >= end:
+            if (after := _picture_id(d, packet, pos)) is None:
                 return None
-            d.pid_pos = pos
-            if packet[pos] & 0x80:
-                if pos + 1 >= end:
-                    return None
-                d.wide = True
-                d.pid = ((packet[pos] & 0x7F) << 8) | packet[pos + 1]
-                pos += 2
-            else:
-                d.pid = packet[pos]
-                pos += 1
+            pos = after
         if ext & 0x40:  # L: TL0PICIDX
             if pos >= end:
                 return None
@@ -308,6 +299,23 @@ def vp8_descriptor(packet: bytes, header: int) -> Descriptor | None:
     return d
 
 
+def _picture_id(d: Descriptor, packet: bytes, pos: int) -> int | None:
+    """Read the picture id at ``pos`` into ``d`` (VP8 and VP9 write it alike: 7 bits, or 15
+    with the M bit); the position after it, or None when the packet ends first."""
+    end = len(packet)
+    if pos >= end:
+        return None
+    d.pid_pos = pos
+    if packet[pos] & 0x80:
+        if pos + 1 >= end:
+            return None
+        d.wide = True
+        d.pid = ((packet[pos] & 0x7F) << 8) | packet[pos + 1]
+        return pos + 2
+    d.pid = packet[pos]
+    return pos + 1
+
+
 def vp9_descriptor(packet: bytes, header: int) -> Descriptor | None:
     """The VP9 payload descriptor (RFC 9628 4.2) of the packet whose payload starts at
     ``header``; None when it is truncated. TID -1 without layer indices (L bit clear)."""
@@ -319,18 +327,9 @@ def vp9_descriptor(packet: bytes, header: int) -> Descriptor | None:
     begin = bool(first & 0x08)
     pos = header + 1
     if first & 0x80:  # I: picture id
-        if pos >= end:
+        if (after := _picture_id(d, packet, pos)) is None:
             return None
-        d.pid_pos = pos
-        if packet[pos] & 0x80:
-            if pos + 1 >= end:
-                return None
-            d.wide = True
-            d.pid = ((packet[pos] & 0x7F) << 8) | packet[pos + 1]
-            pos += 2
-        else:
-            d.pid = packet[pos]
-            pos += 1
+        pos = after
     sid = 0
     if first & 0x20:  # L: layer indices TID U SID D, then TL0PICIDX in non-flexible mode
         if pos >= end:
