@@ -12,6 +12,7 @@ fixtures below). ``pytest -m "not slow"`` is the inner loop; CI runs everything.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -66,3 +67,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = item.path.parent.name
         if folder in _SLOW_FOLDERS or _MEDIA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def no_automatic_collection() -> Iterator[None]:
+    """Cycles are freed only by an explicit ``gc.collect()`` (the code's own) while the test runs."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

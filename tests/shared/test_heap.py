@@ -10,9 +10,7 @@ the trimmer's own collection can free the cycle.
 from __future__ import annotations
 
 import asyncio
-import gc
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,16 +21,6 @@ class _Node:
     """Half of a reference cycle, as a call's Leg and its PeerConnection's listeners are."""
 
     other: _Node | None = None
-
-
-@pytest.fixture
-def no_automatic_collection() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 async def _until(predicate: object, what: str, timeout: float = 5.0) -> None:

@@ -13,10 +13,8 @@ may free them.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -51,17 +49,6 @@ async def _client(port: int, address: str) -> Any:
                               "plugin": "janus.plugin.videocall"}))
     assert json.loads(await ws.recv())["janus"] == "success"
     return ws
-
-
-@pytest.fixture
-def no_automatic_collection() -> Iterator[None]:
-    """Cycles are freed only by an explicit ``gc.collect()`` (the server's) while the test runs."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("no_automatic_collection")

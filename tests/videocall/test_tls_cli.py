@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from signaling.tls import fingerprint, make_self_signed
+from tests.signaling.test_tls import served_fingerprint
 from tests.support.servers import free_port, videocall_command
 
 pytestmark = pytest.mark.slow
@@ -31,15 +32,6 @@ def test_a_key_that_does_not_match_refuses_the_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"cannot serve TLS: tls_key {other_key} does not match the certificate in tls_cert {cert}" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-async def _served_fingerprint(port: int) -> str:
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
-    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-    writer.close()
-    return fingerprint(ssl.DER_cert_to_PEM_cert(der).encode())
 
 
 async def test_sighup_reloads_the_certificate_and_keeps_open_websockets(tmp_path: Path) -> None:
@@ -63,13 +55,13 @@ async def test_sighup_reloads_the_certificate_and_keeps_open_websockets(tmp_path
                 await asyncio.sleep(0.1)
         else:
             pytest.fail("the server did not come up: " + (tmp_path / "stderr.log").read_text())
-        assert await _served_fingerprint(port) == fingerprint(first_cert.read_bytes())
+        assert await served_fingerprint(port) == fingerprint(first_cert.read_bytes())
         shutil.copy(second_key, key)
         shutil.copy(second_cert, cert)
         process.send_signal(signal.SIGHUP)
         wanted = fingerprint(second_cert.read_bytes())
         for _ in range(100):
-            if await _served_fingerprint(port) == wanted:
+            if await served_fingerprint(port) == wanted:
                 break
             await asyncio.sleep(0.05)
         else:
