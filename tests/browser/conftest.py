@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ from tests.browser.browser_support import (
     PageServer,
     Peer,
     VideocallServer,
+    start_tls_server,
     unavailable,
 )
 
@@ -173,3 +175,11 @@ def idle_peer(stack: Stack) -> Peer:
 def _start_idle_peer_early(request: pytest.FixtureRequest) -> None:
     if any(item.name == KEEPALIVE_TEST for item in request.session.items):
         request.getfixturevalue("idle_peer")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[VideocallServer]:
+    """``videocall serve`` over TLS on a self-signed certificate for 127.0.0.1 and localhost."""
+    server = start_tls_server(tmp_path, {"VIDEOCALL_TLS_HOST_NAMES": "127.0.0.1,localhost"})
+    yield server
+    server.stop()

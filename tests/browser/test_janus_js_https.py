@@ -8,8 +8,6 @@ the TLS handshake is real and checked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,6 @@ from tests.browser.browser_support import (
     VideocallServer,
     self_signed_cert,
     start_call,
-    start_tls_server,
     trust_only,
     wait_inbound,
     wait_webrtcup,
@@ -28,13 +25,6 @@ from tests.browser.browser_support import (
 pytestmark = pytest.mark.timeout(90)
 
 FETCH_INFO = "(url) => fetch(url + '/info').then((r) => r.ok ? 'answered' : `status ${r.status}`, (e) => String(e))"
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[VideocallServer]:
-    server = start_tls_server(tmp_path, {"VIDEOCALL_TLS_HOST_NAMES": "127.0.0.1,localhost"})
-    yield server
-    server.stop()
 
 
 def test_janus_js_over_https_long_poll_makes_a_call_with_media(stack: Any, tls_server: VideocallServer) -> None:

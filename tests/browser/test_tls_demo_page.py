@@ -6,23 +6,14 @@ page; the page is then a secure context, so it may use the camera, and a call ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.browser_support import VideocallServer, self_signed_cert, start_tls_server, trust_only
+from tests.browser.browser_support import VideocallServer, self_signed_cert, trust_only
 from tests.browser.test_demo_page import DESKTOP, PHONE, DemoPage, call_with_media
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[VideocallServer]:
-    server = start_tls_server(tmp_path, {"VIDEOCALL_TLS_HOST_NAMES": "127.0.0.1,localhost"})
-    yield server
-    server.stop()
 
 
 def test_a_call_with_media_over_https_and_wss(stack: Any, tls_server: VideocallServer) -> None:
