@@ -25,22 +25,17 @@ from loadtest import janus
 from loadtest.cli import build_parser
 from loadtest.report import normalise_reason, percentiles
 from loadtest.rtp_stats import StreamStats
+from tests.support.servers import free_port
 
 # Small clips and short calls: a few seconds of a 2-core machine shared with others.
 SMALL = ["--resolution", "320x240", "--bitrate", "300k", "--quiet"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
     """A ``videocall`` server subprocess in its own process group, logging to a file."""
 
     def __init__(self, tmp: Path, *args: str, ready: bytes) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}/"
         self.log_path = tmp / f"server-{self.port}.log"
         env = {**os.environ, "VIDEOCALL_ICE_ENFORCE_LIST": "127.0.0.1", "VIDEOCALL_LOG_LEVEL": "INFO"}
@@ -133,7 +128,7 @@ def test_signalling_only_reports_round_trips_and_idle_session_memory(serve: Serv
 
 
 def test_nothing_listening_is_one_clear_reason_and_exit_1(cache_dir: Path, tmp_path: Path) -> None:
-    url = f"ws://127.0.0.1:{_free_port()}/"
+    url = f"ws://127.0.0.1:{free_port()}/"
     result = tmp_path / "report.json"
     out = loadtest(url, "--calls", "2", *SMALL, cache=cache_dir, json_path=result)
     no_traceback(out)
@@ -259,7 +254,7 @@ def test_the_same_load_runs_against_real_janus(tmp_path: Path, cache_dir: Path) 
     existed = "vcjanus" in subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout
     if not existed:
         subprocess.run([script, "up"], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     with open(tmp_path / "janus.log", "wb") as log:
         janus_proc = subprocess.Popen([script, "run", str(port), str(tmp_path / "recordings")], stdout=log,
                                       stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)},

@@ -7,6 +7,7 @@ Shared by tests/e2e, tests/browser and the process-level tests, so there is one 
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -17,12 +18,29 @@ from pathlib import Path
 
 from videocall.worker_forks import FORK_SERVER_NAME
 
+# Ports handed out by free_port in this test run: never handed out twice.
+_HANDED_OUT: set[int] = set()
+# Below Linux's ephemeral range (ip_local_port_range starts at 32768): a port the OS picks
+# with bind(0) comes from that range, the same one every outgoing connection's local port
+# comes from, and it can come back twice once its socket is closed. Two services of one
+# topology then collide ("address already in use" in CI), or a server's port is taken by a
+# client's connection between the pick and the server's bind.
+_PORT_RANGE = (20000, 32768)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, never one handed out before in this run."""
+    while True:
+        port = random.randrange(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def wait_ready(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
