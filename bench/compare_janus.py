@@ -40,7 +40,7 @@ worker costs.
    / calls. Setup p95 is call request -> first media packet at the callee. Delivery =
    packets received / sent over the measured windows, all directions and kinds (and video
    alone);
-3. the step search: call counts in steps of 6, each a short load, until one fails or the time
+3. the step search: call counts from 4 up (steps of 4, then of 6), each a short load, until one fails or the time
    budget of that server is spent. A step *holds* when every call succeeds and >= 99.5% of
    packets arrive (and none is late by more than the load tester's 0.3 s drain: more received
    than sent in the windows); the table gives the largest step held before the first that did
@@ -126,9 +126,9 @@ class Plan:
     signalling_duration: float
 
 
-FULL = Plan(calls=16, rate=8, duration=20, steps=(16, 22, 28, 34, 40, 46, 52, 58), step_duration=12, step_rate=5,
+FULL = Plan(calls=16, rate=8, duration=20, steps=(4, 8, 12, 16, 20, 24, 30, 36, 42, 48), step_duration=12, step_rate=5,
             step_budget=180, signalling_clients=50, signalling_duration=8)
-QUICK = Plan(calls=6, rate=6, duration=8, steps=(16, 24, 32, 40), step_duration=6, step_rate=8,
+QUICK = Plan(calls=6, rate=6, duration=8, steps=(4, 8, 12, 16), step_duration=6, step_rate=8,
              step_budget=40, signalling_clients=30, signalling_duration=3)
 
 
