@@ -35,7 +35,7 @@ from signaling.janus_errors import ErrorCode, PluginCode
 
 __all__ = [
     "TokenBucket", "RateLimiter", "ConnectionCounts", "Refusal", "FrontDoor", "client_address",
-    "normalize_origin", "quiet_close_reason", "CLOSE_POLICY", "IDLE", "FRAME_TOO_SLOW",
+    "normalize_origin", "quiet_close_reason", "CLOSE_POLICY", "IDLE", "FRAME_TOO_SLOW", "ORIGIN", "CONNECTIONS",
     "CREATE_RATE_LIMITED", "SESSIONS_FULL", "REGISTER_RATE_LIMITED", "REFUSAL_LOG_PERIOD",
 ]
 
@@ -47,6 +47,10 @@ CLOSE_POLICY = 1008
 IDLE = "idle"
 #: Close reason of a connection whose frame took longer than ``frame_timeout`` to arrive.
 FRAME_TOO_SLOW = "frame too slow"
+#: Kinds of handshake refusal (:class:`Refusal`): a foreign or missing Origin, and an address
+#: past ``max_connections_per_address``.
+ORIGIN = "origin"
+CONNECTIONS = "connections"
 
 #: ``create`` beyond ``create_rate``: 490, the generic core error we already answer a
 #: connection's ``max_sessions_per_connection`` with. Not 472: that says the node takes no
@@ -188,11 +192,13 @@ def normalize_origin(origin: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A handshake refused before the upgrade: the HTTP status and the one-line reason
-    (sent as the body and logged)."""
+    """A handshake refused before the upgrade: the HTTP status, the one-line reason (sent as
+    the body and logged) and its kind (``ORIGIN`` or ``CONNECTIONS``: the ``/metrics`` label,
+    a short fixed word where the reason names an address or an origin)."""
 
     status: int
     reason: str
+    kind: str
 
 
 def quiet_close_reason(
@@ -253,10 +259,10 @@ class FrontDoor:
         if origin is None:
             if self.allow_missing_origin:
                 return None
-            return Refusal(403, "no Origin header, and allow_missing_origin is off")
+            return Refusal(403, "no Origin header, and allow_missing_origin is off", ORIGIN)
         if not self.allowed_origins or normalize_origin(origin) in self.allowed_origins:
             return None
-        return Refusal(403, f"Origin {origin[:200]!r} is not in allowed_origins")
+        return Refusal(403, f"Origin {origin[:200]!r} is not in allowed_origins", ORIGIN)
 
     def handshake_refusal(self, address: str, origins: Sequence[str], *, upgrade: bool,
                           counted: bool = False) -> Refusal | None:
@@ -268,11 +274,11 @@ class FrontDoor:
         page sends no Origin at all."""
         if upgrade:
             if len(origins) > 1:  # RFC 6454 7.3: a user agent sends at most one
-                return Refusal(403, "more than one Origin header")
+                return Refusal(403, "more than one Origin header", ORIGIN)
             if (refusal := self.origin_refusal(origins[0] if origins else None)) is not None:
                 return refusal
         if not counted and not self.connections.admit(address):
-            return Refusal(429, f"too many connections from {address} (at most {self.connections.cap})")
+            return Refusal(429, f"too many connections from {address} (at most {self.connections.cap})", CONNECTIONS)
         return None
 
     def release(self, address: str) -> None:

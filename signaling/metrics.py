@@ -63,6 +63,11 @@ class NodeMetrics:
         self.held_events = Gauge("videocall_session_events_held", "Events held for sessions without a "
                                  "transport (a dropped WebSocket waiting for a claim, HTTP between polls).",
                                  registry=self.registry)
+        self.door_refusals = Counter("videocall_frontdoor_refusals", "Connections the front door refused "
+                                     "or closed, by kind: origin and connections (403/429 before the "
+                                     "upgrade), idle and frame_too_slow (closed with 1008). Rate-limited "
+                                     "create and register are in videocall_errors (490, 499).",
+                                     ["kind"], registry=self.registry)
         ProcessCollector(registry=self.registry)  # the node's own CPU, memory, file descriptors
         self.registry.register(_StateCollector(node, sessions, plugin, relay))
 
@@ -71,6 +76,9 @@ class NodeMetrics:
 
     def core_error(self, code: int) -> None:
         self.errors.labels("core", str(code)).inc()
+
+    def door_refused(self, kind: str) -> None:
+        self.door_refusals.labels(kind.replace(" ", "_")).inc()
 
     def registry_checked(self, ok: bool, seconds: float) -> None:
         self.registry_up.set(1 if ok else 0)

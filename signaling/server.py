@@ -267,6 +267,7 @@ class SignalingServer:
         origins = [] if origin is None else [part.strip() for part in origin.split(",")]
         refusal = self.door.handshake_refusal(address, origins, upgrade=upgrade, counted=counted)
         if refusal is not None:
+            self.metrics.door_refused(refusal.kind)
             if self.door.log_refusal(address, asyncio.get_running_loop().time()):
                 log.info("refused %s from %s: %s (more from it within %g s are not logged)",
                          "a WebSocket" if upgrade else "an HTTP request", address, refusal.reason, REFUSAL_LOG_PERIOD)
@@ -309,6 +310,7 @@ class SignalingServer:
             reason = self.door.quiet_close_reason(now, last_active=ws.last_active, partial_since=ws.partial_since,
                                                   has_session=has_session)
             if reason is not None:
+                self.metrics.door_refused(reason)
                 log.info("connection %s from %s closed: %s", key, ws.client_address, reason)
                 task = asyncio.get_running_loop().create_task(ws.close(CLOSE_POLICY, reason))
                 self._closing.add(task)

@@ -9,8 +9,10 @@ import pytest
 
 from shared.settings import Settings
 from signaling.frontdoor import (
+    CONNECTIONS,
     FRAME_TOO_SLOW,
     IDLE,
+    ORIGIN,
     ConnectionCounts,
     FrontDoor,
     RateLimiter,
@@ -105,16 +107,17 @@ def test_origin_allowed_list() -> None:
     assert door.handshake_refusal("a", ["https://example.com"], upgrade=True) is None
     assert door.handshake_refusal("a", [], upgrade=True) is None  # not a browser
     assert door.handshake_refusal("a", ["https://evil.example"], upgrade=True) == \
-        Refusal(403, "Origin 'https://evil.example' is not in allowed_origins")
+        Refusal(403, "Origin 'https://evil.example' is not in allowed_origins", ORIGIN)
     assert door.handshake_refusal("a", ["https://example.com.evil.example"], upgrade=True) is not None
     assert door.handshake_refusal("a", ["https://example.com", "https://example.com"], upgrade=True) == \
-        Refusal(403, "more than one Origin header")
+        Refusal(403, "more than one Origin header", ORIGIN)
     assert door.handshake_refusal("a", ["https://evil.example"], upgrade=False) is None  # a plain GET
 
 
 def test_missing_origin_refused_when_asked() -> None:
     door = FrontDoor(allowed_origins=["https://example.com"], allow_missing_origin=False)
-    assert door.handshake_refusal("a", [], upgrade=True) == Refusal(403, "no Origin header, and allow_missing_origin is off")
+    assert door.handshake_refusal("a", [], upgrade=True) == \
+        Refusal(403, "no Origin header, and allow_missing_origin is off", ORIGIN)
 
 
 def test_refused_origin_takes_no_connection_slot() -> None:
@@ -122,7 +125,7 @@ def test_refused_origin_takes_no_connection_slot() -> None:
     assert door.handshake_refusal("a", ["https://evil.example"], upgrade=True) is not None
     assert door.handshake_refusal("a", ["https://example.com"], upgrade=True) is None
     assert door.handshake_refusal("a", ["https://example.com"], upgrade=True) == \
-        Refusal(429, "too many connections from a (at most 1)")
+        Refusal(429, "too many connections from a (at most 1)", CONNECTIONS)
     door.release("a")
     assert door.handshake_refusal("a", ["https://example.com"], upgrade=True) is None
 

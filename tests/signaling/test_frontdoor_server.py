@@ -105,6 +105,11 @@ async def clients() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
         await ws.close()
 
 
+def refusals(server: SignalingServer, kind: str) -> float:
+    """The node's ``/metrics`` count of front-door refusals of ``kind``."""
+    return server.metrics.registry.get_sample_value("videocall_frontdoor_refusals_total", {"kind": kind}) or 0.0
+
+
 async def _refused(server: SignalingServer, address: str, origin: str | None = None) -> InvalidStatus:
     try:
         ws = await _open(server, address, origin)
@@ -125,6 +130,7 @@ async def test_foreign_origin_gets_403_before_the_upgrade(make_server: Any, clie
     assert refused.response.status_code == 403
     assert refused.response.body == b"Origin 'https://evil.example' is not in allowed_origins\n"
     assert f"refused a WebSocket from {FLOOD}: Origin 'https://evil.example' is not in allowed_origins" in caplog.text
+    assert refusals(server, "origin") == 1 and refusals(server, "connections") == 0
     await (await clients(server, origin="https://example.com")).ping()
     await (await clients(server, origin="http://localhost:8188")).ping()
     await (await clients(server)).ping()  # no Origin: not a browser (janus-client, scripts)
@@ -174,6 +180,7 @@ async def test_connection_cap_per_address_refuses_then_recovers(make_server: Any
     await flood[0].ping()
     assert (await _refused(server, FLOOD)).response.status_code == 429
     assert caplog.text.count(f"refused a WebSocket from {FLOOD}") == 1  # a flood of refusals is one line
+    assert refusals(server, "connections") == 2  # but each is counted
 
 
 async def test_refused_and_plain_http_connections_give_their_slot_back(make_server: Any, clients: Any) -> None:
@@ -249,6 +256,7 @@ async def test_idle_connection_without_session_is_closed(make_server: Any, clien
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await asyncio.wait_for(idle.ws.recv(), 3)
     assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "idle")
+    assert refusals(server, "idle") == 1
     assert (await with_session.request({"janus": "keepalive", "session_id": sid}))["janus"] == "ack"
     await chatty.ping()
 
@@ -270,6 +278,7 @@ async def test_frame_sent_a_byte_at_a_time_is_closed(make_server: Any, clients: 
     started = asyncio.get_running_loop().time()
     code, reason = await close_frame(reader)
     assert (code, reason) == (1008, "frame too slow")
+    assert refusals(server, "frame_too_slow") == 1
     assert 0.4 < asyncio.get_running_loop().time() - started < 2.0
     trickler.cancel()
     writer.close()
