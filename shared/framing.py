@@ -1,7 +1,7 @@
 """The IPC wire format: length-prefixed msgpack frames and the three message shapes.
 
 Sans-I/O, like websockets' ``frames.py``: bytes in, checked messages out, and back. No
-sockets, tasks or clocks here; ``shared/ipc.py`` moves the bytes. A frame is a 4-byte
+sockets, tasks or clocks here; ``shared/ipc_channel.py`` moves the bytes. A frame is a 4-byte
 big-endian payload length, then one msgpack map of one of these shapes::
 
     request      {"t": "req", "id": int (1..2**32-1), "method": str, "body": map[, "dl": float]}
@@ -10,7 +10,7 @@ big-endian payload length, then one msgpack map of one of these shapes::
 
 A request's optional ``dl`` is its deadline: the sender's wall clock (Unix seconds) after
 which nobody waits for the answer any more, so the receiver drops it instead of carrying
-it out late (``shared/ipc.py`` reads it on its own clock). Anything else is a
+it out late (``shared/ipc_channel.py`` reads it on its own clock). Anything else is a
 ``FrameError`` naming the defect in one sentence, so the channel can log it and drop the
 peer. What a ``body`` holds is not checked here: that is the job of the
 pydantic models in ``shared/messages.py``, once the method is known.

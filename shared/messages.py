@@ -2,7 +2,7 @@
 
 Both processes import these models: the signalling side builds requests and reads
 notifications, the worker does the opposite. A frame on the wire is a msgpack map
-(see ``shared/ipc.py`` for framing); its ``body`` is validated against the model named
+(see ``shared/framing.py``); its ``body`` is validated against the model named
 by its ``method`` (requests, notifications) before anything acts on it, so a confused or
 hostile peer on the socket gets a clear error response instead of a crash.
 
