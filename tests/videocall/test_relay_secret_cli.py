@@ -22,7 +22,7 @@ from pydantic import SecretStr, ValidationError
 from shared.ipc import IpcError, connect
 from shared.settings import Settings, load
 from tests.support.servers import children, free_port, videocall_command
-from videocall.cli import settings_env
+from videocall.supervisor import settings_env
 
 SECRET = "cli-relay-secret-0123456789"
 

@@ -19,7 +19,7 @@ import websockets
 from shared.settings import Settings
 from signaling.server import SignalingServer
 from tests.support.servers import free_port, videocall_command
-from videocall.cli import settings_env
+from videocall.supervisor import settings_env
 
 UNAUTHORIZED = {"code": 403, "reason": "Unauthorized request (wrong or missing secret/token)"}
 
