@@ -106,9 +106,15 @@ SAMPLE_INTERVAL = 0.25
 #: ran out would report no server CPU.
 ALL_UP_SECONDS = 4.0
 
+#: Media seconds of each call of the setup-cost load: as short as the load tester allows to
+#: still see the call up; what media costs in them is taken off with the fixed load's rate.
+SETUP_MEDIA_SECONDS = 1.0
+#: Seconds the server is watched idle before the setup-cost load, for its own idle CPU.
+IDLE_WATCH_SECONDS = 2.0
+
 #: Issue 18's goals (ours / Janus); ``worker_pss`` is in MB, not a ratio.
 GOALS = {"idle_pss": ("<=", 3.0), "relay_cpu_per_call": ("<=", 0.8), "rss_per_call": ("<=", 1.2),
-         "setup_p95": ("<=", 1.0), "signalling_cpu": ("<=", 1.0), "held_video_100": (">=", 0.7)}
+         "setup_p95": ("<=", 1.0), "setup_cpu": ("<=", 1.3), "signalling_cpu": ("<=", 1.0), "held_video_100": (">=", 0.7)}
 #: MB of PSS each worker added to the default serve may cost.
 WORKER_PSS_GOAL = 15.0
 
@@ -124,12 +130,14 @@ class Plan:
     step_budget: float  # seconds of step search per server
     signalling_clients: int
     signalling_duration: float
+    setup_calls: int = 24  # calls of the setup-cost load, at setup_rate, SETUP_MEDIA_SECONDS each
+    setup_rate: float = 4.0
 
 
 FULL = Plan(calls=16, rate=8, duration=20, steps=(4, 8, 12, 16, 20, 24, 30, 36, 42, 48), step_duration=12, step_rate=5,
             step_budget=180, signalling_clients=50, signalling_duration=8)
 QUICK = Plan(calls=6, rate=6, duration=8, steps=(4, 8, 12, 16), step_duration=6, step_rate=8,
-             step_budget=40, signalling_clients=30, signalling_duration=3)
+             step_budget=40, signalling_clients=30, signalling_duration=3, setup_calls=12)
 
 
 # --- /proc ---------------------------------------------------------------------------------------
@@ -531,6 +539,30 @@ def run_calls(server: Server, calls: int, rate: float, duration: float, client_c
     }
 
 
+def setup_cost(server: Server, plan: Plan, client_cpu: int, workdir: Path,
+               media_pct_per_call: float | None) -> dict[str, Any]:
+    """CPU the server spends on one call's setup and hangup (signalling and worker: SDP, ICE,
+    DTLS, the plugin's events), from a load of short calls: the server's CPU over the whole
+    run, less its idle CPU over the same time and the media the calls carried (at the fixed
+    load's CPU per call-second), per call that succeeded."""
+    tree = procstat.tree(server.pid)
+    first = _cpu(tree)
+    time.sleep(IDLE_WATCH_SECONDS)
+    idle_rate = (_cpu(tree) - first) / IDLE_WATCH_SECONDS
+    args = ["--calls", str(plan.setup_calls), "--rate", str(plan.setup_rate), "--duration", str(SETUP_MEDIA_SECONDS)]
+    report, samples, _ = loadtest(server, args, client_cpu, workdir, "setup",
+                                  timeout=90 + plan.setup_calls / plan.setup_rate + 60)
+    ok = (report.get("calls") or {}).get("succeeded", 0)
+    if len(samples) < 2 or not ok:
+        return {"calls": plan.setup_calls, "succeeded": ok, "cpu_ms_per_call": None, "error": report.get("error")}
+    span = samples[-1].t - samples[0].t
+    total = samples[-1].server_cpu - samples[0].server_cpu
+    media = (media_pct_per_call or 0.0) / 100 * SETUP_MEDIA_SECONDS * ok
+    return {"calls": plan.setup_calls, "succeeded": ok, "seconds": round(span, 1),
+            "idle_cpu_pct": round(100 * idle_rate, 2), "raw_cpu_ms_per_call": round(1000 * total / ok, 1),
+            "cpu_ms_per_call": round(1000 * (total - idle_rate * span - media) / ok, 1)}
+
+
 def held(step: dict[str, Any], *, video_all: bool = False) -> bool:
     """Every call up, and the packets delivered. More received than sent in the windows means
     packets still in flight 0.3 s after the senders paused (the load tester's drain): a server
@@ -653,6 +685,10 @@ def measure(server: Server, plan: Plan, client_cpu: int, workdir: Path, quota: C
              f"clients {fixed.get('client_cpu_pct')}%, RSS {fixed['rss_mb_per_call']} MB/call, "
              f"setup p95 {fixed['setup_first_media_p95_ms']} ms")
         result = {"rss_mb_idle": round(idle, 1), "pss_mb_idle": round(idle_pss, 1), "fixed": fixed}
+        _say(f"{server.name}: setup cost, {plan.setup_calls} calls of {SETUP_MEDIA_SECONDS:g} s at {plan.setup_rate:g}/s")
+        result["setup"] = setup = setup_cost(server, plan, client_cpu, workdir, fixed.get("server_cpu_pct_per_call"))
+        _say(f"  {server.name}: {setup['succeeded']}/{plan.setup_calls} ok, {setup['cpu_ms_per_call']} ms CPU per call "
+             f"setup + hangup")
         if "capacity" in parts:
             _say(f"{server.name}: step search, the server held to {100 * share:g}% of its core")
             result["capacity"] = step_search(server, plan, client_cpu, workdir, quota, share)
@@ -703,6 +739,8 @@ def rows(janus: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, str, An
          of["setup_first_media_p95_ms"]),
         ("setup_webrtcup_p95", "  call -> both webrtcup p95, ms", jf["setup_webrtcup_p95_ms"],
          of["setup_webrtcup_p95_ms"]),
+        ("setup_cpu", "CPU per call setup + hangup, ms (ours: signalling + worker)",
+         janus["setup"]["cpu_ms_per_call"], ours["setup"]["cpu_ms_per_call"]),
         ("delivery", "delivery ratio (packets)", jf["delivery"], of["delivery"]),
         ("held", f"calls held, >= {100 * HELD_DELIVERY:g}% delivered ({100 * jc['share']:g}% of a core)",
          jc["held"], oc["held"]),
@@ -837,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: CPU {fixed.get('server_cpu_pct_per_call')}%/call (worker {fixed.get('relay_cpu_pct_per_call')}),"
                   f" RSS {fixed['rss_mb_per_call']} MB/call (worker {fixed['relay_rss_mb_per_call']}), setup p95 "
                   f"{fixed['setup_first_media_p95_ms']} ms (webrtcup {fixed['setup_webrtcup_p95_ms']}), delivery "
-                  f"{_fmt(fixed['delivery'], 4)}, clients {fixed.get('client_cpu_pct')}%")
+                  f"{_fmt(fixed['delivery'], 4)}, clients {fixed.get('client_cpu_pct')}%, setup + hangup "
+                  f"{result['setup']['cpu_ms_per_call']} ms CPU per call")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, separators=(",", ":")))
