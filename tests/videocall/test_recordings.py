@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import mjr_media
 from tests.support.janus_tools import PP_REC, needs_pp_rec
-from videocall import recordings
+from videocall import recording_list
 
 pytestmark = pytest.mark.slow
 
@@ -201,4 +201,4 @@ def test_help_and_no_heavy_imports() -> None:
             "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {'aiortc', 'av', 'signaling'})))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
-    assert recordings.MEDIA_SUFFIXES["-video.mjr"] == "video"
+    assert recording_list.MEDIA_SUFFIXES["-video.mjr"] == "video"
