@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 
 #: This module's server: a short long poll and session timeout, so the tests wait little.
 LONG_POLL_WAIT = 1.0
-SESSION_TIMEOUT = 3.0
+SESSION_TIMEOUT = 2.0
 VIDEOCALL = "janus.plugin.videocall"
 
 
