@@ -71,12 +71,29 @@ def totals(webrtc: dict[str, Any]) -> dict[str, int]:
             for direction in ("in", "out") for what in ("packets", "bytes")}
 
 
+#: The counters of a leg that grow while media flows.
+LEG_COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+
+
+def counters_moved(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether every counter of ``handle_info``'s ``webrtc`` and of both legs grew from ``first``."""
+    before, after = totals(first["webrtc"]), totals(second["webrtc"])
+    legs = [(first["plugin_specific"]["legs"][leg], second["plugin_specific"]["legs"][leg]) for leg in ("caller", "callee")]
+    return all(after[key] > before[key] for key in after) and all(
+        now[key] > was[key] for was, now in legs for key in LEG_COUNTERS)
+
+
 async def test_handle_info_of_a_live_call_shows_both_legs_counters_moving(calls: Clients, admin: AdminClient) -> None:
     alice, bob = await calls.user("alice"), await calls.user("bob")
     await connect_call(alice, bob)
     first = await info_of(admin, alice)
-    await asyncio.sleep(1.5)
     second = await info_of(admin, alice)
+    deadline = time.monotonic() + MEDIA_TIMEOUT
+    while not counters_moved(first, second):  # asked again until every counter moved (or fails below)
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+        second = await info_of(admin, alice)
 
     specific = second["plugin_specific"]
     assert (specific["state"], specific["username"], specific["peer"]) == ("incall", alice.name, bob.name)
@@ -90,7 +107,7 @@ async def test_handle_info_of_a_live_call_shows_both_legs_counters_moving(calls:
     for leg in ("caller", "callee"):
         was, now = first["plugin_specific"]["legs"][leg], specific["legs"][leg]
         assert now["state"] == "connected"
-        for key in ("packets_in", "bytes_in", "packets_out", "bytes_out"):
+        for key in LEG_COUNTERS:
             assert now[key] > was[key], (leg, key, was, now)
         assert now["lost"] >= 0 and now["nacks_sent"] >= 0 and now["retransmitted"] <= now["nacks_received"]
     # The callee's own handle_info shows its leg in ``webrtc``, the same call in ``legs``.

@@ -41,6 +41,11 @@ def janus_bug(server: Server, what: str) -> None:
         pytest.skip(f"{test}: Janus 1.1.2 bug we fix on purpose: {what}")
 
 
+async def expect_no_plugin_hangup(users: tuple[User, ...], what: str) -> None:
+    """No plugin hangup reaches any of ``users`` for ``QUIET`` seconds (watched at once)."""
+    await asyncio.gather(*(user.conn.expect_none(user.is_plugin_hangup, within=QUIET, what=what) for user in users))
+
+
 async def expect_core_hangup(user: User, reason: str = "Close PC") -> None:
     assert await user.handle.notification("hangup", timeout=MEDIA_TIMEOUT) == \
         expected_notification(user, "hangup", reason=reason)
@@ -135,8 +140,7 @@ async def test_explicit_hangup_gives_the_peer_its_reason(calls: Clients) -> None
     assert await alice.list() == sorted([alice.name, bob.name])
     janus_bug(calls.server, "as the PeerConnections close (~0.2-0.4 s) both sides get another "
                             "plugin hangup ('Remote WebRTC hangup'), the peer's sometimes first")
-    for user in (alice, bob):
-        await user.conn.expect_none(user.is_plugin_hangup, within=QUIET, what="second plugin hangup")
+    await expect_no_plugin_hangup((alice, bob), "second plugin hangup")
 
 
 async def test_hangup_without_reason_tells_the_peer_we_did_the_hangup(calls: Clients) -> None:
@@ -220,8 +224,8 @@ async def test_call_while_in_a_call_is_480_and_the_call_goes_on(calls: Clients) 
     janus_bug(calls.server, "a 480 also closes the refused caller's PeerConnection, ending the call "
                             "in progress (both get 'Remote WebRTC hangup')")
     await expect_plugin_error(bob, {"request": "call", "username": carol.name}, 480, "Already in a call")
+    await expect_no_plugin_hangup((alice, bob), "hangup after a 480")
     for user in (alice, bob):
-        await user.conn.expect_none(user.is_plugin_hangup, within=QUIET, what="hangup after a 480")
         assert user.peer is not None
         await user.peer.wait_frames("video", 3)
     assert await carol.list() == sorted([alice.name, bob.name, carol.name])

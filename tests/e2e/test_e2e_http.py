@@ -25,8 +25,8 @@ from tests.support.servers import wait_ready
 pytestmark = pytest.mark.timeout(90)
 
 #: This module's server: a short long poll and session timeout, so the tests wait little.
-LONG_POLL_WAIT = 1.0
-SESSION_TIMEOUT = 3.0
+LONG_POLL_WAIT = 0.5
+SESSION_TIMEOUT = 2.0
 VIDEOCALL = "janus.plugin.videocall"
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -41,13 +42,28 @@ class Nodes:
     two: Clients
 
 
-@pytest.fixture
-async def nodes(fleet: Fleet) -> AsyncIterator[Nodes]:
+@asynccontextmanager
+async def clients_on(fleet: Fleet) -> AsyncIterator[Nodes]:
     with offer_host_address("127.0.0.1"):
         async with Clients(Server("videocall", fleet.url("signal1"), "127.0.0.1", 60)) as one, \
                 Clients(Server("videocall", fleet.url("signal2"), "127.0.0.1", 60)) as two:
             two.suffix = one.suffix  # one test's users, whichever node they are on
             yield Nodes(one, two)
+
+
+@pytest.fixture
+async def nodes(fleet_session: Fleet) -> AsyncIterator[Nodes]:
+    """Clients of the session's fleet (shared with the e2e call tests: each test's users have
+    their own names, and a test leaves no session or call behind)."""
+    async with clients_on(fleet_session) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+async def own_nodes(fleet: Fleet) -> AsyncIterator[Nodes]:
+    """Clients of a fleet of this test alone (it kills a node)."""
+    async with clients_on(fleet) as nodes:
+        yield nodes
 
 
 async def expect_hangup(user: User, by: User, reason: str, *, core: bool = True) -> None:
@@ -104,8 +120,8 @@ async def test_a_caller_that_detaches_ends_the_call_on_the_other_node(nodes: Nod
     assert bob.name in await bob.list() and alice.name not in await bob.list()
 
 
-async def test_a_node_that_dies_mid_call_ends_it_for_the_peer_within_the_lease(nodes: Nodes, fleet: Fleet) -> None:
-    alice, bob = await nodes.one.user("alice"), await nodes.two.user("bob")
+async def test_a_node_that_dies_mid_call_ends_it_for_the_peer_within_the_lease(own_nodes: Nodes, fleet: Fleet) -> None:
+    alice, bob = await own_nodes.one.user("alice"), await own_nodes.two.user("bob")
     await connect_call(alice, bob, media=False)
     os.killpg(fleet.processes["signal1"].pid, signal.SIGKILL)
     killed = time.monotonic()
@@ -117,7 +133,7 @@ async def test_a_node_that_dies_mid_call_ends_it_for_the_peer_within_the_lease(n
             break
         await asyncio.sleep(0.25)
     assert alice.name not in await bob.list()
-    erin = await nodes.two.user("erin")
+    erin = await own_nodes.two.user("erin")
     incoming = await place_call(erin, bob)
     assert incoming["plugindata"]["data"]["result"]["username"] == erin.name
 

@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -41,13 +41,26 @@ async def until_ready(process: ServerProcess, want: tuple[int, str] = (200, "rea
         await asyncio.sleep(0.1)
 
 
-async def scrape(process: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+#: Samples of a /metrics page: (name, labels) -> value.
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(process: ServerProcess) -> Metrics:
     status, _, text = await http_get(process.port, "/metrics")
     assert status == 200
     return samples(text)
 
 
-def total(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+async def scrape_until(process: ServerProcess, wanted: Callable[[Metrics], bool], timeout: float = 10) -> Metrics:
+    """The first scrape that shows ``wanted`` (a worker's report comes every 2 s): polled, not slept on."""
+    deadline = time.monotonic() + timeout
+    while not wanted(metrics := await scrape(process)):
+        assert time.monotonic() < deadline, f"not seen within {timeout} s: {metrics}"
+        await asyncio.sleep(0.1)
+    return metrics
+
+
+def total(metrics: Metrics, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples whose labels include ``labels`` (any worker)."""
     return sum(value for (sample, have), value in metrics.items()
                if sample == name and set(labels.items()) <= set(have))
@@ -88,15 +101,15 @@ async def test_metrics_follow_a_call_and_json_logs_carry_its_id(tmp_path: Path) 
             assert during[("videocall_call_setup_seconds_count", ())] == 1
             assert 0 < during[("videocall_call_setup_seconds_sum", ())] < 10
             # the worker's counters come with its next report (every 2 s) and keep rising
-            await asyncio.sleep(2.5)
-            first = await scrape(process)
-            assert total(first, "videocall_worker_calls") == 1
-            assert total(first, "videocall_worker_packets_total", direction="in") > 0
-            await asyncio.sleep(2.5)
-            second = await scrape(process)
+            first = await scrape_until(process, lambda m: total(m, "videocall_worker_calls") == 1 and all(
+                total(m, "videocall_worker_packets_total", direction=d) > 0 for d in ("in", "out")))
+
+            def rose(metrics: Metrics) -> bool:
+                return all(total(metrics, "videocall_worker_packets_total", direction=d)
+                           > total(first, "videocall_worker_packets_total", direction=d) for d in ("in", "out"))
+
+            second = await scrape_until(process, rose)
             for direction in ("in", "out"):
-                assert (total(second, "videocall_worker_packets_total", direction=direction)
-                        > total(first, "videocall_worker_packets_total", direction=direction) > 0)
                 assert total(second, "videocall_worker_bytes_total", direction=direction) > 0
             assert total(second, "videocall_worker_cpu_seconds_total") > 0
             assert total(second, "videocall_worker_resident_memory_bytes") > 10_000_000

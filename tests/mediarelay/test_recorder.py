@@ -319,7 +319,7 @@ def fill_up(path: Path, free: int) -> None:
 async def test_a_full_disk_ends_the_recording_with_a_reason_and_the_call_goes_on(tmp_path: Path) -> None:
     folder = tmp_path / "small"
     with small_disk(folder, "256k"):
-        fill_up(folder / "filler", free=32 * 1024)  # the recording fills the rest in a few seconds
+        fill_up(folder / "filler", free=16 * 1024)  # the recording fills the rest within a second or two
         async with recorded_call(folder) as (call, caller, callee):
             await record(call, "caller", True, "filling")
             await wait_recording(call, "started")

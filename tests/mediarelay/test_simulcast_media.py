@@ -28,7 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack, VideoStreamTrack
 from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpHeaderExtensionParameters, RTCRtpSendParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from mediarelay import aiortc_hooks, mjr
+from mediarelay import aiortc_hooks, layer_policy, mjr
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK
 from mediarelay.rtp_header import header_length, vp8_descriptor
@@ -296,7 +296,13 @@ NOISY_SIZES = ((80, 64), (160, 128), (320, 256))
 NOISY_BITRATES = (50_000, 300_000, 1_000_000)
 
 
-async def test_the_automatic_choice_follows_the_callees_bitrate() -> None:
+#: The calm wait before each step up (``layer_policy.UP_AFTER``, 4 s) in the test below: how long
+#: it is, and its backoff, are test_layer_policy.py's; here a second is enough to see the steps.
+TEST_UP_AFTER = 1.0
+
+
+async def test_the_automatic_choice_follows_the_callees_bitrate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layer_policy, "UP_AFTER", TEST_UP_AFTER)
     simulcast = SimulcastCall("ssrc", remb=False, sizes=NOISY_SIZES, noisy=True)
     try:
         call = await simulcast.start()
@@ -310,7 +316,8 @@ async def test_the_automatic_choice_follows_the_callees_bitrate() -> None:
 
         await simulcast.until(encoders_set)
         await simulcast.until(lambda: simulcast.callee.size == NOISY_SIZES[2], 15)
-        await asyncio.sleep(2.0)  # the relay measures each substream's bitrate
+        policies = call.media.rtcp._policies.values()  # the relay measures each substream's bitrate
+        await simulcast.until(lambda: bool(policies) and all(len(p.rates) == len(NOISY_SIZES) for p in policies))
         seen = len(simulcast.events)
         call.configure("callee", bitrate=150_000)  # only the bottom substream fits under it
         await simulcast.until(lambda: simulcast.callee.size == NOISY_SIZES[0], 15)

@@ -340,12 +340,16 @@ async def test_a_name_is_freed_however_its_handle_ends_on_either_node(
 # --- processes: a node killed, Redis itself going away ---------------------------------------------
 
 
+#: ``registry_lease`` of the node that is killed (s): short, as the test waits for it twice.
+KILLED_NODE_LEASE = 1.5
+
+
 @pytest.mark.slow
 async def test_a_killed_node_loses_its_names_within_the_lease(
         fleet: Callable[..., Awaitable[SignalingServer]], prefix: str) -> None:
     port = free_port()
     env = {**os.environ, "VIDEOCALL_REDIS_URL": REDIS_URL, "VIDEOCALL_REDIS_KEY_PREFIX": prefix,
-           "VIDEOCALL_REGISTRY_LEASE": "2", "VIDEOCALL_NODE_ID": "killed"}
+           "VIDEOCALL_REGISTRY_LEASE": str(KILLED_NODE_LEASE), "VIDEOCALL_NODE_ID": "killed"}
     process = subprocess.Popen([*videocall_command(), "signaling", "--port", str(port)], env=env,  # noqa: ASYNC220 - killed by signal, never waited on long
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -357,7 +361,7 @@ async def test_a_killed_node_loses_its_names_within_the_lease(
         node2 = await fleet("n2")
         bob = await User.on(node2)
         assert await bob.names() == ["alice"]
-        await asyncio.sleep(2.5)  # longer than the lease: the live node keeps its name
+        await asyncio.sleep(KILLED_NODE_LEASE + 0.5)  # longer than the lease: the live node keeps its name
         assert await bob.names() == ["alice"]
         process.send_signal(signal.SIGKILL)
         process.wait(5)
@@ -366,7 +370,7 @@ async def test_a_killed_node_loses_its_names_within_the_lease(
         async def freed() -> bool:
             return await bob.names() == []
 
-        assert await wait_until(freed, 3.0, "the dead node's name expires") <= 2.3
+        assert await wait_until(freed, KILLED_NODE_LEASE + 1, "the dead node's name expires") <= KILLED_NODE_LEASE + 0.3
         assert await bob.register("alice") == registered("alice")
         await bob.conn.close()
     finally:
