@@ -41,6 +41,8 @@ from tests.browser.browser_support import (
     VideocallServer,
     unavailable,
     unique,
+    wait_playing,
+    watch_bytes,
 )
 from tests.support.static_paths import TRAVERSALS
 from tests.support.tcp_proxy import TcpProxy
@@ -203,26 +205,24 @@ class DemoPage:
                 for kind in after}
 
     def wait_inbound(self, kinds: str, flowing: bool, timeout: float = MEDIA_TIMEOUT) -> None:
-        """Wait until inbound RTP of each of ``kinds`` ("audio video") rises over a half-second
-        window (``flowing``), or stays flat over one (not ``flowing``)."""
-        seen: list[dict[str, float]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen.append(self.inbound_rates())
-            if all((seen[-1].get(kind, 0) > 0) == flowing for kind in kinds.split()):
-                return
-        pytest.fail(f"{self.label}: inbound {kinds} {'never rose' if flowing else 'never stopped'} within "
-                    f"{timeout:g} s (bit/s per half second: {seen})\n{self.diagnostics()}", pytrace=False)
+        """Wait until inbound RTP of each of ``kinds`` ("audio video") rises (``flowing``), or
+        stays flat for half a second (not ``flowing``); see :func:`watch_bytes`."""
+        def read() -> dict[str, int]:
+            inbound = self.stats()["inbound"]
+            return {kind: (inbound.get(kind) or {}).get("bytesReceived", 0) for kind in kinds.split()}
+        seen = watch_bytes(read, flowing, timeout, 0.5, self.sleep)
+        if seen is not None:
+            pytest.fail(f"{self.label}: inbound {kinds} {'never rose' if flowing else 'never stopped'} within "
+                        f"{timeout:g} s (bytesReceived about every second: {seen})\n{self.diagnostics()}", pytrace=False)
 
     def wait_video_playing(self, timeout: float = MEDIA_TIMEOUT) -> None:
-        first = self.page.evaluate("() => videocallDemo.video('remote')")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.page.wait_for_timeout(500)
-            now = self.page.evaluate("() => videocallDemo.video('remote')")
-            if now["currentTime"] > first["currentTime"] and now["width"] > 0 and not now["paused"]:
-                return
-        pytest.fail(f"{self.label}: remote video not playing: {now}\n{self.diagnostics()}", pytrace=False)
+        if (last := wait_playing(lambda: self.page.evaluate("() => videocallDemo.video('remote')"), timeout,
+                                 self.sleep, unpaused=True)) is not None:
+            pytest.fail(f"{self.label}: remote video not playing: {last}\n{self.diagnostics()}", pytrace=False)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while Playwright goes on delivering this page's events (see ``Peer.sleep``)."""
+        self.page.wait_for_timeout(seconds * 1000)
 
     def problems(self) -> list[str]:
         return [line for line in self.console if line.startswith(("pageerror", "error"))]
