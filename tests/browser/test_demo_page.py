@@ -255,7 +255,11 @@ def open_page(stack: Any, server_with_npm: VideocallServer) -> Iterator[Callable
 
 
 def start_call(caller: DemoPage, callee: DemoPage) -> None:
-    """Through the buttons: caller picks callee from the list, callee accepts; both in call."""
+    """Through the buttons: caller picks callee from the list, callee accepts; both in call.
+
+    Register the callee first: the list the caller's page fetches when it registers then shows
+    the callee at once, where a callee registered later shows up only at the page's next poll
+    (every 3 s; ``test_a_call_through_the_page`` checks that poll, while its call goes on)."""
     caller.call(callee.name)
     caller.expect("#call-state", f"Ringing {callee.name}")
     callee.accept(caller.name)
@@ -266,8 +270,8 @@ def start_call(caller: DemoPage, callee: DemoPage) -> None:
 def call_with_media(alice: DemoPage, bob: DemoPage, suffix: str) -> None:
     """Two open pages register (``alice-<suffix>``, ``bob-<suffix>``), alice calls bob, audio and
     video flow both ways and play, bob hangs up; neither page logged an error."""
+    bob.register(f"bob-{suffix}")  # first: see start_call
     alice.register(f"alice-{suffix}")
-    bob.register(f"bob-{suffix}")
     start_call(alice, bob)
     for page in (alice, bob):
         page.wait_inbound("audio video", flowing=True)
@@ -292,10 +296,9 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
     alice = open_page("alice", DESKTOP)
     bob = open_page("bob", PHONE)  # the phone layout, on the other side
     # Plain names look right in the README's screenshot; no other test uses them.
-    alice.register("alice")
     bob.register("bob")
-    alice.sees("bob")
-    bob.sees("alice")
+    alice.register("alice")
+    alice.sees("bob")  # in the list her page fetched when she registered
 
     start_call(alice, bob)
     for page in (alice, bob):
@@ -305,6 +308,9 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
         page.expect("#call-timer", ":")
         page.expect("#stats", "Receiving")
     assert alice.page.locator("#remote-overlay").is_hidden()
+    # The list refreshes by itself (in a call too): bob's page fetched it before alice
+    # registered, and only its poll, every 3 s, can have brought her in since.
+    bob.sees("alice")
 
     # Video off on alice's side: bob's inbound video stops and his page says so; alice still sees bob.
     alice.page.click("#toggle-video")
@@ -365,8 +371,8 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
 
 def test_decline_and_busy(open_page: Callable[..., DemoPage]) -> None:
     alice, bob, carol = open_page("alice"), open_page("bob"), open_page("carol", PHONE)
-    for page, name in ((alice, unique("alice")), (bob, unique("bob")), (carol, unique("carol"))):
-        page.register(name)
+    for page, name in ((bob, unique("bob")), (alice, unique("alice")), (carol, unique("carol"))):
+        page.register(name)  # bob before alice, who calls him: see start_call
 
     # carol calls bob, bob declines: carol is told, both are free again.
     carol.call(bob.name)
@@ -409,8 +415,8 @@ def test_a_connection_broken_mid_call_is_reclaimed_and_the_call_goes_on(
     try:
         alice = open_page("alice", url=f"http://127.0.0.1:{proxy.port}/")
         bob = open_page("bob")
+        bob.register(unique("bob"))  # first: see start_call
         alice.register(unique("alice"))
-        bob.register(unique("bob"))
         start_call(alice, bob)
         assert proxy.cut() >= 1
         deadline = time.monotonic() + 15
@@ -431,8 +437,8 @@ def test_a_connection_broken_mid_call_is_reclaimed_and_the_call_goes_on(
 
 def test_reload_mid_call_ends_the_call_for_the_other_side(open_page: Callable[..., DemoPage]) -> None:
     alice, bob = open_page("alice"), open_page("bob")
+    bob.register(unique("bob"))  # first: see start_call
     alice.register(unique("alice"))
-    bob.register(unique("bob"))
     start_call(alice, bob)
     bob.wait_inbound("video", flowing=True)
 
@@ -558,8 +564,8 @@ def test_without_a_camera_or_on_an_insecure_page_calls_still_work(open_page: Cal
     bob = open_page("bob")
     carol = open_page("carol", setup=lambda page: page.add_init_script(INSECURE))
     carol.message("isn't served over https")
-    for page, name in ((alice, unique("alice")), (bob, unique("bob")), (carol, unique("carol"))):
-        page.register(name)
+    for page, name in ((bob, unique("bob")), (alice, unique("alice")), (carol, unique("carol"))):
+        page.register(name)  # bob before alice, who calls him: see start_call
 
     # No camera: the call goes ahead with the microphone; bob hears alice, sees that she has no video.
     start_call(alice, bob)
