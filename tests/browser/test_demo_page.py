@@ -196,14 +196,6 @@ class DemoPage:
     def inbound(self, kind: str) -> dict[str, Any]:
         return dict(self.stats()["inbound"].get(kind) or {"bytesReceived": 0, "framesDecoded": 0})
 
-    def inbound_rates(self, window: float = 0.5) -> dict[str, float]:
-        """Inbound RTP bits per second per kind over ``window`` seconds (getStats)."""
-        before = self.stats()["inbound"]
-        self.page.wait_for_timeout(window * 1000)
-        after = self.stats()["inbound"]
-        return {kind: (after[kind]["bytesReceived"] - before.get(kind, {}).get("bytesReceived", 0)) * 8 / window
-                for kind in after}
-
     def wait_inbound(self, kinds: str, flowing: bool, timeout: float = MEDIA_TIMEOUT) -> None:
         """Wait until inbound RTP of each of ``kinds`` ("audio video") rises (``flowing``), or
         stays flat for half a second (not ``flowing``); see :func:`watch_bytes`."""
@@ -283,6 +275,25 @@ def call_with_media(alice: DemoPage, bob: DemoPage, suffix: str) -> None:
         assert page.problems() == [], page.console
 
 
+def rates_per_second(samples: list[dict[str, Any]], kind: str, windows: int) -> list[float]:
+    """Inbound ``kind`` bit/s over the last ``windows`` back-to-back windows of a second or a
+    little more each, oldest first, from ``DemoPage.stats()`` samples (``at``: the page's clock,
+    in ms); fewer when the samples do not span that many."""
+    def received(sample: dict[str, Any]) -> int:
+        return int((sample["inbound"].get(kind) or {}).get("bytesReceived", 0))
+
+    rates: list[float] = []
+    end = len(samples) - 1
+    while len(rates) < windows:
+        start = next((i for i in range(end - 1, -1, -1) if samples[end]["at"] - samples[i]["at"] >= 1000), None)
+        if start is None:
+            break
+        seconds = (samples[end]["at"] - samples[start]["at"]) / 1000
+        rates.append((received(samples[end]) - received(samples[start])) * 8 / seconds)
+        end = start
+    return rates[::-1]
+
+
 def save_screenshot(page: DemoPage) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     artifact = ARTIFACTS / "demo-live-call.png"
@@ -324,6 +335,7 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
     bob.wait("() => document.getElementById('remote-overlay').hidden", what="the 'no video' overlay gone")
 
     # Mute on bob's side: alice's inbound audio stops; unmute: it resumes.
+    uncapped = bob.stats()  # meanwhile bob receives alice's video, not capped yet (reported below)
     bob.page.click("#toggle-audio")
     bob.expect("#toggle-audio", "Unmute")
     alice.wait_inbound("audio", flowing=False, timeout=6)
@@ -336,17 +348,23 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
     save_screenshot(alice)
 
     # A bitrate cap on alice's side (REMB to her browser): what bob receives drops under it
-    # (uncapped, the fake camera ramps up to 300-400 kbit/s on loopback) and keeps flowing.
+    # (uncapped, the fake camera ramps up to 300-400 kbit/s on loopback) and keeps flowing:
+    # three seconds in a row, each under the cap, the last three of samples 0.25 s apart (so
+    # they end as soon as the rate is down, not at the end of a window).
     cap = 128_000
-    before = bob.inbound_rates(window=1.0)["video"]
+    before = rates_per_second([uncapped, bob.stats()], "video", 1)
     alice.page.select_option("#bitrate", str(cap))
     alice.message("capped at 128 kbit/s")
-    rates: list[float] = []
+    samples = [bob.stats()]
+    last: list[float] = []  # the last three seconds, oldest first
     deadline = time.monotonic() + 12
-    while time.monotonic() < deadline and not (len(rates) >= 3 and max(rates[-3:]) <= cap * 1.2):
-        rates.append(bob.inbound_rates(window=1.0)["video"])
-    assert len(rates) >= 3 and max(rates[-3:]) <= cap * 1.2, f"before the cap {before:.0f} bit/s, after {rates}"
-    assert min(rates[-3:]) > 0, "the cap must not stop the video"
+    while not (len(last) == 3 and max(last) <= cap * 1.2) and time.monotonic() < deadline:
+        bob.sleep(0.25)
+        samples.append(bob.stats())
+        last = rates_per_second(samples, "video", 3)
+    assert len(last) == 3 and max(last) <= cap * 1.2, \
+        f"before the cap {before} bit/s, after it per second: {rates_per_second(samples, 'video', 20)}"
+    assert min(last) > 0, "the cap must not stop the video"
 
     # A renegotiation from bob's side (janus.js re-offer with `set`): alice gets `update`
     # with the offer and answers it, bob gets `update` with the answer; media goes on.
