@@ -52,6 +52,8 @@ pytestmark = pytest.mark.timeout(90)
 DOCS_SCREENSHOT = REPO / "docs" / "live-call.png"
 DESKTOP = {"width": 800, "height": 540}
 PHONE = {"width": 390, "height": 760}
+#: How long the page waits before it connects again after losing the server (app.js RETRY_MS).
+RETRY_MS = 5000
 
 
 # --- over HTTP, from the real server ------------------------------------------------------------
@@ -553,6 +555,7 @@ def test_server_unreachable_and_connection_lost(open_page: Callable[..., DemoPag
         def handler(ws: Any) -> None:
             routes.append((ws, ws.connect_to_server()))
         page.route_web_socket(re.compile(r"^wss?://"), handler)
+        page.clock.install()  # the page's timers, in real time unless the test jumps ahead (below)
 
     dana = open_page("dana", setup=through_proxy)
     dana.register(unique("dana"))
@@ -562,6 +565,9 @@ def test_server_unreachable_and_connection_lost(open_page: Callable[..., DemoPag
         ws.close()
     dana.message("Lost the connection to the server")
     dana.expect("#conn-text", "Offline")
+    # The page tries again on its own timer, 5 s later: its clock jumps over that wait (as if
+    # the computer slept through it) and the timer fires, not a test's click on "Try now".
+    dana.page.clock.fast_forward(RETRY_MS)
     dana.expect("#conn-text", "Connected to", timeout=15)
     dana.expect("#me", dana.name)
     dana.phase("idle")
