@@ -20,6 +20,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +49,9 @@ CHROMIUM_ARGS = [
 STARTUP_TIMEOUT = 20.0
 #: How long remote media gets to show up / stop / resume.
 MEDIA_TIMEOUT = 10.0
+#: How often media waits look at getStats or a <video> element (seconds): a change shows up
+#: within this, not at the end of a fixed window.
+POLL = 0.1
 HOW_TO_INSTALL = ("apt-get install -y chromium && pip install -e '.[test]' && npm ci "
                   "(.ci/run installs all three)")
 
@@ -355,33 +359,64 @@ def inbound(peer: Peer, kind: str) -> dict[str, Any]:
 
 def wait_inbound(peer: Peer, kind: str, flowing: bool, timeout: float = MEDIA_TIMEOUT,
                  window: float = 1.0) -> None:
-    """Wait until inbound-rtp ``bytesReceived`` of ``kind`` rises over a ``window``-second
-    window (``flowing``) or stays flat over one (not ``flowing``)."""
-    seen: list[tuple[int, int]] = []
+    """Wait until inbound-rtp ``bytesReceived`` of ``kind`` rises (``flowing``) or stays flat
+    for ``window`` seconds (not ``flowing``); see :func:`watch_bytes`."""
+    seen = watch_bytes(lambda: {kind: inbound(peer, kind)["bytesReceived"]}, flowing, timeout, window, peer.sleep)
+    if seen is not None:
+        pytest.fail(f"{peer.name}: inbound {kind} {'never rose' if flowing else 'never stopped'} "
+                    f"within {timeout:g} s; bytesReceived about every second: {seen}; "
+                    f"stats: {peer.stats()}; plugin events: {peer.plugin_events()}", pytrace=False)
+
+
+def watch_bytes(read: Callable[[], dict[str, int]], flowing: bool, timeout: float, window: float,
+                sleep: Callable[[float], None]) -> list[dict[str, int]] | None:
+    """Poll byte counters (``read``: kind -> cumulative bytes) every :data:`POLL` seconds until
+    each has risen above its first reading (``flowing``), or until none has changed for
+    ``window`` seconds, measured from the first reading that showed its current value (not
+    ``flowing``). ``None`` when it happened within ``timeout``; else the readings, about one
+    a second, for the failure message."""
+    first = read()
+    readings = [(time.monotonic(), first)]
+    since = dict.fromkeys(first, readings[0][0])  # when each counter was first seen at its value
+    deadline = readings[0][0] + timeout
+    while True:
+        now, values = readings[-1]
+        if flowing and values and all(values[kind] > first.get(kind, 0) for kind in values):
+            return None
+        if not flowing and all(now - since[kind] >= window for kind in values):
+            return None
+        if now >= deadline:
+            return [values for _, values in readings][:: round(1 / POLL)]
+        sleep(POLL)
+        current = read()
+        at = time.monotonic()
+        for kind, value in current.items():
+            if value != values.get(kind):
+                since[kind] = at
+        readings.append((at, current))
+
+
+def wait_playing(read: Callable[[], dict[str, Any]], timeout: float, sleep: Callable[[float], None],
+                 unpaused: bool = False) -> dict[str, Any] | None:
+    """Poll a video element's state (``read``: ``currentTime``, ``width``, ``paused``) every
+    :data:`POLL` seconds until its ``currentTime`` advanced past the first reading and it knows
+    the frame size (and is not ``paused``, if ``unpaused``). ``None`` when it did within
+    ``timeout``; else its last state."""
+    first = now = read()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = inbound(peer, kind)["bytesReceived"]
-        peer.sleep(window)
-        after = inbound(peer, kind)["bytesReceived"]
-        seen.append((before, after))
-        if (after > before) == flowing:
-            return
-    pytest.fail(f"{peer.name}: inbound {kind} {'never rose' if flowing else 'never stopped'} "
-                f"within {timeout:g} s; bytesReceived per {window:g} s window: {seen}; "
-                f"stats: {peer.stats()}; plugin events: {peer.plugin_events()}", pytrace=False)
+        sleep(POLL)
+        now = read()
+        if now["currentTime"] > first["currentTime"] and now["width"] > 0 and not (unpaused and now["paused"]):
+            return None
+    return now
 
 
 def wait_video_playing(peer: Peer, timeout: float = MEDIA_TIMEOUT) -> None:
     """The remote <video> element's currentTime advances and it knows the frame size."""
-    first = peer.video()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        peer.sleep(0.5)
-        now = peer.video()
-        if now["currentTime"] > first["currentTime"] and now["width"] > 0:
-            return
-    pytest.fail(f"{peer.name}: remote video not playing after {timeout:g} s: {peer.video()}; "
-                f"stats: {peer.stats()}", pytrace=False)
+    if (last := wait_playing(peer.video, timeout, peer.sleep)) is not None:
+        pytest.fail(f"{peer.name}: remote video not playing after {timeout:g} s: {last}; "
+                    f"stats: {peer.stats()}", pytrace=False)
 
 
 def screenshot(peers: list[Peer], name: str) -> Path:

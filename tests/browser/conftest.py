@@ -10,6 +10,9 @@ Playwright for Python, against ``videocall serve``.
   fake camera and microphone, a fresh temporary profile.
 - ``new_peer("alice")``: a page in its own browser context, connected to the server with
   janus.plugin.videocall attached; closed after the test.
+- ``tls_server``: ``videocall serve --tls-self-signed`` (its certificate for 127.0.0.1 and
+  localhost, in its log folder); ``tls_browser``: a Chromium of its own that accepts that
+  certificate only (:func:`trust_only`), not every bad one.
 
 These are started once, on first use, and stopped when the last test of this folder ends
 (not at the end of the whole run): Playwright's sync API keeps its own event loop current
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +37,9 @@ from tests.browser.browser_support import (
     PageServer,
     Peer,
     VideocallServer,
+    self_signed_cert,
     start_tls_server,
+    trust_only,
     unavailable,
 )
 
@@ -52,6 +56,8 @@ class Stack:
         self.playwright: Any = None
         self.browser: Any = None
         self.idle: Peer | None = None
+        self.tls_server: VideocallServer | None = None
+        self.tls_browser: Any = None
 
     def videocall(self) -> VideocallServer:
         if self.server is None:
@@ -88,6 +94,19 @@ class Stack:
         return self.playwright.chromium.launch(executable_path=executable, headless=True,
                                               args=[*CHROMIUM_ARGS, *extra_args])
 
+    def tls(self) -> VideocallServer:
+        """``videocall serve`` over TLS on a self-signed certificate for 127.0.0.1 and localhost."""
+        if self.tls_server is None:
+            self.tls_server = start_tls_server(self.tmp.mktemp("browser-tls"),
+                                               {"VIDEOCALL_TLS_HOST_NAMES": "127.0.0.1,localhost"})
+        return self.tls_server
+
+    def tls_chromium(self) -> Any:
+        """A browser that accepts the certificate of :meth:`tls` and no other (:func:`trust_only`)."""
+        if self.tls_browser is None:
+            self.tls_browser = self.launch_chromium(trust_only(self_signed_cert(self.tls())))
+        return self.tls_browser
+
     def open_peer(self, name: str) -> Peer:
         context = self.chromium().new_context(viewport={"width": 680, "height": 320})
         return Peer(name, context, context.new_page(), self.videocall()).open(self.page_url())
@@ -100,14 +119,16 @@ class Stack:
     def close(self) -> None:
         if self.idle is not None:
             self.idle.close()
-        if self.browser is not None:
-            self.browser.close()
+        for browser in (self.browser, self.tls_browser):
+            if browser is not None:
+                browser.close()
         if self.playwright is not None:
             self.playwright.stop()
         if self.pages is not None:
             self.pages.close()
-        if self.server is not None:
-            self.server.stop()
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.stop()
         self.__init__(self.tmp)  # type: ignore[misc]
 
 
@@ -178,8 +199,16 @@ def _start_idle_peer_early(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[VideocallServer]:
-    """``videocall serve`` over TLS on a self-signed certificate for 127.0.0.1 and localhost."""
-    server = start_tls_server(tmp_path, {"VIDEOCALL_TLS_HOST_NAMES": "127.0.0.1,localhost"})
+def tls_server(stack: Stack) -> Iterator[VideocallServer]:
+    """``videocall serve`` over TLS on a self-signed certificate for 127.0.0.1 and localhost,
+    shared like the plain one."""
+    server = stack.tls()
     yield server
-    server.stop()
+    server.check_alive()
+
+
+@pytest.fixture
+def tls_browser(stack: Stack) -> Any:
+    """A Chromium that accepts ``tls_server``'s certificate and no other, shared; its tests
+    close the contexts they open."""
+    return stack.tls_chromium()

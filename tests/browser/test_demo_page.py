@@ -41,6 +41,8 @@ from tests.browser.browser_support import (
     VideocallServer,
     unavailable,
     unique,
+    wait_playing,
+    watch_bytes,
 )
 from tests.support.static_paths import TRAVERSALS
 from tests.support.tcp_proxy import TcpProxy
@@ -50,6 +52,8 @@ pytestmark = pytest.mark.timeout(90)
 DOCS_SCREENSHOT = REPO / "docs" / "live-call.png"
 DESKTOP = {"width": 800, "height": 540}
 PHONE = {"width": 390, "height": 760}
+#: How long the page waits before it connects again after losing the server (app.js RETRY_MS).
+RETRY_MS = 5000
 
 
 # --- over HTTP, from the real server ------------------------------------------------------------
@@ -194,35 +198,25 @@ class DemoPage:
     def inbound(self, kind: str) -> dict[str, Any]:
         return dict(self.stats()["inbound"].get(kind) or {"bytesReceived": 0, "framesDecoded": 0})
 
-    def inbound_rates(self, window: float = 0.5) -> dict[str, float]:
-        """Inbound RTP bits per second per kind over ``window`` seconds (getStats)."""
-        before = self.stats()["inbound"]
-        self.page.wait_for_timeout(window * 1000)
-        after = self.stats()["inbound"]
-        return {kind: (after[kind]["bytesReceived"] - before.get(kind, {}).get("bytesReceived", 0)) * 8 / window
-                for kind in after}
-
     def wait_inbound(self, kinds: str, flowing: bool, timeout: float = MEDIA_TIMEOUT) -> None:
-        """Wait until inbound RTP of each of ``kinds`` ("audio video") rises over a half-second
-        window (``flowing``), or stays flat over one (not ``flowing``)."""
-        seen: list[dict[str, float]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen.append(self.inbound_rates())
-            if all((seen[-1].get(kind, 0) > 0) == flowing for kind in kinds.split()):
-                return
-        pytest.fail(f"{self.label}: inbound {kinds} {'never rose' if flowing else 'never stopped'} within "
-                    f"{timeout:g} s (bit/s per half second: {seen})\n{self.diagnostics()}", pytrace=False)
+        """Wait until inbound RTP of each of ``kinds`` ("audio video") rises (``flowing``), or
+        stays flat for half a second (not ``flowing``); see :func:`watch_bytes`."""
+        def read() -> dict[str, int]:
+            inbound = self.stats()["inbound"]
+            return {kind: (inbound.get(kind) or {}).get("bytesReceived", 0) for kind in kinds.split()}
+        seen = watch_bytes(read, flowing, timeout, 0.5, self.sleep)
+        if seen is not None:
+            pytest.fail(f"{self.label}: inbound {kinds} {'never rose' if flowing else 'never stopped'} within "
+                        f"{timeout:g} s (bytesReceived about every second: {seen})\n{self.diagnostics()}", pytrace=False)
 
     def wait_video_playing(self, timeout: float = MEDIA_TIMEOUT) -> None:
-        first = self.page.evaluate("() => videocallDemo.video('remote')")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.page.wait_for_timeout(500)
-            now = self.page.evaluate("() => videocallDemo.video('remote')")
-            if now["currentTime"] > first["currentTime"] and now["width"] > 0 and not now["paused"]:
-                return
-        pytest.fail(f"{self.label}: remote video not playing: {now}\n{self.diagnostics()}", pytrace=False)
+        if (last := wait_playing(lambda: self.page.evaluate("() => videocallDemo.video('remote')"), timeout,
+                                 self.sleep, unpaused=True)) is not None:
+            pytest.fail(f"{self.label}: remote video not playing: {last}\n{self.diagnostics()}", pytrace=False)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while Playwright goes on delivering this page's events (see ``Peer.sleep``)."""
+        self.page.wait_for_timeout(seconds * 1000)
 
     def problems(self) -> list[str]:
         return [line for line in self.console if line.startswith(("pageerror", "error"))]
@@ -255,7 +249,11 @@ def open_page(stack: Any, server_with_npm: VideocallServer) -> Iterator[Callable
 
 
 def start_call(caller: DemoPage, callee: DemoPage) -> None:
-    """Through the buttons: caller picks callee from the list, callee accepts; both in call."""
+    """Through the buttons: caller picks callee from the list, callee accepts; both in call.
+
+    Register the callee first: the list the caller's page fetches when it registers then shows
+    the callee at once, where a callee registered later shows up only at the page's next poll
+    (every 3 s; ``test_a_call_through_the_page`` checks that poll, while its call goes on)."""
     caller.call(callee.name)
     caller.expect("#call-state", f"Ringing {callee.name}")
     callee.accept(caller.name)
@@ -266,8 +264,8 @@ def start_call(caller: DemoPage, callee: DemoPage) -> None:
 def call_with_media(alice: DemoPage, bob: DemoPage, suffix: str) -> None:
     """Two open pages register (``alice-<suffix>``, ``bob-<suffix>``), alice calls bob, audio and
     video flow both ways and play, bob hangs up; neither page logged an error."""
+    bob.register(f"bob-{suffix}")  # first: see start_call
     alice.register(f"alice-{suffix}")
-    bob.register(f"bob-{suffix}")
     start_call(alice, bob)
     for page in (alice, bob):
         page.wait_inbound("audio video", flowing=True)
@@ -277,6 +275,25 @@ def call_with_media(alice: DemoPage, bob: DemoPage, suffix: str) -> None:
     alice.message("hung up after")
     for page in (alice, bob):
         assert page.problems() == [], page.console
+
+
+def rates_per_second(samples: list[dict[str, Any]], kind: str, windows: int) -> list[float]:
+    """Inbound ``kind`` bit/s over the last ``windows`` back-to-back windows of a second or a
+    little more each, oldest first, from ``DemoPage.stats()`` samples (``at``: the page's clock,
+    in ms); fewer when the samples do not span that many."""
+    def received(sample: dict[str, Any]) -> int:
+        return int((sample["inbound"].get(kind) or {}).get("bytesReceived", 0))
+
+    rates: list[float] = []
+    end = len(samples) - 1
+    while len(rates) < windows:
+        start = next((i for i in range(end - 1, -1, -1) if samples[end]["at"] - samples[i]["at"] >= 1000), None)
+        if start is None:
+            break
+        seconds = (samples[end]["at"] - samples[start]["at"]) / 1000
+        rates.append((received(samples[end]) - received(samples[start])) * 8 / seconds)
+        end = start
+    return rates[::-1]
 
 
 def save_screenshot(page: DemoPage) -> None:
@@ -292,18 +309,15 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
     alice = open_page("alice", DESKTOP)
     bob = open_page("bob", PHONE)  # the phone layout, on the other side
     # Plain names look right in the README's screenshot; no other test uses them.
-    alice.register("alice")
     bob.register("bob")
-    alice.sees("bob")
-    bob.sees("alice")
+    alice.register("alice")
+    alice.sees("bob")  # in the list her page fetched when she registered
 
     start_call(alice, bob)
     for page in (alice, bob):
         page.wait_inbound("audio video", flowing=True)
         page.wait_video_playing()
         assert page.inbound("video")["framesDecoded"] > 0
-        page.expect("#call-timer", ":")
-        page.expect("#stats", "Receiving")
     assert alice.page.locator("#remote-overlay").is_hidden()
 
     # Video off on alice's side: bob's inbound video stops and his page says so; alice still sees bob.
@@ -318,6 +332,7 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
     bob.wait("() => document.getElementById('remote-overlay').hidden", what="the 'no video' overlay gone")
 
     # Mute on bob's side: alice's inbound audio stops; unmute: it resumes.
+    uncapped = bob.stats()  # meanwhile bob receives alice's video, not capped yet (reported below)
     bob.page.click("#toggle-audio")
     bob.expect("#toggle-audio", "Unmute")
     alice.wait_inbound("audio", flowing=False, timeout=6)
@@ -325,22 +340,36 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
     alice.wait_inbound("audio", flowing=True, timeout=6)
 
     # Some seconds into the call (sharp video, a clock, the stats line): the README's picture.
+    # (The clock and the stats line, each second, are checked here, not at the start of the
+    # call, where they would take their first seconds to show.)
+    for page in (alice, bob):
+        page.expect("#call-timer", ":")
+        page.expect("#stats", "Receiving")
+    # The list refreshes by itself (in a call too): bob's page fetched it before alice
+    # registered, and only its poll, every 3 s, can have brought her in since.
+    bob.sees("alice")
     alice.wait_video_playing()
     alice.dismiss_message()
     save_screenshot(alice)
 
     # A bitrate cap on alice's side (REMB to her browser): what bob receives drops under it
-    # (uncapped, the fake camera ramps up to 300-400 kbit/s on loopback) and keeps flowing.
+    # (uncapped, the fake camera ramps up to 300-400 kbit/s on loopback) and keeps flowing:
+    # three seconds in a row, each under the cap, the last three of samples 0.25 s apart (so
+    # they end as soon as the rate is down, not at the end of a window).
     cap = 128_000
-    before = bob.inbound_rates(window=1.0)["video"]
+    before = rates_per_second([uncapped, bob.stats()], "video", 1)
     alice.page.select_option("#bitrate", str(cap))
     alice.message("capped at 128 kbit/s")
-    rates: list[float] = []
+    samples = [bob.stats()]
+    last: list[float] = []  # the last three seconds, oldest first
     deadline = time.monotonic() + 12
-    while time.monotonic() < deadline and not (len(rates) >= 3 and max(rates[-3:]) <= cap * 1.2):
-        rates.append(bob.inbound_rates(window=1.0)["video"])
-    assert len(rates) >= 3 and max(rates[-3:]) <= cap * 1.2, f"before the cap {before:.0f} bit/s, after {rates}"
-    assert min(rates[-3:]) > 0, "the cap must not stop the video"
+    while not (len(last) == 3 and max(last) <= cap * 1.2) and time.monotonic() < deadline:
+        bob.sleep(0.25)
+        samples.append(bob.stats())
+        last = rates_per_second(samples, "video", 3)
+    assert len(last) == 3 and max(last) <= cap * 1.2, \
+        f"before the cap {before} bit/s, after it per second: {rates_per_second(samples, 'video', 20)}"
+    assert min(last) > 0, "the cap must not stop the video"
 
     # A renegotiation from bob's side (janus.js re-offer with `set`): alice gets `update`
     # with the offer and answers it, bob gets `update` with the answer; media goes on.
@@ -365,8 +394,8 @@ def test_a_call_through_the_page(open_page: Callable[..., DemoPage]) -> None:
 
 def test_decline_and_busy(open_page: Callable[..., DemoPage]) -> None:
     alice, bob, carol = open_page("alice"), open_page("bob"), open_page("carol", PHONE)
-    for page, name in ((alice, unique("alice")), (bob, unique("bob")), (carol, unique("carol"))):
-        page.register(name)
+    for page, name in ((bob, unique("bob")), (alice, unique("alice")), (carol, unique("carol"))):
+        page.register(name)  # bob before alice, who calls him: see start_call
 
     # carol calls bob, bob declines: carol is told, both are free again.
     carol.call(bob.name)
@@ -409,8 +438,8 @@ def test_a_connection_broken_mid_call_is_reclaimed_and_the_call_goes_on(
     try:
         alice = open_page("alice", url=f"http://127.0.0.1:{proxy.port}/")
         bob = open_page("bob")
+        bob.register(unique("bob"))  # first: see start_call
         alice.register(unique("alice"))
-        bob.register(unique("bob"))
         start_call(alice, bob)
         assert proxy.cut() >= 1
         deadline = time.monotonic() + 15
@@ -431,8 +460,8 @@ def test_a_connection_broken_mid_call_is_reclaimed_and_the_call_goes_on(
 
 def test_reload_mid_call_ends_the_call_for_the_other_side(open_page: Callable[..., DemoPage]) -> None:
     alice, bob = open_page("alice"), open_page("bob")
+    bob.register(unique("bob"))  # first: see start_call
     alice.register(unique("alice"))
-    bob.register(unique("bob"))
     start_call(alice, bob)
     bob.wait_inbound("video", flowing=True)
 
@@ -529,6 +558,7 @@ def test_server_unreachable_and_connection_lost(open_page: Callable[..., DemoPag
         def handler(ws: Any) -> None:
             routes.append((ws, ws.connect_to_server()))
         page.route_web_socket(re.compile(r"^wss?://"), handler)
+        page.clock.install()  # the page's timers, in real time unless the test jumps ahead (below)
 
     dana = open_page("dana", setup=through_proxy)
     dana.register(unique("dana"))
@@ -538,6 +568,9 @@ def test_server_unreachable_and_connection_lost(open_page: Callable[..., DemoPag
         ws.close()
     dana.message("Lost the connection to the server")
     dana.expect("#conn-text", "Offline")
+    # The page tries again on its own timer, 5 s later: its clock jumps over that wait (as if
+    # the computer slept through it) and the timer fires, not a test's click on "Try now".
+    dana.page.clock.fast_forward(RETRY_MS)
     dana.expect("#conn-text", "Connected to", timeout=15)
     dana.expect("#me", dana.name)
     dana.phase("idle")
@@ -558,8 +591,8 @@ def test_without_a_camera_or_on_an_insecure_page_calls_still_work(open_page: Cal
     bob = open_page("bob")
     carol = open_page("carol", setup=lambda page: page.add_init_script(INSECURE))
     carol.message("isn't served over https")
-    for page, name in ((alice, unique("alice")), (bob, unique("bob")), (carol, unique("carol"))):
-        page.register(name)
+    for page, name in ((bob, unique("bob")), (alice, unique("alice")), (carol, unique("carol"))):
+        page.register(name)  # bob before alice, who calls him: see start_call
 
     # No camera: the call goes ahead with the microphone; bob hears alice, sees that she has no video.
     start_call(alice, bob)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,12 +30,11 @@ def token(*plugins: str, user: str | None = None, ttl: int = 600) -> str:
 
 
 class AuthServer:
-    """A ``videocall serve`` of its own with auth settings, and pages of janus.js against it."""
+    """A ``videocall serve`` with auth settings (of this module's own, shared by its tests that
+    ask for the same settings), and this test's pages of janus.js against it."""
 
-    def __init__(self, tmp: Path, browser: Any, page_url: str, env: dict[str, str]) -> None:
-        self.server = VideocallServer(tmp, env=env)
-        self.server.start()
-        self.browser, self.page_url = browser, page_url
+    def __init__(self, server: VideocallServer, browser: Any, page_url: str) -> None:
+        self.server, self.browser, self.page_url = server, browser, page_url
         self.peers: list[Peer] = []
 
     def page(self, name: str) -> Peer:
@@ -57,7 +55,7 @@ class AuthServer:
     def close(self) -> None:
         for peer in self.peers:
             peer.close()
-        self.server.stop()
+        self.server.check_alive()
 
 
 def errors(peer: Peer) -> list[dict[str, Any]]:
@@ -74,19 +72,32 @@ def register_error(peer: Peer, name: str) -> dict[str, Any]:
     return next(e["msg"] for e in peer.log("message") if e["msg"].get("error_code"))
 
 
+@pytest.fixture(scope="module")
+def servers_by_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, VideocallServer]]:
+    """The servers this module started, one per set of settings, shared by its tests (each
+    opens its own pages); stopped when the module ends."""
+    servers: dict[str, VideocallServer] = {}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
 @pytest.fixture
-def auth_server(tmp_path: Path, browser: Any, page_url: str) -> Iterator[Any]:
-    servers: list[AuthServer] = []
+def auth_server(servers_by_settings: dict[str, VideocallServer], tmp_path_factory: pytest.TempPathFactory,
+                browser: Any, page_url: str) -> Iterator[Any]:
+    opened: list[AuthServer] = []
 
     def start(**env: str) -> AuthServer:
-        logdir = tmp_path / f"server{len(servers)}"
-        logdir.mkdir()
-        server = AuthServer(logdir, browser, page_url, env)
-        servers.append(server)
-        return server
+        key = repr(sorted(env.items()))
+        if key not in servers_by_settings:
+            server = VideocallServer(tmp_path_factory.mktemp("browser-auth"), env=env)
+            server.start()
+            servers_by_settings[key] = server
+        opened.append(AuthServer(servers_by_settings[key], browser, page_url))
+        return opened[-1]
 
     yield start
-    for server in servers:
+    for server in opened:
         server.close()
 
 

@@ -15,9 +15,7 @@ import pytest
 from tests.browser.browser_support import (
     Peer,
     VideocallServer,
-    self_signed_cert,
     start_call,
-    trust_only,
     wait_inbound,
     wait_webrtcup,
 )
@@ -27,7 +25,8 @@ pytestmark = pytest.mark.timeout(90)
 FETCH_INFO = "(url) => fetch(url + '/info').then((r) => r.ok ? 'answered' : `status ${r.status}`, (e) => String(e))"
 
 
-def test_janus_js_over_https_long_poll_makes_a_call_with_media(stack: Any, tls_server: VideocallServer) -> None:
+def test_janus_js_over_https_long_poll_makes_a_call_with_media(stack: Any, tls_server: VideocallServer,
+                                                                tls_browser: Any) -> None:
     api = f"https://127.0.0.1:{tls_server.port}/janus"
     page_url = stack.page_url()  # the harness on its own http://127.0.0.1 origin: CORS over TLS
 
@@ -41,12 +40,11 @@ def test_janus_js_over_https_long_poll_makes_a_call_with_media(stack: Any, tls_s
     finally:
         untrusting.close()
 
-    browser = stack.launch_chromium(trust_only(self_signed_cert(tls_server)))
     peers: list[Peer] = []
     requests: list[str] = []
     try:
         for name in ("alice", "bob"):
-            context = browser.new_context(viewport={"width": 680, "height": 320})
+            context = tls_browser.new_context(viewport={"width": 680, "height": 320})
             peer = Peer(name, context, context.new_page(), tls_server)
             peer.page.on("request", lambda request: requests.append(request.url))
             peers.append(peer.open(page_url, server_url=api))
@@ -68,5 +66,3 @@ def test_janus_js_over_https_long_poll_makes_a_call_with_media(stack: Any, tls_s
     finally:
         for peer in peers:
             peer.close()
-        browser.close()
-        tls_server.check_alive()

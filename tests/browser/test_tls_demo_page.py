@@ -10,19 +10,18 @@ from typing import Any
 
 import pytest
 
-from tests.browser.browser_support import VideocallServer, self_signed_cert, trust_only
+from tests.browser.browser_support import VideocallServer
 from tests.browser.test_demo_page import DESKTOP, PHONE, DemoPage, call_with_media
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_a_call_with_media_over_https_and_wss(stack: Any, tls_server: VideocallServer) -> None:
+def test_a_call_with_media_over_https_and_wss(tls_browser: Any, tls_server: VideocallServer) -> None:
     url = f"https://127.0.0.1:{tls_server.port}/"
-    browser = stack.launch_chromium(trust_only(self_signed_cert(tls_server)))
     pages: list[DemoPage] = []
     try:
         for label, viewport in (("alice", DESKTOP), ("bob", PHONE)):
-            pages.append(DemoPage(label, browser.new_context(viewport=viewport), tls_server).open(url))
+            pages.append(DemoPage(label, tls_browser.new_context(viewport=viewport), tls_server).open(url))
         alice, bob = pages
         for page in pages:
             assert page.page.evaluate("() => [location.protocol, window.isSecureContext]") == ["https:", True]
@@ -35,5 +34,3 @@ def test_a_call_with_media_over_https_and_wss(stack: Any, tls_server: VideocallS
     finally:
         for page in pages:
             page.close()
-        browser.close()
-        tls_server.check_alive()
