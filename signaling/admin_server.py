@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -37,7 +37,14 @@ from signaling.janus_errors import ADMIN_GUESSES_LIMITED, PAYLOAD_MISSING, TOKEN
 from signaling.videocall_query import query_session
 
 if TYPE_CHECKING:
-    from signaling.server import SignalingServer
+    from shared.settings import Settings
+    from signaling.auth import RequestAuth
+    from signaling.frontdoor import FrontDoor
+    from signaling.plugin_runner import PluginRunner
+    from signaling.relay_client import RelayPool
+    from signaling.sessions import Sessions
+    from signaling.tls import TlsSource
+    from signaling.tokens import TokenStore
 
 log = logging.getLogger("videocall.admin")
 
@@ -51,10 +58,37 @@ SECRET_GUESS_RATE = 0.2
 STATS_TIMEOUT = 2.0
 
 
+class AdminNode(Protocol):
+    """What the Admin API reads and may do on its node (``signaling.server.SignalingServer``):
+    named here so that this module does not import the server that starts it."""
+
+    settings: Settings
+    tls: TlsSource | None
+    door: FrontDoor
+    sessions: Sessions
+    auth: RequestAuth
+    tokens: TokenStore
+    plugin: PluginRunner
+    relay: RelayPool
+    accepting_sessions: bool
+    session_timeout: float
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def server_info(self, transaction: str) -> dict[str, Any]: ...
+
+    async def admin_destroy_session(self, session_id: int) -> None: ...
+
+    async def admin_detach(self, handle: int) -> None: ...
+
+    async def admin_hangup(self, handle: int) -> None: ...
+
+
 class AdminServer:
     """The Admin API of one signalling node."""
 
-    def __init__(self, node: SignalingServer) -> None:
+    def __init__(self, node: AdminNode) -> None:
         self.node = node
         self.settings = node.settings
         self._secret = node.settings.admin_secret.get_secret_value()
