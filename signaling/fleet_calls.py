@@ -60,6 +60,10 @@ class FleetCalls:
         self.origin_of: dict[int, tuple[str, int]] = {}
         #: Proxies with a forwarded message still being answered (not to be let go yet).
         self.busy: dict[int, int] = {}
+        #: Proxies made for a message that is not a ``call`` (one sent right after a hangup,
+        #: forwarded before ``Released`` arrived): they never host a call, and letting them go
+        #: tells their origin nothing (its user came back already, maybe to call again).
+        self.strays: set[int] = set()
         # Proxy ids are negative: they never meet the sessions table's positive ids.
         self._ids = itertools.count(-1, -1)
         self._watcher: asyncio.Task[None] | None = None
@@ -158,16 +162,19 @@ class FleetCalls:
             state = plugin.handles.get(proxy)
             if self.busy.get(proxy) or (state is not None and state.call is not None):
                 continue
+            stray = proxy in self.strays
             self._forget(proxy)
             if state is not None:
                 self._runner.spawn(self._runner.detach(proxy))
-            self._runner.spawn(self._send(origin[0], Released(handle=origin[1])))
+            if not stray:
+                self._runner.spawn(self._send(origin[0], Released(handle=origin[1])))
 
     def _forget(self, proxy: int) -> None:
         origin = self.origin_of.pop(proxy, None)
         if origin is not None:
             self.proxies.pop(origin, None)
         self.busy.pop(proxy, None)
+        self.strays.discard(proxy)
 
     # --- the bus ---------------------------------------------------------------------------
 
@@ -184,8 +191,14 @@ class FleetCalls:
     def _delivered(self, message: Deliver) -> None:
         handle, runner = message.handle, self._runner
         state = runner.plugin.handles.get(handle)
-        if state is None or state.away is None:
-            return  # not (or no longer) a user of ours in a call elsewhere
+        if state is None:
+            return  # not (or no longer) a user of ours
+        # The answer to a request of the user's own (it carries their transaction) is theirs
+        # even when the call it was forwarded for has ended meanwhile: a request made right
+        # after a hangup is forwarded before the host's ``Released`` arrives, and answered
+        # after it. Anything else from a host this user has come back from is stale.
+        if state.away is None and not (message.kind == "event" and message.transaction):
+            return
         match message.kind:
             case "event":
                 runner.local_deliver(Event(handle, message.data or {}, message.transaction, message.jsep))
@@ -205,6 +218,8 @@ class FleetCalls:
             proxy = next(self._ids)
             self.proxies[key], self.origin_of[proxy] = proxy, key
             runner.plugin.attach_proxy(proxy, message.username)
+            if not (message.kind == "message" and isinstance(message.body, dict) and message.body.get("request") == "call"):
+                self.strays.add(proxy)
             log.info("proxy %s stands for handle %s of node %s (%s)", proxy, message.handle, message.origin,
                      message.username)
         self.busy[proxy] = self.busy.get(proxy, 0) + 1

@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from shared.settings import Settings
+from signaling.node_bus import NodeMessage
 from signaling.redis_registry import RedisRegistry, glob_escape, redacted_url
 from signaling.registry import MemoryRegistry, Registry, RegistryUnavailable
 from signaling.server import SignalingServer, create_registry
@@ -296,6 +297,39 @@ async def test_a_name_is_unique_across_nodes_and_listed_on_both(fleet: Callable[
             "error": "Media relay unavailable, try again (relay unavailable: no relay worker is connected)"}
     finally:
         for user in (alice, mallory, bob):
+            await user.conn.close()
+
+
+async def test_a_request_right_after_a_hangup_across_nodes_is_answered(
+        fleet: Callable[..., Awaitable[SignalingServer]]) -> None:
+    """alice (node 2) hangs up her call hosted on bob's node 1, and asks ``list`` at once:
+    node 2 still forwards it (node 1's ``Released`` is on its way), node 1 answers it under a
+    new proxy, and the answer reaches node 2 after ``Released``. It is alice's answer all
+    the same: an event with her transaction is delivered, not dropped as a stray. The new
+    proxy hosts no call, and its going sends no second ``Released``."""
+    node1, node2 = await fleet("n1"), await fleet("n2")
+    node1.plugin.relay = node2.plugin.relay = ToyRelay()
+    assert node2.fleet is not None
+    heard: list[NodeMessage] = []  # what node 2 hears from node 1, in order
+    hear = node2.fleet.bus.on_message
+    node2.fleet.bus.on_message = lambda message: (heard.append(message), hear(message))[1]
+    bob, alice = await User.on(node1), await User.on(node2)
+    try:
+        assert await bob.register("bob") == registered("bob")
+        assert await alice.register("alice") == registered("alice")
+        assert (await alice.ask({"request": "call", "username": "bob"}, OFFER))["result"]["event"] == "calling"
+        await bob.handle.plugin_event("incomingcall", username="alice")
+        assert (await bob.ask({"request": "accept"}, ANSWER))["result"]["event"] == "accepted"
+        hangup = await alice.handle.send_message({"request": "hangup"})
+        listed = await alice.handle.send_message({"request": "list"})
+        assert plugin_result((await alice.handle.ack_and_event(hangup))[1])["event"] == "hangup"
+        assert plugin_result((await alice.handle.ack_and_event(listed))[1]) == {"list": ["alice", "bob"]}
+        # One Released, for the call: the stand-in that answered ``list`` hosted no call, and
+        # a Released of its own could reach node 2 after alice had called again.
+        await asyncio.sleep(0.2)
+        assert [type(message).__name__ for message in heard].count("Released") == 1, heard
+    finally:
+        for user in (alice, bob):
             await user.conn.close()
 
 
