@@ -190,6 +190,18 @@ async def test_the_relay_reports_what_it_forwards_in_its_sender_reports(relayed:
     assert call.media.stats()["rtt"]["caller"] < 0.5  # type: ignore[index]  # from the clients' report blocks
 
 
+async def test_the_relay_says_bye_for_each_stream_it_sent_when_the_call_ends(relayed: Relayed) -> None:
+    sources: set[int] = set()
+    byes: set[int] = set()
+    for transceiver in relayed.callee.pc.getTransceivers():
+        aiortc_hooks.intercept_rtp(transceiver.receiver, lambda packet: sources.add(packet.ssrc), then_aiortc=True)
+        aiortc_hooks.intercept_rtcp(transceiver.receiver, lambda packet: byes.update(getattr(packet, "sources", ())))
+    call = await relayed.start()
+    assert len(sources) == 2 and not byes  # the relay's audio and video SSRCs towards the callee
+    await call.close()
+    await relayed.until(lambda: sources <= byes, 3)
+
+
 # --- set: audio, video, bitrate ---------------------------------------------------------------
 
 
