@@ -16,6 +16,7 @@ Everything here changes one object when called; nothing changes aiortc for the w
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import types
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
 
 from mediarelay.aiortc_hooks.srtp import FastSrtp
+
+log = logging.getLogger(__name__)
 
 # --- the relay's receivers and senders ------------------------------------------------------
 
@@ -109,8 +112,11 @@ def idle_sender(sender: RTCRtpSender, on_stop: Callable[[int], None] | None = No
     relay's). Both are replaced per instance by coroutines that return at once, and the events
     ``RTCRtpSender.stop`` waits for are already set: no task waits for the whole call.
     ``on_stop(ssrc)`` runs as a started sender stops, while its transport is still up (the
-    relay's BYE). Call before the sender starts (before aiortc's connect task runs after an
-    SDP is set).
+    relay's BYE, on the ICE socket: the DTLS may have ended first, as the leg ends its data
+    channels' DTLS before it closes the PC), and not when ICE is gone (the client vanished):
+    whatever it raises is logged,
+    and ``stop()`` goes on, or aiortc's ``close()`` would never end. Call before the sender
+    starts (before aiortc's connect task runs after an SDP is set).
     """
     started = False
 
@@ -125,9 +131,12 @@ def idle_sender(sender: RTCRtpSender, on_stop: Callable[[int], None] | None = No
 
     async def stop() -> None:
         nonlocal started
-        if started and on_stop is not None:
-            started = False
-            on_stop(sender._ssrc)
+        if started and on_stop is not None and sender.transport.transport.state not in ("failed", "closed"):
+            try:
+                on_stop(sender._ssrc)
+            except Exception:  # the PC must close whatever its BYE does
+                log.exception("a relay sender's BYE failed (ssrc %d)", sender._ssrc)
+        started = False
         await original_stop()
 
     sender._run_rtp = run_rtp  # type: ignore[method-assign]
