@@ -225,7 +225,8 @@ def reporter(report: str, trace: bool, scoped: tuple[str, ...]) -> Any:
 
         out: dict[str, Any] = {"smaps": smaps(), "mallinfo2": mallinfo2(), "malloc_info": malloc_info(),
                                "pymalloc": pymalloc(), "tasks": len(asyncio.all_tasks()),
-                               "timers": len(getattr(asyncio.get_running_loop(), "_scheduled", ())),
+                               # asyncio's timer heap; uvloop (the worker's loop) shows none: "-"
+                               "timers": len(getattr(asyncio.get_running_loop(), "_scheduled", ())) or "-",
                                "fds": len(os.listdir("/proc/self/fd")), "threads": len(os.listdir("/proc/self/task"))}
         counts: Counter[str] = Counter()
         sizes: Counter[str] = Counter()
