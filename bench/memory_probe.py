@@ -5,6 +5,7 @@
     python bench/memory_probe.py --loadtest --calls 6 --seconds 20   # through signalling, as users call
     python bench/memory_probe.py --tracemalloc        # also Python allocations by line (slower)
     python bench/memory_probe.py --signalling --connections 3000     # a connection burst, then closed
+    python bench/memory_probe.py --during --calls 16 --seconds 20 --tracemalloc  # what a call costs while up
 
 A script, not a test: it starts the real ``python -m mediarelay.worker`` (this file's
 ``--child`` mode: the same worker, plus a SIGUSR1 handler that writes what it holds), then runs
@@ -167,10 +168,13 @@ def reporter(report: str, trace: bool, scoped: tuple[str, ...]) -> Any:
     import tracemalloc
 
     if trace:
-        tracemalloc.start(12)
+        tracemalloc.start(int(os.environ.get("PROBE_TRACE_DEPTH", "12")))
     state: dict[str, Any] = {"types": None, "snapshot": None}
 
     def dump() -> None:
+        if Path(report + ".during").exists():
+            dump_during()
+            return
         # What a full collection would free, and the call-scoped objects alive before it: cyclic
         # garbage waits in the oldest generation for a full collection, which may be rare.
         uncollected = Counter(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in scoped)
@@ -211,6 +215,44 @@ def reporter(report: str, trace: bool, scoped: tuple[str, ...]) -> Any:
             out["after_trim"] = smaps()
         out["pymalloc"] = pymalloc()
         out["dtls_sessions"] = dtls_sessions()
+        Path(report).write_text(json.dumps(out))
+
+    def dump_during() -> None:
+        """What the process holds now, calls up: nothing collected or trimmed first (as RSS is
+        sampled by ``compare_janus.py``); objects by type with their shallow sizes, and with
+        ``--tracemalloc`` every traced allocation by line and by file (diffed by the parent)."""
+        import sys as _sys
+
+        out: dict[str, Any] = {"smaps": smaps(), "mallinfo2": mallinfo2(), "malloc_info": malloc_info(),
+                               "pymalloc": pymalloc(), "tasks": len(asyncio.all_tasks()),
+                               # asyncio's timer heap; uvloop (the worker's loop) shows none: "-"
+                               "timers": len(getattr(asyncio.get_running_loop(), "_scheduled", ())) or "-",
+                               "fds": len(os.listdir("/proc/self/fd")), "threads": len(os.listdir("/proc/self/task"))}
+        counts: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():
+            name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+            counts[name] += 1
+            sizes[name] += _sys.getsizeof(obj)
+        out["types"] = {name: [counts[name], sizes[name]] for name in counts}
+        tasks: Counter[str] = Counter()
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            tasks[getattr(coro, "__qualname__", type(coro).__name__)] += 1
+        out["task_names"] = dict(tasks)
+        if trace:
+            snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+            for key in ("lineno", "filename"):
+                out[f"trace_{key}"] = {str(stat.traceback[0].filename.rsplit("site-packages/", 1)[-1]) + (
+                    f":{stat.traceback[0].lineno}" if key == "lineno" else ""): [stat.size, stat.count]
+                    for stat in snapshot.statistics(key)}
+            out["traced_mb"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 2)
+            if state.get("during") is not None:
+                stats = snapshot.compare_to(state["during"], "traceback")
+                out["trace"] = [{"kb": round(s.size_diff / 1024, 1), "count": s.count_diff,
+                                 "where": [f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}"
+                                           for f in s.traceback][-8:]} for s in stats[:40] if s.size_diff > 0]
+            state["during"] = snapshot
         Path(report).write_text(json.dumps(out))
 
     def on_usr1(*_: object) -> None:
@@ -400,6 +442,82 @@ def drive_loadtest(args: argparse.Namespace, address: str, proc: subprocess.Pope
         signalling.wait(30)
 
 
+def drive_during(args: argparse.Namespace, address: str, proc: subprocess.Popen[bytes], path: Path,
+                 env: dict[str, str]) -> None:
+    """What ``--calls`` calls cost while they are up: ``videocall signaling`` on this worker, a
+    warm-up ``videocall loadtest`` call, a report (calls down, collected, trimmed), then the
+    calls at ``--rate`` and a report while all are up and sending; printed, per call, the
+    difference between the two (RSS, heap, objects by type, with ``--tracemalloc`` by line)."""
+    port = free_port()
+    signalling = subprocess.Popen([sys.executable, "-m", "videocall", "signaling", "--port", str(port),
+                                   "--worker", address], env=env, start_new_session=True)
+
+    def load(calls: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "videocall", "loadtest", f"ws://127.0.0.1:{port}/", "--calls",
+                                 str(calls), "--rate", f"{args.rate:g}", "--duration", f"{seconds:g}", "--json",
+                                 str(out), "--quiet", "--resolution", args.resolution], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    try:
+        time.sleep(3)
+        load(2, 3, path.with_name("warmup.json")).wait(120)
+        time.sleep(3)  # the hangups carried out, collected and trimmed
+        before_signalling = rss_mb(signalling.pid)
+        base = report(proc, path)  # the first report is a round report (collected)
+        path.with_name(path.name + ".during").touch()
+        base = report(proc, path)
+        running = load(args.calls, args.seconds, path.with_name("calls.json"))
+        time.sleep(args.calls / args.rate + min(args.seconds / 2, 10))
+        during_signalling = rss_mb(signalling.pid)
+        during = report(proc, path)
+        running.wait(args.seconds + 120)
+        result = json.loads(path.with_name("calls.json").read_text()).get("calls", {})
+        show_during(args.calls, base, during, during_signalling - before_signalling, result)
+    finally:
+        signalling.terminate()
+        signalling.wait(30)
+
+
+def show_during(calls: int, base: dict[str, Any], during: dict[str, Any], signalling_mb: float,
+                result: dict[str, Any]) -> None:
+    def per_call(section: str, key: str) -> str:
+        a, b = base.get(section, {}).get(key), during.get(section, {}).get(key)
+        return "-" if a is None or b is None else f"{1024 * (b - a) / calls:.0f} kB"
+
+    arenas = during["pymalloc"].get("arenas", 0) - base["pymalloc"].get("arenas", 0)  # 1 MiB each (3.10+)
+    print(f"{calls} calls up ({result.get('succeeded')} ok); per call, in the worker: "
+          f"RSS {per_call('smaps', 'Rss')}, anonymous {per_call('smaps', 'Anonymous')}, "
+          f"malloc in use (main arena) {per_call('mallinfo2', 'uordblks')}, pymalloc blocks "
+          f"{per_call('pymalloc', 'arenas_mb')}, pymalloc arenas {1024 * arenas / calls:.0f} kB, "
+          f"system (all arenas) {per_call('malloc_info', 'system_current')}; "
+          f"signalling RSS {1024 * signalling_mb / calls:.0f} kB")
+    if "traced_mb" in during:
+        print(f"  traced by tracemalloc: {1024 * (during['traced_mb'] - base['traced_mb']) / calls:.0f} kB per call")
+    print(f"  tasks {base['tasks']} -> {during['tasks']}, timers {base['timers']} -> {during['timers']}, "
+          f"fds {base['fds']} -> {during['fds']}, threads {base['threads']} -> {during['threads']}")
+    print(f"  tasks by coroutine: {sorted(during['task_names'].items(), key=lambda x: -x[1])[:12]}")
+    grown = []
+    for name, (count, size) in during["types"].items():
+        count0, size0 = base["types"].get(name, (0, 0))
+        if size - size0 > 0:
+            grown.append((size - size0, count - count0, name))
+    print("  objects by type (gc-tracked, shallow size), per call:")
+    for size, count, name in sorted(grown, reverse=True)[:25]:
+        print(f"    {size / calls / 1024:7.1f} kB {count / calls:7.1f}  {name}")
+    for key in ("filename", "lineno"):
+        if f"trace_{key}" not in during:
+            continue
+        rows = []
+        for where, (size, count) in during[f"trace_{key}"].items():
+            size0, count0 = base[f"trace_{key}"].get(where, (0, 0))
+            rows.append((size - size0, count - count0, where))
+        print(f"  tracemalloc by {key}, per call:")
+        for size, count, where in sorted(rows, reverse=True)[:30 if key == "lineno" else 20]:
+            print(f"    {size / calls / 1024:7.1f} kB {count / calls:7.1f}  {where}")
+    for stat in during.get("trace", [])[:25]:
+        print(f"  +{stat['kb'] / calls:.1f} kB/call ({stat['count'] / calls:+.1f}) {' <- '.join(reversed(stat['where']))}")
+
+
 async def burst(port: int, connections: int, per_address: int, sessions: bool) -> int:
     """``connections`` WebSockets at once, ``per_address`` "from" each address (X-Forwarded-For,
     the probe's signalling trusts loopback as a proxy), each with a session and a VideoCall handle
@@ -481,6 +599,9 @@ def main() -> int:
     parser.add_argument("--loadtest", action="store_true",
                         help="calls through videocall signaling and videocall loadtest instead of IPC clients")
     parser.add_argument("--resolution", default="640x480", help="video size of the loadtest clips (--loadtest)")
+    parser.add_argument("--during", action="store_true", help="what --calls calls cost while up, through signalling "
+                        "and videocall loadtest (--seconds each, started at --rate)")
+    parser.add_argument("--rate", type=float, default=8.0, help="calls started per second (--during)")
     parser.add_argument("--signalling", action="store_true", help="signalling alone, connection bursts")
     parser.add_argument("--connections", type=int, default=3000, help="connections per burst (--signalling)")
     parser.add_argument("--per-address", type=int, default=50, help="connections per client address (--signalling)")
@@ -512,7 +633,9 @@ def main() -> int:
             if (tmp / "w.sock").exists():
                 break
             time.sleep(0.05)
-        if args.loadtest:
+        if args.during:
+            drive_during(args, listen, proc, path, env)
+        elif args.loadtest:
             drive_loadtest(args, listen, proc, path, env)
         else:
             asyncio.run(drive(args, listen, proc, path))

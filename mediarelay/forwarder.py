@@ -52,9 +52,13 @@ _HEAD = Struct("!BBHI")
 _SSRC = Struct("!I")
 
 #: Packets kept per video ``SendStream`` to answer NACKs (about 2 s of 1 Mbit/s video) at most;
-#: ``SendStream.keep`` says how many of the newest are kept (``media.py`` sets it by time).
+#: ``SendStream.keep`` says how many of the newest are kept (``rtcp.py`` sizes it by time).
 HISTORY_SIZE = 256
 _HISTORY_MASK = HISTORY_SIZE - 1
+#: Kept until the stream's rate is known (its first 1.5 s): 0.25-0.8 s of 2.5-0.8 Mbit/s video.
+#: Up to the whole ring (~280 kB of packets a stream) made every call's first seconds its heaviest,
+#: and the process's peak RSS with them (glibc keeps freed memory for the next allocations).
+INITIAL_HISTORY = 64
 
 
 @dataclass(slots=True)
@@ -105,7 +109,7 @@ class SendStream:
         self.ts = TimestampRewriter(clock_rate, ts_start)
         self.history: list[bytes | None] | None = [None] * HISTORY_SIZE if kind == "video" else None
         #: How many of the newest packets the history keeps (older slots are emptied as we go).
-        self.keep = _HISTORY_MASK
+        self.keep = INITIAL_HISTORY
         self.packets = 0
         self.octets = 0
         self.rtx_seq = rtx_seq_start
@@ -126,6 +130,17 @@ class SendStream:
 
     def disconnect(self) -> None:
         self._protect = self._sendto = self._remote = None
+
+    def resize(self, keep: int) -> None:
+        """Keep the newest ``keep`` packets (at most the ring less one), and let go of older ones
+        now: ``send`` only empties the slot ``keep`` behind it, so after a shrink the packets
+        between the old and the new limit would stay until the ring came round again."""
+        self.keep = keep = min(_HISTORY_MASK, keep)
+        history = self.history
+        if history is not None:
+            newest = self.seq.max_out
+            for back in range(keep, HISTORY_SIZE):
+                history[(newest - back) & _HISTORY_MASK] = None
 
     def send(self, packet: bytes, seq: int, payload: int) -> None:
         """Send a rewritten packet (plain RTP) and keep it for NACKs; counts it for the SR."""

@@ -44,7 +44,7 @@ from aiortc.rtp import (
 
 from mediarelay import feedback
 from mediarelay.feedback import RttEstimator
-from mediarelay.forwarder import HISTORY_SIZE, Counters, Link, Port, RecvStream, SendStream
+from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.layer_policy import LayerPolicy
 from mediarelay.leg import LegSettings
 from mediarelay.simulcast import SimulcastSelector
@@ -55,9 +55,12 @@ log = logging.getLogger(__name__)
 #: Seconds between the relay's compound RTCP reports to each client.
 RTCP_INTERVAL = 1.0
 #: Sent video kept to answer NACKs: this many seconds, or 4 round trips of the receiver if
-#: longer (Janus keeps ``min_nack_queue``, 200 ms by default, longer with the RTT); the packet
-#: count follows the stream's rate, at least ``MIN_HISTORY_PACKETS``, at most the ring.
-HISTORY_SECONDS = 0.5
+#: longer; the packet count follows the stream's rate, at least ``MIN_HISTORY_PACKETS``, at
+#: most the ring. Janus's floor (``min_nack_queue``, 200 ms by default, longer with the RTT): a
+#: receiver NACKs a hole about one RTT after it, so 4 RTTs leave room for retries. The history
+#: is the largest Python item of a call (each packet ~1.1 kB): 0.5 s of 800 kbit/s video was
+#: ~110 kB a call, ~45 kB at 0.2 s (``bench/memory_probe.py --during``).
+HISTORY_SECONDS = 0.2
 MIN_HISTORY_PACKETS = 16
 #: The REMB a simulcasting sender hears without a ``bitrate`` cap: Janus's "no limit" (its
 #: VideoCall sends ``bitrate ? bitrate : 10000000``). Chromium trusts a REMB in the first
@@ -167,7 +170,7 @@ class CallRtcp:
             if last is not None and now > last[1]:
                 rate = (send_stream.packets - last[0]) / (now - last[1])
                 seconds = max(HISTORY_SECONDS, 4 * self._rtt[link.sink].rtt)
-                send_stream.keep = min(HISTORY_SIZE - 1, max(MIN_HISTORY_PACKETS, math.ceil(rate * seconds)))
+                send_stream.resize(max(MIN_HISTORY_PACKETS, math.ceil(rate * seconds)))
 
     # --- automatic simulcast choice ----------------------------------------------------------------
 

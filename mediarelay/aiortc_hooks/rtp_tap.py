@@ -16,6 +16,7 @@ Everything here changes one object when called; nothing changes aiortc for the w
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import types
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
 
 from mediarelay.aiortc_hooks.srtp import FastSrtp
+
+log = logging.getLogger(__name__)
 
 # --- the relay's receivers and senders ------------------------------------------------------
 
@@ -47,6 +50,13 @@ class _NoThread:
 
 
 _NO_THREADS = types.SimpleNamespace(Thread=_NoThread)
+
+#: What the relay's senders and receivers get for aiortc's started/exited events, whose tasks
+#: (replaced) end at once: one event, set for good. A set ``asyncio.Event`` is never waited on
+#: (``wait()`` returns at once, bound to no loop), so one serves every leg; an event of its own
+#: is a deque of waiters each, ~0.7 kB, 24 per call.
+_ALWAYS_SET = asyncio.Event()
+_ALWAYS_SET.set()
 
 
 def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) -> None:
@@ -75,28 +85,23 @@ def tap_rtp(receiver: RTCRtpReceiver, on_rtp: Callable[[RtpPacket, int], None]) 
             aiortc.rtcrtpreceiver.threading = real
         receiver._RTCRtpReceiver__decoder_thread = None  # type: ignore[attr-defined]
 
-    rtcp_started: asyncio.Event = receiver._RTCRtpReceiver__rtcp_started  # type: ignore[attr-defined]
-    rtcp_exited: asyncio.Event = receiver._RTCRtpReceiver__rtcp_exited  # type: ignore[attr-defined]
-
     async def run_rtcp() -> None:
         """aiortc's loop would wake every 0.5-1.5 s to report on streams it never sees (the
-        relay sends its own RRs): it only sets the events ``stop()`` waits for."""
-        rtcp_started.set()
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            rtcp_exited.set()
+        relay sends its own RRs): none runs, and ``stop()`` finds its events already set."""
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
     receiver._run_rtcp = run_rtcp  # type: ignore[method-assign]
-    # Only the replaced _handle_rtp_packet used these: a video receiver's bitrate estimator
-    # alone is 1,000 rate buckets (~48 kB, ~190 kB a call), the jitter buffer 512 slots.
+    receiver._RTCRtpReceiver__rtcp_started = _ALWAYS_SET  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__rtcp_exited = _ALWAYS_SET  # type: ignore[attr-defined]
+    # Only the replaced _handle_rtp_packet and the decoder thread (never started) used these: a
+    # video receiver's bitrate estimator alone is 1,000 rate buckets (~48 kB, ~190 kB a call),
+    # the jitter buffer 512 slots, the decoder's queue and error event 5 deques and 4 locks.
     receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
     receiver._RTCRtpReceiver__jitter_buffer = None  # type: ignore[attr-defined]
     receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_queue = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__decoder_error = None  # type: ignore[attr-defined]
 
 
 def idle_sender(sender: RTCRtpSender, on_stop: Callable[[int], None] | None = None) -> None:
@@ -104,34 +109,41 @@ def idle_sender(sender: RTCRtpSender, on_stop: Callable[[int], None] | None = No
 
     When the sender starts, aiortc runs ``_run_rtp`` (encode a track; without one, wake every
     20 ms) and ``_run_rtcp`` (SR and SDES with its own counters, which would contradict the
-    relay's). Both are replaced per instance by coroutines that only set the events
-    ``RTCRtpSender.stop`` waits for. ``on_stop(ssrc)`` runs as the sender stops, while its
-    transport is still up (the relay's BYE). Call before the sender starts (before aiortc's
-    connect task runs after an SDP is set).
+    relay's). Both are replaced per instance by coroutines that return at once, and the events
+    ``RTCRtpSender.stop`` waits for are already set: no task waits for the whole call.
+    ``on_stop(ssrc)`` runs as a started sender stops, while its transport is still up (the
+    relay's BYE, on the ICE socket: the DTLS may have ended first, as the leg ends its data
+    channels' DTLS before it closes the PC), and not when ICE is gone (the client vanished):
+    whatever it raises is logged,
+    and ``stop()`` goes on, or aiortc's ``close()`` would never end. Call before the sender
+    starts (before aiortc's connect task runs after an SDP is set).
     """
-    rtp_started: asyncio.Event = sender._RTCRtpSender__rtp_started  # type: ignore[attr-defined]
-    rtp_exited: asyncio.Event = sender._RTCRtpSender__rtp_exited  # type: ignore[attr-defined]
-    rtcp_started: asyncio.Event = sender._RTCRtpSender__rtcp_started  # type: ignore[attr-defined]
-    rtcp_exited: asyncio.Event = sender._RTCRtpSender__rtcp_exited  # type: ignore[attr-defined]
-
-    async def idle(started: asyncio.Event, exited: asyncio.Event, stopping: Callable[[int], None] | None) -> None:
-        started.set()
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            if stopping is not None:
-                stopping(sender._ssrc)
-        finally:
-            exited.set()
+    started = False
 
     async def run_rtp(codec: RTCRtpCodecParameters) -> None:
-        await idle(rtp_started, rtp_exited, None)
+        nonlocal started
+        started = True
 
     async def run_rtcp() -> None:
-        await idle(rtcp_started, rtcp_exited, on_stop)
+        pass
+
+    original_stop = sender.stop
+
+    async def stop() -> None:
+        nonlocal started
+        if started and on_stop is not None and sender.transport.transport.state not in ("failed", "closed"):
+            try:
+                on_stop(sender._ssrc)
+            except Exception:  # the PC must close whatever its BYE does
+                log.exception("a relay sender's BYE failed (ssrc %d)", sender._ssrc)
+        started = False
+        await original_stop()
 
     sender._run_rtp = run_rtp  # type: ignore[method-assign]
     sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
+    sender.stop = stop  # type: ignore[method-assign]
+    for name in ("rtp_started", "rtp_exited", "rtcp_started", "rtcp_exited"):
+        setattr(sender, f"_RTCRtpSender__{name}", _ALWAYS_SET)
 
 
 # --- the fast path's sockets ----------------------------------------------------------------

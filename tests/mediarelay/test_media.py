@@ -190,6 +190,32 @@ async def test_the_relay_reports_what_it_forwards_in_its_sender_reports(relayed:
     assert call.media.stats()["rtt"]["caller"] < 0.5  # type: ignore[index]  # from the clients' report blocks
 
 
+@pytest.mark.parametrize("data_channel", [False, True])
+async def test_the_relay_says_bye_for_each_stream_it_sent_when_the_call_ends(data_channel: bool) -> None:
+    relayed = Relayed()
+    if data_channel:  # the leg ends the data channels' DTLS first: the BYE goes out after it
+        relayed.caller.pc.createDataChannel("chat")
+    sources: set[int] = set()
+    byes: set[int] = set()
+    for transceiver in relayed.callee.pc.getTransceivers():
+        aiortc_hooks.intercept_rtp(transceiver.receiver, lambda packet: sources.add(packet.ssrc), then_aiortc=True)
+    try:
+        call = await relayed.start()
+        assert len(sources) == 2  # the relay's audio and video SSRCs towards the callee
+        # SRTCP leaves its first header in the clear: a BYE's type (203) and its first SSRC.
+        dtls = relayed.callee.pc.getTransceivers()[0].receiver.transport
+        for protocol in dtls.transport._connection._protocols:
+            def seen(data: bytes, addr: Any, original: Any = protocol.datagram_received) -> None:
+                if len(data) >= 8 and data[1] == 203:
+                    byes.add(int.from_bytes(data[4:8], "big"))
+                original(data, addr)
+            protocol.datagram_received = seen  # type: ignore[method-assign]
+        await call.close()
+        await relayed.until(lambda: sources <= byes, 3)
+    finally:
+        await relayed.close()
+
+
 # --- set: audio, video, bitrate ---------------------------------------------------------------
 
 
