@@ -80,26 +80,40 @@ JANUS_PROTOCOL = Subprotocol("janus-protocol")
 
 
 class Connection:
-    """One WebSocket client: its outgoing queue and the sessions it holds."""
+    """One WebSocket client: its outgoing queue and the sessions it holds.
+
+    A reply is written at once when nothing waits before it (the common case: the queue
+    empty, the writer idle, the socket taking writes); otherwise it joins the queue, which the
+    writer task drains in order, waiting for the socket as it must. The queue's bound is
+    what a client that stops reading may leave unread beyond the socket's own buffer."""
 
     def __init__(self, ws: ServerConnection, key: int) -> None:
         self.ws = ws
         self.key = key
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(MAX_OUTGOING)
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_OUTGOING)
+        self._sending = False  # the writer is in ``ws.send`` (waiting for the socket)
+        self._send_now = ws.send_now if isinstance(ws, GuardedConnection) else None
 
     def send(self, message: dict[str, Any]) -> None:
+        data = replies.dumps_bytes(message)
+        if self._send_now is not None and not self._sending and self.queue.empty() and self._send_now(data):
+            return
         try:
-            self.queue.put_nowait(replies.dumps(message))
+            self.queue.put_nowait(data)
         except asyncio.QueueFull:
             log.warning("connection %s is not reading its messages; closing it", self.key)
             asyncio.get_running_loop().create_task(self.ws.close(1008, "too many unread messages"))
 
     async def writer(self) -> None:
         while True:
-            text = await self.queue.get()
-            if text is None:
+            data = await self.queue.get()
+            if data is None:
                 return
-            await self.ws.send(text)
+            self._sending = True
+            try:
+                await self.ws.send(data, text=True)
+            finally:
+                self._sending = False
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
