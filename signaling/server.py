@@ -370,9 +370,12 @@ class SignalingServer:
         self.core.connect(key, connection)
         writer = asyncio.get_running_loop().create_task(connection.writer())
         log.info("connection %s opened from %s", key, ws.remote_address)
+        # Fixed for the connection's life (its address was set when the upgrade was admitted):
+        # looked up once, not per frame.
+        handle_frame, address, reply = self.core.handle_frame, self._address(connection), connection.send
         try:
             async for frame in ws:
-                await self._on_frame(connection, frame)
+                await handle_frame(frame, key, address, reply)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -382,9 +385,6 @@ class SignalingServer:
             # may then wait for a claim. A client that said goodbye is gone for good.
             await self.core.disconnect(key, broken=ws.protocol.close_rcvd is None)
             log.info("connection %s closed", key)
-
-    async def _on_frame(self, connection: Connection, frame: str | bytes) -> None:
-        await self.core.handle_frame(frame, connection.key, self._address(connection), connection.send)
 
     # --- what the Admin API may do (signaling/admin_server.py) ----------------------------
 
