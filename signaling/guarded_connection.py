@@ -19,8 +19,8 @@ The other is :meth:`GuardedConnection.send_now`: a text frame written at once, f
 caller's own step, when nothing stands in its way (the connection open, its write buffer
 below the high-water mark, no fragmented message being sent). ``send`` would do the same
 work and then ``await`` nothing, but as a coroutine in a writer task, each reply cost a
-task wake-up, a queue and an async context manager: about a fifth of the signalling CPU of a
-request (``bench/compare_janus.py``'s signalling part). It uses what ``send`` uses
+task wake-up, a queue and an async context manager: 12-16% of the signalling process's CPU
+per round trip under ``bench/compare_janus.py``'s signalling load. It uses what ``send`` uses
 (``protocol.send_text``, ``send_data``, ``paused``, ``send_in_progress``);
 ``tests/signaling/test_guarded_connection.py`` fails loudly if one of them changes.
 """
