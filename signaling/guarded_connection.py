@@ -12,8 +12,17 @@ It also gives the connection's slot in the per-address count back when the TCP c
 ends, however it ends (handshake refused or timed out, client gone, server closing).
 
 "Incomplete" is read from the protocol's receive buffer (``protocol.reader.buffer``, bytes
-not yet parsed into a frame): the one place we read a websockets attribute not in its
-documented API; ``tests/signaling/test_frontdoor_server.py`` fails loudly if it changes.
+not yet parsed into a frame): one of the two places we use websockets beyond its documented
+API; ``tests/signaling/test_frontdoor_server.py`` fails loudly if it changes.
+
+The other is :meth:`GuardedConnection.send_now`: a text frame written at once, from the
+caller's own step, when nothing stands in its way (the connection open, its write buffer
+below the high-water mark, no fragmented message being sent). ``send`` would do the same
+work and then ``await`` nothing, but as a coroutine in a writer task, each reply cost a
+task wake-up, a queue and an async context manager: 12-16% of the signalling process's CPU
+per round trip under ``bench/compare_janus.py``'s signalling load. It uses what ``send`` uses
+(``protocol.send_text``, ``send_data``, ``paused``, ``send_in_progress``);
+``tests/signaling/test_guarded_connection.py`` fails loudly if one of them changes.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import DATA_OPCODES, Frame
-from websockets.protocol import Event
+from websockets.protocol import Event, State
 
 __all__ = ["GuardedConnection"]
 
@@ -62,6 +71,20 @@ class GuardedConnection(ServerConnection):
             if not self._in_message:
                 self.partial_since = None
         super().process_event(event)
+
+    def send_now(self, data: bytes) -> bool:
+        """Write ``data`` (UTF-8 JSON) as one text frame now, if the connection is open and
+        its transport takes writes without waiting; False, nothing written, when the caller
+        must go through ``send`` (it then waits, or raises ``ConnectionClosed``)."""
+        if self.protocol.state is not State.OPEN or self.paused or self.send_in_progress is not None:
+            return False
+        self.protocol.send_text(data)
+        try:
+            self.send_data()
+        except Exception as exc:  # noqa: BLE001 - as send_context does: the connection ends, the error kept
+            self.set_connection_exc(exc)
+            self.transport.abort()
+        return True
 
     def hold(self, address: str, release: Callable[[], None]) -> None:
         """Count this connection against ``address``: ``release`` runs once, when it ends

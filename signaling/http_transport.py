@@ -127,7 +127,7 @@ class JanusHttpTransport:
     @staticmethod
     def _json(message: Any, cors: tuple[tuple[str, str], ...], *, status: int = 200,
               extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-        return HttpResponse(status, replies.dumps(message).encode(), JSON, cors + extra)
+        return HttpResponse(status, replies.dumps_bytes(message), JSON, cors + extra)
 
     def _path_error(self, reason: str, cors: tuple[tuple[str, str], ...]) -> HttpResponse:
         return self._json(replies.error(ErrorCode.INVALID_REQUEST_PATH, reason), cors, status=404)

@@ -163,6 +163,14 @@ def _id(obj: Mapping[str, Any], name: str, transaction: str) -> int | None:
     return value
 
 
+def _id_ok(obj: Mapping[str, Any]) -> bool:
+    """The envelope's optional ``id`` passes ``_ENVELOPE_FIELDS`` (absent, or a positive integer)."""
+    if "id" not in obj:
+        return True
+    value = obj["id"]
+    return _is_int(value) and value >= 0
+
+
 def parse_envelope(frame: str | bytes, *, max_depth: int = 32) -> Envelope:
     """Stage 1: everything Janus checks before it looks the session up."""
     try:
@@ -170,8 +178,9 @@ def parse_envelope(frame: str | bytes, *, max_depth: int = 32) -> Envelope:
     except JsonError as exc:
         raise JanusError(ErrorCode.INVALID_JSON, f"Invalid Janus API request - {exc}") from None
     obj: dict[str, Any] = raw if isinstance(raw, dict) else {}  # an array has no fields
-    echoed = obj.get("session_id")
-    _validate(obj, _ENVELOPE_FIELDS, transaction=None, session_id=echoed if _is_int(echoed) and echoed > 0 else None)
+    if type(obj.get("transaction")) is not str or type(obj.get("janus")) is not str or not _id_ok(obj):
+        echoed = obj.get("session_id")  # only an error needs it: the first one found, worded
+        _validate(obj, _ENVELOPE_FIELDS, transaction=None, session_id=echoed if _is_int(echoed) and echoed > 0 else None)
     transaction: str = obj["transaction"]
     session_id, handle_id = _id(obj, "session_id", transaction), _id(obj, "handle_id", transaction)
     if not session_id:  # Janus reads session 0 as none: only info/ping/create, or 458 with a handle

@@ -6,7 +6,12 @@ registry claims and relay requests are awaited and their outcomes fed back into 
 machine, in order. It knows nothing of WebSockets, sessions or envelopes.
 
 Plugin messages of one handle run one at a time, in order (like Janus's single handler
-thread, but per handle, so a slow relay for one call holds up nobody else).
+thread, but per handle, so a slow relay for one call holds up nobody else). A message whose
+handle has no step running or waiting starts at once, in the adapter's own step, when the
+registry answers without waiting (``MemoryRegistry.immediate``): ``register`` and ``list``
+then end there, with no task of their own (about 6 us of CPU each, an eighth of what a
+round trip costs the signalling process); a step that does wait (a relay request) goes on in
+a task, its handle's turn held until it ends.
 
 The machine promises every plugin message an answer. A surprise (an exception from the
 machine or from a registry, which is a bug or an outage, never the client's doing) ends
@@ -21,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -86,6 +92,13 @@ class PluginRunner:
         self.deliver = deliver
         self.node_id = node_id
         self._handle_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Steps of each handle queued or running in a task of their own (none: its turn is free).
+        self._turns: dict[int, int] = {}
+        #: Tasks queued by ``_queue_turn`` that have not started yet: a step starting at once
+        #: would pass them (their handles' steps started in the order they came, as before).
+        self._unstarted = 0
+        #: The registry answers in the caller's step (never waits): steps may start at once.
+        self._immediate = bool(getattr(registry, "immediate", False))
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         #: Call setup times (``call`` request to both ``webrtcup``) go to ``on_call_setup``.
@@ -123,9 +136,13 @@ class PluginRunner:
     def message(
         self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str, bound_username: str | None = None,
     ) -> None:
-        """Queue a plugin message; its ``ack`` has been sent already. ``bound_username``: the
-        one name the request's token lets it register (``signaling.auth``), None for any."""
-        self._spawn(self.message_now(handle, body, jsep, transaction, bound_username))
+        """Carry out a plugin message, at once when its handle's turn is free, else queued;
+        its ``ack`` has been sent already. ``bound_username``: the one name the request's
+        token lets it register (``signaling.auth``), None for any."""
+        if self._turn_free(handle):
+            self._now(handle, transaction, lambda: self.plugin.message(handle, body, jsep, transaction, bound_username))
+        else:
+            self._queue_turn(handle, self.message_now(handle, body, jsep, transaction, bound_username))
 
     async def message_now(self, handle: int, body: Any, jsep: dict[str, Any] | None, transaction: str,
                           bound_username: str | None = None) -> None:
@@ -141,7 +158,7 @@ class PluginRunner:
         if self._away(handle):
             self._spawn(self._fleet.forward(handle, "trickle", candidates=candidates, completed=completed))
             return
-        self._spawn(self._in_turn(handle, None, lambda: self.plugin.trickle(handle, candidates, completed)))
+        self._queue_turn(handle, self._in_turn(handle, None, lambda: self.plugin.trickle(handle, candidates, completed)))
 
     async def detach(self, handle: int) -> None:
         """The handle is gone: free its name, end its call (it may still be told of it)."""
@@ -232,6 +249,58 @@ class PluginRunner:
         async with self._handle_locks[handle]:
             await self._step(handle, transaction, step)
 
+    # --- a handle's turn, now or queued ----------------------------------------------------
+
+    def _turn_free(self, handle: int) -> bool:
+        """Whether a step of ``handle`` may start in the caller's step: the registry never
+        waits, no fleet, no step of the handle queued or running (so nothing holds or waits
+        for its lock), and no queued step of any handle still to start."""
+        return self._immediate and self.fleet is None and not self._unstarted and handle not in self._turns
+
+    def _queue_turn(self, handle: int, coro: Coroutine[Any, Any, None]) -> None:
+        self._turns[handle] = self._turns.get(handle, 0) + 1
+        self._unstarted += 1
+        self._spawn(self._counted(handle, coro, queued=True))
+
+    async def _counted(self, handle: int, awaitable: Any, *, queued: bool = False) -> None:
+        if queued:
+            self._unstarted -= 1
+        try:
+            await awaitable
+        finally:
+            left = self._turns.get(handle, 1) - 1
+            if left:
+                self._turns[handle] = left
+            else:
+                self._turns.pop(handle, None)
+
+    def _now(self, handle: int, transaction: str | None, step: Callable[[], list[Effect]]) -> None:
+        """Run a step of ``handle`` (whose turn is free) from the caller's step; if it waits
+        for something, the rest goes on in a task, holding the handle's turn."""
+        lock = self._handle_locks[handle]
+        acquiring = lock.acquire()  # free, nobody waiting: taken without yielding
+        try:
+            acquiring.send(None)
+        except StopIteration:
+            pass
+        else:  # pragma: no cover - _turn_free said nobody holds it
+            acquiring.close()
+            raise RuntimeError(f"handle {handle}'s turn was not free")
+        running = self._step_holding(lock, handle, transaction, step)
+        try:
+            awaited = running.send(None)
+        except StopIteration:
+            return
+        self._turns[handle] = self._turns.get(handle, 0) + 1
+        self._spawn(self._counted(handle, _go_on(running, awaited)))
+
+    async def _step_holding(self, lock: asyncio.Lock, handle: int, transaction: str | None,
+                            step: Callable[[], list[Effect]]) -> None:
+        try:
+            await self._step(handle, transaction, step)
+        finally:
+            lock.release()
+
     async def _step(self, handle: int | None, transaction: str | None, step: Callable[[], list[Effect]]) -> None:
         """One step of the machine and its effects; a surprise is answered, never spread."""
         try:
@@ -321,6 +390,26 @@ class PluginRunner:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("plugin task failed", exc_info=task.exception())
+
+
+@types.coroutine
+def _go_on(coro: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, None, None]:
+    """The rest of ``coro``, which was started outside any task and is waiting for
+    ``awaited``, as part of the task that awaits this: what it waits for is the task's to
+    wait for, what the task is sent or thrown (a cancellation) goes on to it."""
+    while True:
+        try:
+            yield awaited
+        except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as a task would
+            try:
+                awaited = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                awaited = coro.send(None)
+            except StopIteration:
+                return
 
 
 def _call_of(request: m.Request[Any]) -> str:

@@ -66,6 +66,10 @@ class MemoryRegistry:
     """The registry of a single signalling node: a dict, atomic because asyncio is
     single-threaded and no method awaits between reading and writing."""
 
+    #: No method ever waits: a plugin step that needs only this registry ends in the step
+    #: that started it (``PluginRunner`` then runs it without a task of its own).
+    immediate = True
+
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
 

@@ -80,26 +80,40 @@ JANUS_PROTOCOL = Subprotocol("janus-protocol")
 
 
 class Connection:
-    """One WebSocket client: its outgoing queue and the sessions it holds."""
+    """One WebSocket client: its outgoing queue and the sessions it holds.
+
+    A reply is written at once when nothing waits before it (the common case: the queue
+    empty, the writer idle, the socket taking writes); otherwise it joins the queue, which the
+    writer task drains in order, waiting for the socket as it must. The queue's bound is
+    what a client that stops reading may leave unread beyond the socket's own buffer."""
 
     def __init__(self, ws: ServerConnection, key: int) -> None:
         self.ws = ws
         self.key = key
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(MAX_OUTGOING)
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_OUTGOING)
+        self._sending = False  # the writer is in ``ws.send`` (waiting for the socket)
+        self._send_now = ws.send_now if isinstance(ws, GuardedConnection) else None
 
     def send(self, message: dict[str, Any]) -> None:
+        data = replies.dumps_bytes(message)
+        if self._send_now is not None and not self._sending and self.queue.empty() and self._send_now(data):
+            return
         try:
-            self.queue.put_nowait(replies.dumps(message))
+            self.queue.put_nowait(data)
         except asyncio.QueueFull:
             log.warning("connection %s is not reading its messages; closing it", self.key)
             asyncio.get_running_loop().create_task(self.ws.close(1008, "too many unread messages"))
 
     async def writer(self) -> None:
         while True:
-            text = await self.queue.get()
-            if text is None:
+            data = await self.queue.get()
+            if data is None:
                 return
-            await self.ws.send(text)
+            self._sending = True
+            try:
+                await self.ws.send(data, text=True)
+            finally:
+                self._sending = False
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
@@ -358,9 +372,12 @@ class SignalingServer:
         self.core.connect(key, connection)
         writer = asyncio.get_running_loop().create_task(connection.writer())
         log.info("connection %s opened from %s", key, ws.remote_address)
+        # Fixed for the connection's life (its address was set when the upgrade was admitted):
+        # looked up once, not per frame.
+        handle_frame, address, reply = self.core.handle_frame, self._address(connection), connection.send
         try:
             async for frame in ws:
-                await self._on_frame(connection, frame)
+                await handle_frame(frame, key, address, reply)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -370,9 +387,6 @@ class SignalingServer:
             # may then wait for a claim. A client that said goodbye is gone for good.
             await self.core.disconnect(key, broken=ws.protocol.close_rcvd is None)
             log.info("connection %s closed", key)
-
-    async def _on_frame(self, connection: Connection, frame: str | bytes) -> None:
-        await self.core.handle_frame(frame, connection.key, self._address(connection), connection.send)
 
     # --- what the Admin API may do (signaling/admin_server.py) ----------------------------
 

@@ -390,3 +390,64 @@ async def test_server_answers_a_raising_step_with_499_and_serves_the_others(
         # the victim's handle works again
         _, data = await victim.plugin(vsession, vhandle, {"request": "register", "username": "victim"})
         assert data["result"] == {"event": "registered", "username": "victim"}
+
+
+# --- a handle's turn: at once when free, queued behind a step that waits ----------------------
+
+
+class HeldRelay(ScriptedRelay):
+    """Answers once ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def request(self, body: m.Request[Any]) -> Any:
+        await self.go.wait()
+        return await super().request(body)
+
+
+def _transactions(node: Harness, handle: int) -> list[str | None]:
+    return [e.transaction for e in node.delivered if isinstance(e, Event) and e.handle == handle]
+
+
+async def test_a_step_needing_only_the_registry_ends_before_message_returns() -> None:
+    node = Harness()
+    node.runner.attach(1)
+    node.runner.message(1, {"request": "register", "username": "u1"}, None, "t1")
+    assert node.delivered == [Event(1, {"videocall": "event", "result": {"event": "registered", "username": "u1"}}, "t1")]
+    assert not node.runner._background  # no task was needed
+
+
+async def test_a_step_that_waits_holds_its_handle_turn_and_no_one_else() -> None:
+    node = Harness()
+    relay = node.runner.relay = HeldRelay()
+    for handle in (1, 2, 3):
+        node.runner.attach(handle)
+        node.runner.message(handle, {"request": "register", "username": f"u{handle}"}, None, f"r{handle}")
+    node.runner.message(1, {"request": "call", "username": "u2"}, OFFER, "call")  # waits for the relay
+    assert relay.requests == [] and node.runner._background
+    node.runner.message(1, {"request": "list"}, None, "list1")  # behind the call, in a task
+    node.runner.message(3, {"request": "list"}, None, "list3a")  # behind list1, which has not started
+    for _ in range(5):
+        await asyncio.sleep(0)
+    node.runner.message(3, {"request": "list"}, None, "list3b")  # nothing before it now: at once
+    assert _transactions(node, 3) == ["r3", "list3a", "list3b"]
+    assert _transactions(node, 1) == ["r1"]
+    relay.go.set()
+    await node.runner.drain()
+    assert _transactions(node, 1) == ["r1", "call", "list1"]  # "calling", then the list
+    assert [type(r) for r in relay.requests] == [m.CallCreate]
+    assert node.runner._turns == {} and node.runner._unstarted == 0
+
+
+async def test_a_cancelled_waiting_step_gives_its_handle_turn_back() -> None:
+    node = Harness()
+    node.runner.relay = HeldRelay()
+    for handle in (1, 2):
+        node.runner.attach(handle)
+        node.runner.message(handle, {"request": "register", "username": f"u{handle}"}, None, f"r{handle}")
+    node.runner.message(1, {"request": "call", "username": "u2"}, OFFER, "call")
+    await asyncio.sleep(0)
+    await node.runner.close()  # cancels the step where it waits
+    assert not node.runner._handle_locks[1].locked() and node.runner._turns == {}
