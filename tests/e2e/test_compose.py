@@ -7,6 +7,8 @@ name is unique across nodes and listed on both, and a node places its calls on b
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.e2e.e2e_support import Clients, Server, connect_call, expect_plugin_error
@@ -17,6 +19,22 @@ pytestmark = pytest.mark.timeout(120)
 
 def node(fleet: Fleet, service: str) -> Server:
     return Server("videocall", fleet.url(service), "127.0.0.1", 60)
+
+
+#: Cores a worker may report busy and still count as idle (its own stats and heartbeats).
+IDLE_CORES = 0.005
+
+
+async def workers_idle(port: str, timeout: float = 30.0) -> None:
+    """Until node ``port`` sees both workers report (nearly) no CPU."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        cores = metric(port, "videocall_worker_cpu_cores")
+        if len(cores) == 2 and max(cores.values()) < IDLE_CORES:
+            return
+        assert loop.time() < deadline, f"workers not idle within {timeout:g} s: {cores}"
+        await asyncio.sleep(0.2)
 
 
 async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(fleet: Fleet) -> None:
@@ -31,7 +49,10 @@ async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(f
                                       f"Username '{alice.name}' already taken")
             assert {alice.name, bob.name} <= set(await bob.list())
             assert {alice.name, bob.name} <= set(await alice.list())
-            # node 1 places its calls on both workers (the least loaded first)
+            # node 1 places its calls on both workers (the least loaded first), once both are
+            # seen idle: placement goes by the CPU each worker reports, and a worker just
+            # started can report seconds of start-up work
+            await workers_idle(fleet.variables["SIGNAL1_PORT"])
             carol, dave = await one.user("carol"), await one.user("dave")
             erin = await one.user("erin")
             await connect_call(carol, dave)
