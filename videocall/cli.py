@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -181,9 +182,19 @@ async def _serve(settings: Settings, tls: TlsSource | None = None) -> None:
         await supervisor.start()
         try:
             drain = asyncio.Event()
+            _freeze_start_up()
             await _until_signalled(run_signaling(settings, drain=drain, tls=tls), drain, tls)
         finally:
             await supervisor.stop()
+
+
+def _freeze_start_up() -> None:
+    """Signalling's start-up objects (modules, classes: ~40,000) out of the cyclic garbage
+    collector's walks (``gc.freeze``, as the relay workers do): the collection the node makes
+    after connections end (``shared/heap.py``) and Python's own full collections then look
+    only at what it made since, not ~12 ms of start-up objects each time."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _until_signalled(coro: Any, drain: asyncio.Event | None = None, tls: TlsSource | None = None) -> None:
@@ -218,6 +229,7 @@ async def _signaling(settings: Settings, tls: TlsSource | None = None) -> None:
     if not settings.worker_addresses:
         log.warning("no relay worker configured (--worker): calls will be refused")
     drain = asyncio.Event()
+    _freeze_start_up()
     await _until_signalled(run_signaling(settings, drain=drain, tls=tls), drain, tls)
 
 
