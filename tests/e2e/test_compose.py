@@ -7,13 +7,12 @@ name is unique across nodes and listed on both, and a node places its calls on b
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.e2e.e2e_support import Clients, Server, connect_call, expect_plugin_error
 from tests.support.compose import Fleet, metric
 from tests.support.janus_ws import offer_host_address
+from tests.support.waits import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,14 +26,12 @@ IDLE_CORES = 0.005
 
 async def workers_idle(port: str, timeout: float = 30.0) -> None:
     """Until node ``port`` sees both workers report (nearly) no CPU."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+
+    def idle() -> bool:
         cores = metric(port, "videocall_worker_cpu_cores")
-        if len(cores) == 2 and max(cores.values()) < IDLE_CORES:
-            return
-        assert loop.time() < deadline, f"workers not idle within {timeout:g} s: {cores}"
-        await asyncio.sleep(0.2)
+        return len(cores) == 2 and max(cores.values()) < IDLE_CORES
+
+    await until(idle, "both workers idle", timeout, every=0.2)
 
 
 async def test_the_compose_fleet_shares_names_and_places_calls_on_both_workers(fleet: Fleet) -> None:

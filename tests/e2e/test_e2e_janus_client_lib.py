@@ -28,6 +28,7 @@ from aiortc import RTCConfiguration
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 
 from tests.e2e.e2e_support import MEDIA_TIMEOUT, Server
+from tests.support import waits
 from tests.support.janus_ws import offer_host_address
 
 janus_client = pytest.importorskip("janus_client")
@@ -71,12 +72,7 @@ def synthetic_media() -> SimpleNamespace:
 
 
 async def until(condition: Any, what: str, timeout: float = MEDIA_TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"no {what} within {timeout:g} s")
-        await asyncio.sleep(0.05)
+    await waits.until(condition, what, timeout, every=0.05)
 
 
 class Side:

@@ -30,6 +30,7 @@ from signaling.node_bus import NodeMessage
 from signaling.redis_registry import RedisRegistry, glob_escape, redacted_url
 from signaling.registry import MemoryRegistry, Registry, RegistryUnavailable
 from signaling.server import SignalingServer, create_registry
+from tests.support import waits
 from tests.support.janus_ws import Handle, JanusConnection, Session, plugin_data, plugin_result
 from tests.support.servers import free_port, videocall_command
 from tests.support.toy_relay import ToyRelay
@@ -93,13 +94,7 @@ async def registry(request: pytest.FixtureRequest, registries: Callable[..., Red
 
 async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
     """Poll ``condition`` until true; the seconds it took."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not await condition():
-        if loop.time() - start > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
-    return loop.time() - start
+    return await waits.until(condition, what, timeout, every=0.05)
 
 
 # --- the Registry contract, on both implementations --------------------------------------------

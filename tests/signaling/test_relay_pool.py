@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from shared import ipc
 from shared import messages as m
 from signaling.relay_client import RelayPool, RelayUnavailable
+from tests.support import waits
 
 
 class ScriptedWorker:
@@ -86,11 +87,8 @@ class Pool:
                               heartbeat_timeout=heartbeat_timeout)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+async def until(condition: Callable[[], bool]) -> None:
+    await waits.until(condition, timeout=3.0, every=0.01)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ adapter: real connections to an in-process server whose relay answers as a worke
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,18 +14,11 @@ from shared.settings import Settings
 from signaling.server import SignalingServer
 from tests.support.janus_ws import Handle, JanusConnection, Session, new_transaction, plugin_result
 from tests.support.toy_relay import ToyRelay
+from tests.support.waits import until
 
 SDP = "v=0\r\no=- {0} {0} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
 OFFER = {"type": "offer", "sdp": SDP.format(1)}
 ANSWER = {"type": "answer", "sdp": SDP.format(2)}
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 class User:
