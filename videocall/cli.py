@@ -7,7 +7,9 @@ worker whose ``serve`` is gone (even SIGKILLed) exits too, removing its socket a
 one out, the temporary socket folder. ``signaling``
 and ``relay`` run the two halves on their own, for several nodes or remote workers.
 
-The signalling side never imports aiortc: ``mediarelay`` is imported only by ``relay``.
+``serve`` imports what its workers run before it reads its settings and forks its workers' fork
+server from itself (``videocall/worker_forks.py``), so the signalling process and every worker
+share one copy of the interpreter's modules; ``signaling`` never imports aiortc.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from shared.relay_auth import new_secret
 from shared.settings import Settings, load
 from videocall import worker_forks
 from videocall.supervisor import WorkerSupervisor
+from videocall.worker_forks import Prefork
 
 if TYPE_CHECKING:
     from signaling.tls import TlsSource
@@ -166,7 +169,37 @@ def settings_from(args: argparse.Namespace) -> Settings:
 # --- serve: the process tree (its workers: videocall/supervisor.py) ------------------------
 
 
-async def _serve(settings: Settings, tls: TlsSource | None = None) -> None:
+def _prepare_serve() -> Prefork | None:
+    """What ``serve`` does first, before its settings are read (so that no secret is in the
+    memory it shares): import what the signalling node and a relay worker run, prepare the
+    relay side (``prepare_process``), freeze it all, and fork the workers' fork server from
+    this process (``worker_forks.prefork``). None where forking is not available."""
+    if not worker_forks.available():
+        return None
+    import uvloop  # noqa: F401 - the loop of signalling and of every worker
+
+    import signaling.server  # the signalling node
+    import signaling.tls  # noqa: F401 - TLS, when configured
+    from mediarelay.worker import prepare_process
+
+    prepare_process()
+    return worker_forks.prefork(_forked_fork_server)
+
+
+def _forked_fork_server(control_fd: int, init: dict[str, Any]) -> None:
+    """The fork server ``_prepare_serve`` forked, once serve sent its first line: the settings'
+    environment (as an exec'd fork server gets it), serve's pid, whether the socket folder is
+    serve's own."""
+    env, supervisor_pid = init.get("env"), init.get("supervisor_pid")
+    if not isinstance(env, dict) or not isinstance(supervisor_pid, int):
+        raise ValueError(f"relay fork server: unreadable first line (keys {sorted(init)})")
+    os.environ.update({str(name): str(value) for name, value in env.items()})
+    settings = load(None)
+    setup_logging(settings.log_level, settings.log_format)
+    _fork_server(settings, control_fd, supervisor_pid, bool(init.get("remove_empty_dir")))
+
+
+async def _serve(settings: Settings, tls: TlsSource | None = None, forked: Prefork | None = None) -> None:
     from signaling.server import run as run_signaling
 
     count = settings.workers or os.cpu_count() or 1
@@ -177,7 +210,7 @@ async def _serve(settings: Settings, tls: TlsSource | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="videocall-ipc-", ignore_cleanup_errors=True) as tmp:
         ipc_dir = Path(settings.ipc_dir or tmp)
         ipc_dir.mkdir(parents=True, exist_ok=True)
-        supervisor = WorkerSupervisor(settings, count, ipc_dir, temporary_dir=not settings.ipc_dir)
+        supervisor = WorkerSupervisor(settings, count, ipc_dir, temporary_dir=not settings.ipc_dir, forked=forked)
         settings = settings.model_copy(update={"worker_addresses": supervisor.addresses})
         await supervisor.start()
         try:
@@ -345,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from videocall.tokens import main as tokens_main
 
         return tokens_main(args.tokens_args)
+    forked = _prepare_serve() if args.command == "serve" else None
     try:
         settings = settings_from(args)
     except ValidationError as exc:
@@ -378,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     try:
         if args.command == "serve":
-            _run(_serve(settings, tls))
+            _run(_serve(settings, tls, forked))
         elif args.command == "signaling":
             _run(_signaling(settings, tls))
         elif args.fork_server is not None:

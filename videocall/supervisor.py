@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from shared.settings import Settings
 from videocall import worker_forks
-from videocall.worker_forks import ForkedWorker, WorkerForks
+from videocall.worker_forks import ForkedWorker, Prefork, WorkerForks
 
 __all__ = ["WorkerSupervisor", "settings_env"]
 
@@ -57,7 +57,8 @@ class WorkerSupervisor:
     """
 
     def __init__(self, settings: Settings, count: int, ipc_dir: Path, *, temporary_dir: bool = False,
-                 heartbeat_interval: float = 1.0, heartbeat_timeout: float = 5.0) -> None:
+                 heartbeat_interval: float = 1.0, heartbeat_timeout: float = 5.0,
+                 forked: Prefork | None = None) -> None:
         self.settings = settings
         self.addresses = [f"unix:{ipc_dir / f'worker-{i}.sock'}" for i in range(count)]
         self.processes: list[asyncio.subprocess.Process | ForkedWorker | None] = [None] * count
@@ -67,12 +68,19 @@ class WorkerSupervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._forks: WorkerForks | None = None
+        self._forked = forked
 
     async def start(self) -> None:
         # Forked from a fork server when this system allows (videocall/worker_forks.py), so
-        # the workers share what they imported; else each a new interpreter.
+        # the workers share what they imported; else each a new interpreter. The first fork
+        # server is serve's own fork (``forked``) when it made one.
         if worker_forks.available() and worker_forks.become_subreaper():
-            self._forks = WorkerForks(self._relay_command("--fork-server", "{fd}"), self._env())
+            init = {"supervisor_pid": os.getpid(), "remove_empty_dir": self.temporary_dir}
+            self._forks = WorkerForks(self._relay_command("--fork-server", "{fd}"), self._env(), self._forked, init)
+        elif self._forked is not None:  # not used: it exits when its socket closes
+            self._forked.control.close()
+            await ForkedWorker(self._forked.pid).wait()
+        self._forked = None
         for index in range(len(self.addresses)):
             self._tasks.append(asyncio.create_task(self._keep_running(index)))
 

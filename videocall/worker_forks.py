@@ -16,6 +16,15 @@ child of ``serve``, as one it started itself would be: ``serve`` waits for it (t
 ``pidfd``), signals it, and it exits with ``serve`` (``PR_SET_PDEATHSIG``, set once it is
 ``serve``'s), whatever happens to the fork server, which is started again if it dies.
 
+**One prepared interpreter for both roles.** ``serve`` itself imports what a worker runs before
+anything else (``prefork``: before its settings are read, so no secret is in its memory yet),
+freezes it, and forks its first fork server from itself: the signalling process, the fork
+server and every worker then share one copy of the interpreter's modules (Python, pydantic,
+asyncio, uvloop, aiortc, PyAV...) instead of signalling having its own (about 18 MB less PSS
+idle, measured in ``bench/compare_janus.py``). The fork server learns its settings from the
+first line ``serve`` sends it. If it dies, ``serve`` starts a new one as a new interpreter
+(``videocall relay --fork-server``), which prepares itself the same way.
+
 Both ends are here: ``serve_forks`` runs in the fork server, ``WorkerForks`` in ``serve``.
 Linux only (``pidfd_open``, ``prctl``); elsewhere ``serve`` starts workers as new interpreters.
 """
@@ -32,8 +41,10 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("videocall")
@@ -49,6 +60,8 @@ WORKER_NAME_PREFIX = "vc-relay-"
 REPARENT_TIMEOUT = 5.0
 #: A request or answer on the control socket is one JSON line, at most this long.
 MAX_LINE = 4096
+#: The first line to a forked fork server (the settings' environment), at most this long.
+MAX_INIT_LINE = 1 << 20
 
 
 def available() -> bool:
@@ -74,6 +87,68 @@ def become_subreaper() -> bool:
 
 
 # --- the fork server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prefork:
+    """A fork server forked from ``serve`` itself (``prefork``), waiting for its first line."""
+
+    pid: int
+    control: socket.socket
+
+
+def prefork(start: Callable[[int, dict[str, Any]], None]) -> Prefork | None:
+    """Fork a fork server from this process as it is now (call it once everything a worker
+    runs is imported, before any thread or event loop exists); None if this system or this
+    process cannot (then ``serve`` starts one as a new interpreter). The child reads one JSON
+    object line from its control socket (``WorkerForks`` sends the settings' environment
+    there first) and calls ``start(control_fd, that object)``; it exits when that returns,
+    or at once if ``serve`` closes the socket first (it failed to start)."""
+    if not available() or threading.active_count() > 1:  # fork copies one thread only
+        return None
+    ours, theirs = socket.socketpair()
+    gc.collect()
+    gc.freeze()  # the imports: no collection in the fork server or a worker writes to them
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        log.warning("cannot fork the relay fork server (%s); starting it as a new interpreter", exc)
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:  # the fork server
+        code = 1
+        try:
+            ours.close()
+            with open(os.devnull, "rb") as devnull:  # as the exec'd one (stdin=DEVNULL)
+                os.dup2(devnull.fileno(), 0)
+            init = read_line(theirs, MAX_INIT_LINE)
+            if isinstance(init, dict):
+                start(theirs.fileno(), init)
+                code = 0
+        except BaseException:  # nothing may unwind into serve's code
+            with contextlib.suppress(Exception):
+                log.exception("relay fork server failed")
+        finally:
+            os._exit(code)
+    theirs.close()
+    return Prefork(pid, ours)
+
+
+def read_line(sock: socket.socket, limit: int = MAX_LINE) -> Any:
+    """One JSON line from ``sock``, taking nothing after it (``serve_forks`` reads the rest
+    through its own buffer); None at end of stream or on an unreadable line."""
+    line = b""
+    while not line.endswith(b"\n") and len(line) < limit:
+        peek = sock.recv(min(limit - len(line), 65536), socket.MSG_PEEK)
+        if not peek:
+            return None
+        end = peek.find(b"\n")
+        line += sock.recv(end + 1 if end >= 0 else len(peek))
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def serve_forks(control_fd: int, supervisor_pid: int, run: Callable[[str, str], int]) -> None:
@@ -215,16 +290,28 @@ class WorkerForks:
     """``serve``'s end of the fork server: starts it (again, if it died) and asks it for workers.
 
     ``command`` starts the fork server with ``{fd}`` in it standing for the control socket's
-    descriptor; ``env`` is its environment (and so its workers')."""
+    descriptor; ``env`` is its environment (and so its workers'). ``forked``: the fork server
+    ``prefork`` made of ``serve`` itself, used first; it is sent ``init`` (with ``env`` in it)
+    as its first line."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], forked: Prefork | None = None,
+                 init: dict[str, Any] | None = None) -> None:
         self.command = command
         self.env = env
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: asyncio.subprocess.Process | ForkedWorker | None = None
         self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
+        self._forked = forked
+        self._init = {**(init or {}), "env": env}
 
     async def _start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._forked is not None:  # the one made of serve itself, once
+            forked, self._forked = self._forked, None
+            self.process = ForkedWorker(forked.pid)
+            reader, writer = await asyncio.open_connection(sock=forked.control, limit=MAX_LINE)
+            writer.write(json.dumps(self._init).encode() + b"\n")
+            log.debug("relay fork server forked from serve (pid %d)", forked.pid)
+            return reader, writer
         ours, theirs = socket.socketpair()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -266,6 +353,10 @@ class WorkerForks:
 
     async def stop(self) -> None:
         """Stop the fork server (its workers are ``serve``'s and are not touched)."""
+        if self._forked is not None:  # never used: it is waiting for its first line
+            forked, self._forked = self._forked, None
+            self.process = ForkedWorker(forked.pid)
+            forked.control.close()
         await self._close_stream()  # it exits when its socket closes
         if self.process is not None and self.process.returncode is None:
             try:

@@ -72,18 +72,19 @@ def videocall_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from videocall.cli import main; sys.exit(main())"]
 
 
-def children(pid: int) -> list[int]:
+def children(pid: int, *, fork_servers: bool = False) -> list[int]:
     """The processes whose parent is ``pid`` (``serve``'s relay workers), from /proc; not
-    ``serve``'s fork server (videocall/worker_forks.py), which is its child too."""
+    ``serve``'s fork server (videocall/worker_forks.py), which is its child too, unless
+    ``fork_servers``: then only it (a live one; none while it is being replaced)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             name = (entry / "comm").read_text().strip()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == pid and name != FORK_SERVER_NAME:
+        if int(parent) == pid and (name == FORK_SERVER_NAME) == fork_servers and state != "Z":
             found.append(int(entry.name))
     return found

@@ -2,7 +2,8 @@
 
 A worker on a non-loopback TCP address without a secret exits 2 before it binds; with one it
 serves only nodes that prove it. ``serve`` makes one up for its own workers and hands it over
-in their environment, never on a command line, and it shows in no log and no ``/metrics``.
+over the control socket of the fork server it forked from itself (or, in the environment of
+one started anew), never on a command line, and it shows in no log and no ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -23,6 +25,7 @@ from shared.ipc import IpcError, connect
 from shared.settings import Settings, load
 from tests.support.servers import children, free_port, videocall_command
 from videocall.supervisor import settings_env
+from videocall.worker_forks import FORK_SERVER_NAME, WORKER_NAME_PREFIX
 
 SECRET = "cli-relay-secret-0123456789"
 
@@ -131,8 +134,33 @@ def test_a_worker_with_a_secret_serves_only_nodes_that_prove_it() -> None:
 # --- videocall serve -----------------------------------------------------------------------------
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _environ(pid: int) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in
+                Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        return probe.connect_ex(str(path)) == 0
+
+
+def _wait_for(what: str, find: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := find()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
+    return found
+
+
 @pytest.mark.timeout(90)
-def test_serve_gives_its_workers_a_secret_of_its_own_through_their_environment(tmp_path: Path) -> None:
+def test_serve_gives_its_workers_a_secret_of_its_own_never_on_a_command_line(tmp_path: Path) -> None:
     port = free_port()
     ipc_dir = tmp_path / "ipc"
     process = subprocess.Popen([*videocall_command(), "serve", "--workers", "1", "--port", str(port)],
@@ -151,15 +179,29 @@ def test_serve_gives_its_workers_a_secret_of_its_own_through_their_environment(t
             assert time.monotonic() < deadline and process.poll() is None, "videocall serve did not get ready"
             time.sleep(0.2)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        workers = [pid for pid in children(process.pid)
-                   if b"relay" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
-        assert len(workers) == 1
-        environ = dict(item.split("=", 1) for item in
-                       Path(f"/proc/{workers[0]}/environ").read_bytes().decode().split("\0") if "=" in item)
-        secret = environ["VIDEOCALL_RELAY_SECRET"]
-        assert len(secret) >= 32
-        for pid in (process.pid, workers[0]):
+
+        def one(name: str) -> list[int]:
+            found = [pid for pid in children(process.pid, fork_servers=name == FORK_SERVER_NAME) if _comm(pid) == name]
+            return found if len(found) == 1 else []
+
+        (first_worker,) = one(f"{WORKER_NAME_PREFIX}0")
+        (first_forks,) = one(FORK_SERVER_NAME)
+        # serve's own fork (videocall/worker_forks.py prefork) got its settings over its socket:
+        # the secret is in no process's environment block nor command line
+        for pid in (process.pid, first_forks, first_worker):
+            assert "VIDEOCALL_RELAY_SECRET" not in _environ(pid)
+        # a fork server started anew is a new interpreter and gets it in its environment, where
+        # this test can read it (and its workers with it)
+        os.kill(first_forks, signal.SIGKILL)
+        os.kill(first_worker, signal.SIGKILL)
+        workers = _wait_for("worker 0 replaced", lambda: [pid for pid in one(f"{WORKER_NAME_PREFIX}0")
+                                                           if pid != first_worker])
+        (forks,) = _wait_for("a new fork server", lambda: one(FORK_SERVER_NAME))
+        secret = _environ(workers[0])["VIDEOCALL_RELAY_SECRET"]
+        assert len(secret) >= 32 and _environ(forks)["VIDEOCALL_RELAY_SECRET"] == secret
+        for pid in (process.pid, forks, workers[0]):
             assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        _wait_for("the new worker listening", lambda: _accepts(ipc_dir / "worker-0.sock"))
         address = f"unix:{ipc_dir}/worker-0.sock"
 
         async def nodes() -> None:
