@@ -160,14 +160,28 @@ def _rss(pids: list[int]) -> float:
 
 def _pss(pids: list[int]) -> float:
     """MB of proportional set size summed over ``pids``: shared pages counted once in all."""
-    total = 0.0
+    return sum(_rollup(pid).get("Pss", 0.0) for pid in pids)
+
+
+def _rollup(pid: int) -> dict[str, float]:
+    """``/proc/PID/smaps_rollup`` in MB (empty if the process is gone)."""
+    fields: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            name, value, *_ = line.split()
+            fields[name.rstrip(":")] = int(value) / 1024
+    return fields
+
+
+def _by_process(pids: list[int]) -> dict[str, dict[str, float]]:
+    """Where an idle tree's memory is, per process (by name): its PSS, the part of it that is
+    anonymous (the interpreter's objects, not the libraries' code), and what it alone wrote."""
+    found = {}
     for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) / 1024
-                    break
-    return total
+        memory = _rollup(pid)
+        found[f"{_comm(pid)}[{pid}]"] = {key: round(memory.get(field, 0.0), 1) for key, field in
+                                         (("pss", "Pss"), ("pss_anon", "Pss_Anon"), ("private_dirty", "Private_Dirty"))}
+    return found
 
 
 def udp_counters(pid: int) -> dict[str, int]:
@@ -429,13 +443,14 @@ def our_server(cpu: int, workdir: Path, workers: int | None = 1, tag: str = "our
                   workers=workers or os.cpu_count() or 1)
 
 
-def idle_footprint(server: Server, settle: float = 3.0) -> dict[str, float]:
-    """RSS and PSS of ``server``'s process tree, idle, ``settle`` s after it listens."""
+def idle_footprint(server: Server, settle: float = 3.0) -> dict[str, Any]:
+    """RSS and PSS of ``server``'s process tree, idle, ``settle`` s after it listens, and by process."""
     server.start()
     try:
         time.sleep(settle)
         tree = procstat.tree(server.pid)
-        return {"rss_mb": round(_rss(tree), 1), "pss_mb": round(_pss(tree), 1), "processes": len(tree)}
+        return {"rss_mb": round(_rss(tree), 1), "pss_mb": round(_pss(tree), 1), "processes": len(tree),
+                "by_process": _by_process(tree)}
     finally:
         server.stop()
 
