@@ -245,7 +245,7 @@ class Call:
     async def record(self, leg: LegName, recordings_dir: str, base: str, on_state: OnState) -> None:
         """Start recording what ``leg``'s user sends into ``<base>-<kind>.mjr`` inside
         ``recordings_dir``; nothing changes if it is recorded already (as in Janus).
-        ``recorder.RecordingRefused`` (nothing created) when the files cannot be opened."""
+        ``recording_files.RecordingRefused`` (nothing created) when the files cannot be opened."""
         self.leg(leg)
         if self.closed:
             raise ValueError("the call is over")

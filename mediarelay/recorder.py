@@ -17,11 +17,8 @@ contribution, not the whole call): one ``Track`` per medium, ``<base>-audio.mjr`
   its folder) ends the recording: what can be closed is closed, one warning is logged, and
   ``on_state("failed", ...)`` says why in a sentence. The call and its media are not touched.
 
-Names and the folder (``prepare``, blocking, run on ``EXECUTOR``): the base name is checked
-again (``recording_name_problem``), parent folders are created inside the resolved recordings
-folder and must still resolve inside it (a symlink pointing out is refused), and files are
-opened with ``O_NOFOLLOW``. Real Janus writes wherever ``filename`` points; we refuse on purpose.
-A refusal leaves nothing behind.
+Names and the folder: ``recording_files.py`` (checked, created inside the recordings folder,
+or refused with nothing left behind).
 """
 
 from __future__ import annotations
@@ -30,16 +27,14 @@ import asyncio
 import errno
 import logging
 import os
-import re
 import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from mediarelay import mjr, rtp_header
-from shared.messages import recording_name_problem
+from mediarelay.recording_files import RecordingRefused, prepare, reason_of, remove_dirs
 
 log = logging.getLogger(__name__)
 
@@ -50,100 +45,11 @@ FLUSH_BYTES = 64 * 1024
 EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _FRAME_HEAD = struct.Struct("!4sIH")
 _DATA_STAMP = struct.Struct("!Q")
-_OUTSIDE = "filename should stay inside the recordings folder (a link in it points outside)"
 
 #: ``on_state(state, files, reason)``: "started" (files: relative paths), "stopped", "failed".
 OnState = Callable[[str, list[str], str], None]
-
-
-class RecordingRefused(Exception):
-    """A recording that cannot start: the sentence says why (a name, a folder, an open)."""
-
-
-def safe_name(text: str, limit: int = 64) -> str:
-    """``text`` as one file name component: characters outside [A-Za-z0-9._-] become '_'."""
-    return _UNSAFE.sub("_", text)[:limit] or "unknown"
-
-
-def default_base(user: str, peer: str, unix_us: int) -> str:
-    """Janus's name when no ``filename`` is given: ``videocall-<user>-<peer>-<time>``, the time
-    in microseconds as Janus writes it. A '-' in a name becomes '_' (as any unsafe character
-    does), so the name splits back into user and peer (``videocall recordings list``); Janus
-    writes the names as they are, and ``alice-1`` with ``bob`` cannot be told from ``alice``
-    with ``1-bob``."""
-    return f"videocall-{safe_name(user).replace('-', '_')}-{safe_name(peer).replace('-', '_')}-{unix_us}"
-
-
-def reason_of(exc: OSError) -> str:
-    """An OSError as the one sentence a user reads ('no space left on device')."""
-    text = exc.strerror or str(exc) or "input/output error"
-    return text[:1].lower() + text[1:]
-
-
-# --- files (blocking: run on EXECUTOR) ------------------------------------------------------------
-
-
-@dataclass
-class Prepared:
-    """The folder as resolved, and the folders ``prepare`` created (removed again on a refusal)."""
-
-    folder: str
-    created: list[str] = field(default_factory=list)
-
-
-def prepare(recordings_dir: str, base: str) -> Prepared:
-    """Check ``base`` and create its parent folders inside ``recordings_dir`` (created too);
-    RecordingRefused, with nothing left behind, when it cannot be written there."""
-    problem = recording_name_problem(base)
-    if problem:
-        raise RecordingRefused(problem)
-    folder = os.path.realpath(recordings_dir)
-    created: list[str] = []
-    try:
-        _makedirs(folder, created)
-        current = folder
-        for part in base.split("/")[:-1]:
-            current = os.path.join(current, part)
-            if os.path.lexists(current):
-                if not _inside(os.path.realpath(current), folder):
-                    raise RecordingRefused(_OUTSIDE)
-            else:
-                os.mkdir(current, 0o755)
-                created.append(current)
-        if not _inside(os.path.realpath(current), folder):
-            raise RecordingRefused(_OUTSIDE)
-    except OSError as exc:
-        _remove_dirs(created)
-        raise RecordingRefused(f"the recordings folder cannot be used: {reason_of(exc)}") from None
-    except RecordingRefused:
-        _remove_dirs(created)
-        raise
-    return Prepared(folder, created)
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _makedirs(path: str, created: list[str]) -> None:
-    if os.path.isdir(path):
-        return
-    head = os.path.dirname(path)
-    if head and head != path:
-        _makedirs(head, created)
-    os.mkdir(path, 0o755)
-    created.append(path)
-
-
-def _remove_dirs(created: list[str]) -> None:
-    for path in reversed(created):
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
@@ -415,7 +321,7 @@ def _discard(tracks: list[Track], created: list[str]) -> None:
                 os.unlink(track.path)
             except OSError:
                 pass
-    _remove_dirs(created)
+    remove_dirs(created)
 
 
 def _flush(batch: list[tuple[Track, bytes]], close: bool) -> None:

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import IcePolicy
-from mediarelay.recorder import RecordingRefused, default_base
+from mediarelay.recording_files import RecordingRefused, default_base
 from mediarelay.worker_stats import WorkerTotals, call_stats
 from shared import ipc
 from shared.heap import HeapTrimmer

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from mediarelay import mjr, recorder
-from mediarelay.recorder import Recorder, RecordingRefused, default_base, prepare, reason_of, safe_name
+from mediarelay.recorder import Recorder
+from mediarelay.recording_files import RecordingRefused, default_base, prepare, reason_of, safe_name
 
 
 def rtp(seq: int, pt: int = 96, payload: bytes = b"\x10" * 20) -> bytes:
