@@ -21,7 +21,9 @@ below the high-water mark, no fragmented message being sent). ``send`` would do 
 work and then ``await`` nothing, but as a coroutine in a writer task, each reply cost a
 task wake-up, a queue and an async context manager: 12-16% of the signalling process's CPU
 per round trip under ``bench/compare_janus.py``'s signalling load. It uses what ``send`` uses
-(``protocol.send_text``, ``send_data``, ``paused``, ``send_in_progress``).
+(``protocol.send_text``, ``send_data``, ``paused``, ``send_in_progress``), and without an
+extension makes the frame itself when websockets has nothing of its own to write first
+(``protocol.writes``, ``expect_continuation_frame``).
 
 The third is the reading side of the same hot path. A read that is nothing but whole final
 text frames (``text_frames``), arriving while websockets' parser waits between two frames
@@ -56,6 +58,10 @@ from signaling.text_frames import whole_text_frames
 __all__ = ["GuardedConnection"]
 
 log = logging.getLogger("videocall.server")
+
+#: The first byte of a final text frame; with it, the length markers of 16 and 64 bits.
+_FINAL_TEXT = 0x81
+_HEAD_16, _HEAD_64 = bytes((_FINAL_TEXT, 126)), bytes((_FINAL_TEXT, 127))
 
 #: websockets' frame parser, and the generator it waits in between two frames.
 _PARSE, _AT_EOF = Protocol.parse.__code__, StreamReader.at_eof.__code__
@@ -198,10 +204,27 @@ class GuardedConnection(ServerConnection):
     def send_now(self, data: bytes) -> bool:
         """Write ``data`` (UTF-8 JSON) as one text frame now, if the connection is open and
         its transport takes writes without waiting; False, nothing written, when the caller
-        must go through ``send`` (it then waits, or raises ``ConnectionClosed``)."""
-        if self.protocol.state is not State.OPEN or self.paused or self.send_in_progress is not None:
+        must go through ``send`` (it then waits, or raises ``ConnectionClosed``). With no
+        extension and nothing of websockets' own waiting to go out, the frame (a server's:
+        unmasked) is made here, as ``Frame.serialize`` would make it."""
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or self.paused or self.send_in_progress is not None:
             return False
-        self.protocol.send_text(data)
+        if self._is_plain() and not protocol.writes and not protocol.expect_continuation_frame:
+            size = len(data)
+            if size < 126:
+                head = bytes((_FINAL_TEXT, size))
+            elif size < 65536:
+                head = _HEAD_16 + size.to_bytes(2, "big")
+            else:
+                head = _HEAD_64 + size.to_bytes(8, "big")
+            try:
+                self.transport.write(head + data)
+            except Exception as exc:  # noqa: BLE001 - as below
+                self.set_connection_exc(exc)
+                self.transport.abort()
+            return True
+        protocol.send_text(data)
         try:
             self.send_data()
         except Exception as exc:  # noqa: BLE001 - as send_context does: the connection ends, the error kept

@@ -70,6 +70,21 @@ async def test_websockets_still_has_what_send_now_uses(node: SignalingServer) ->
     await ws.close()
 
 
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_send_now_writes_frames_of_every_length_encoding(node: SignalingServer, compression: str | None) -> None:
+    """Without an extension ``send_now`` makes the frame itself (it reads websockets'
+    ``protocol.writes`` and ``expect_continuation_frame``); with one, websockets makes it."""
+    ws, connection = await _client(node, compression=compression)
+    guarded = connection.ws
+    assert isinstance(guarded, GuardedConnection)
+    assert guarded.protocol.writes == [] and guarded.protocol.expect_continuation_frame is False
+    for size in (0, 100, 125, 126, 1000, 65535, 65536, 200_000):
+        text = json.dumps({"janus": "x" * size})
+        assert guarded.send_now(text.encode())
+        assert await asyncio.wait_for(ws.recv(), 3) == text
+    await ws.close()
+
+
 async def test_replies_queue_behind_a_waiting_socket_and_keep_their_order(node: SignalingServer) -> None:
     ws, connection = await _client(node)
     await _ping(ws, "t1")
