@@ -48,7 +48,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
 from websockets.protocol import Event, Protocol, State
 from websockets.streams import StreamReader
 
@@ -88,6 +88,7 @@ class GuardedConnection(ServerConnection):
         #: A message handled from ``data_received`` that waits for something: the task it
         #: goes on in. Nothing else is handled until it ends.
         self._running: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     def data_received(self, data: bytes) -> None:
         handshake_done = self.request is not None  # before: the HTTP request, open_timeout's business
@@ -162,20 +163,25 @@ class GuardedConnection(ServerConnection):
             awaited = coro.send(None)
         except StopIteration:
             return
-        except Exception:  # as the server's handler failing: logged, the connection closed
-            log.exception("WebSocket message handler failed")
-            self.transport.abort()
+        except Exception as exc:  # noqa: BLE001 - a bug in the handler: logged, 1011
+            self._handler_failed(exc)
             return
         self._running = self.loop.create_task(self._go_on(coro, awaited))
 
     async def _go_on(self, coro: Coroutine[Any, Any, None], awaited: Any) -> None:
         try:
             await resumed(coro, awaited)
-        except Exception:
-            log.exception("WebSocket message handler failed")
-            self.transport.abort()
+        except Exception as exc:  # noqa: BLE001 - as above
+            self._handler_failed(exc)
         finally:
             self._running = None
+
+    def _handler_failed(self, exc: Exception) -> None:
+        """As when the server's handler raises (``http_listener``): logged, nothing more
+        handled, the connection closed with 1011."""
+        log.error("WebSocket message handler failed", exc_info=exc)
+        self.on_message = None
+        self._closing = self.loop.create_task(self.close(CloseCode.INTERNAL_ERROR))
 
     async def settled(self) -> None:
         """The reader's turn: returns once a message handled from ``data_received`` has

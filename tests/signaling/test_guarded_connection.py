@@ -230,3 +230,29 @@ async def test_a_fragmented_message_then_whole_ones_in_one_read_are_answered_in_
             replies.append(json.loads(payload)["transaction"])
     assert replies == ["f", "w1", "w2"]
     writer.close()
+
+
+@pytest.mark.parametrize("waits_first", [False, True], ids=["at once", "after waiting"])
+async def test_a_handler_that_raises_closes_its_connection_with_1011(node: SignalingServer, monkeypatch: Any,
+                                                                    waits_first: bool) -> None:
+    """As when the server's handler raises (``http_listener``): logged, 1011, others go on."""
+    handle_frame = node.core.handle_frame
+
+    async def failing(frame: str | bytes, *args: Any) -> None:
+        if b"boom" in (frame if isinstance(frame, bytes) else frame.encode()):
+            if waits_first:
+                await asyncio.sleep(0)
+            raise RuntimeError("a bug")
+        await handle_frame(frame, *args)
+
+    monkeypatch.setattr(node.core, "handle_frame", failing)
+    other, _ = await _client(node, compression=None)
+    reader, writer = await open_raw("127.0.0.1", node.port)
+    writer.write(_text({"janus": "ping", "transaction": "p"}))
+    assert [m["transaction"] for m in await _raw_messages(reader, 1)] == ["p"]
+    writer.write(_text({"janus": "boom", "transaction": "b"}))
+    assert (await close_frame(reader))[0] == 1011
+    writer.close()
+    await _ping(other, "still")
+    assert await _transactions(other, 1) == ["still"]
+    await other.close()
