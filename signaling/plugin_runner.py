@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -55,6 +54,7 @@ from signaling.janus_errors import JANUS_API, PluginCode, PluginError
 from signaling.metrics import CallSetupTimer
 from signaling.registry import Registry, RegistryUnavailable, owner_id, parse_owner
 from signaling.relay_client import RelayUnavailable
+from signaling.resumed import resumed
 from signaling.videocall import VideoCall, error_data
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ class PluginRunner:
         except StopIteration:
             return
         self._turns[handle] = self._turns.get(handle, 0) + 1
-        self._spawn(self._counted(handle, _go_on(running, awaited)))
+        self._spawn(self._counted(handle, resumed(running, awaited)))
 
     async def _step_holding(self, lock: asyncio.Lock, handle: int, transaction: str | None,
                             step: Callable[[], list[Effect]]) -> None:
@@ -390,26 +390,6 @@ class PluginRunner:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("plugin task failed", exc_info=task.exception())
-
-
-@types.coroutine
-def _go_on(coro: Coroutine[Any, Any, None], awaited: Any) -> Generator[Any, None, None]:
-    """The rest of ``coro``, which was started outside any task and is waiting for
-    ``awaited``, as part of the task that awaits this: what it waits for is the task's to
-    wait for, what the task is sent or thrown (a cancellation) goes on to it."""
-    while True:
-        try:
-            yield awaited
-        except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as a task would
-            try:
-                awaited = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                awaited = coro.send(None)
-            except StopIteration:
-                return
 
 
 def _call_of(request: m.Request[Any]) -> str:

@@ -375,18 +375,34 @@ class SignalingServer:
         # Fixed for the connection's life (its address was set when the upgrade was admitted):
         # looked up once, not per frame.
         handle_frame, address, reply = self.core.handle_frame, self._address(connection), connection.send
+        guarded = ws if isinstance(ws, GuardedConnection) else None
+        if guarded is not None:  # whole text messages are handled as they arrive, when nothing is before them
+            guarded.on_message = lambda text: handle_frame(text, key, address, reply)
         try:
             async for frame in ws:
-                await handle_frame(frame, key, address, reply)
+                if guarded is None:
+                    await handle_frame(frame, key, address, reply)
+                    continue
+                guarded.reader_busy = True  # what arrives now queues behind this message
+                try:
+                    await guarded.settled()  # one handled as it arrived, before this one
+                    await handle_frame(frame, key, address, reply)
+                finally:
+                    guarded.reader_busy = False
         except websockets.ConnectionClosed:
             pass
         finally:
-            del self.connections[key]
-            writer.cancel()
-            # Broken: no closing handshake from the client (a network drop); its sessions
-            # may then wait for a claim. A client that said goodbye is gone for good.
-            await self.core.disconnect(key, broken=ws.protocol.close_rcvd is None)
-            log.info("connection %s closed", key)
+            try:
+                if guarded is not None:  # the last message handled as it arrived has ended
+                    guarded.on_message = None
+                    await guarded.settled()
+            finally:
+                del self.connections[key]
+                writer.cancel()
+                # Broken: no closing handshake from the client (a network drop); its sessions
+                # may then wait for a claim. A client that said goodbye is gone for good.
+                await self.core.disconnect(key, broken=ws.protocol.close_rcvd is None)
+                log.info("connection %s closed", key)
 
     # --- what the Admin API may do (signaling/admin_server.py) ----------------------------
 

@@ -17,7 +17,9 @@ from websockets.asyncio.client import ClientConnection
 from shared.settings import Settings
 from signaling import server as server_module
 from signaling.guarded_connection import GuardedConnection
+from signaling.registry import MemoryRegistry
 from signaling.server import Connection, SignalingServer
+from tests.support.raw_ws import close_frame, frame, open_raw
 
 
 @pytest.fixture
@@ -29,9 +31,9 @@ async def node() -> AsyncIterator[SignalingServer]:
     await server.close()
 
 
-async def _client(server: SignalingServer) -> tuple[ClientConnection, Connection]:
+async def _client(server: SignalingServer, *, compression: str | None = "deflate") -> tuple[ClientConnection, Connection]:
     ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/", subprotocols=["janus-protocol"],  # type: ignore[list-item]
-                                  open_timeout=3, proxy=None)
+                                  open_timeout=3, proxy=None, compression=compression)
     for _ in range(100):
         if server.connections:
             break
@@ -68,6 +70,21 @@ async def test_websockets_still_has_what_send_now_uses(node: SignalingServer) ->
     await ws.close()
 
 
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_send_now_writes_frames_of_every_length_encoding(node: SignalingServer, compression: str | None) -> None:
+    """Without an extension ``send_now`` makes the frame itself (it reads websockets'
+    ``protocol.writes`` and ``expect_continuation_frame``); with one, websockets makes it."""
+    ws, connection = await _client(node, compression=compression)
+    guarded = connection.ws
+    assert isinstance(guarded, GuardedConnection)
+    assert guarded.protocol.writes == [] and guarded.protocol.expect_continuation_frame is False
+    for size in (0, 100, 125, 126, 1000, 65535, 65536, 200_000):
+        text = json.dumps({"janus": "x" * size})
+        assert guarded.send_now(text.encode())
+        assert await asyncio.wait_for(ws.recv(), 3) == text
+    await ws.close()
+
+
 async def test_replies_queue_behind_a_waiting_socket_and_keep_their_order(node: SignalingServer) -> None:
     ws, connection = await _client(node)
     await _ping(ws, "t1")
@@ -100,3 +117,142 @@ async def test_a_client_that_does_not_read_is_closed(node: SignalingServer, monk
         await _ping(ws, f"t{n}")
     await asyncio.wait_for(ws.wait_closed(), 5)
     assert ws.close_code == 1008 and ws.close_reason == "too many unread messages"
+
+
+# --- messages handled as they arrive (GuardedConnection._run_now) ------------------------------
+
+
+class SlowReleaseRegistry(MemoryRegistry):
+    """A registry whose ``release`` waits a few loop ticks, as a networked one would: a
+    ``detach`` of a registered handle then waits in the middle of its handling."""
+
+    immediate = False
+
+    async def release(self, name: str, owner: str) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await super().release(name, owner)
+
+
+async def _raw_messages(reader: asyncio.StreamReader, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` server frames (text, under 64 kB), as JSON."""
+    messages = []
+    for _ in range(count):
+        head = await asyncio.wait_for(reader.readexactly(2), 3)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        assert head[0] == 0x81, head
+        messages.append(json.loads(await reader.readexactly(length)))
+    return messages
+
+
+def _text(message: dict[str, Any]) -> bytes:
+    return frame(json.dumps(message).encode())
+
+
+async def test_websockets_still_has_what_the_frame_fast_path_reads(node: SignalingServer) -> None:
+    """``GuardedConnection`` reads websockets' parser state (the generators ``Protocol.parse``
+    and ``StreamReader.at_eof`` it waits in, ``current_size``, ``max_fragment_size``) and its
+    message queue (``recv_messages.frames``): if a release changes one, this fails first
+    (requests would still be answered, through websockets' own reader, only slower). A
+    client without compression, as the fast path takes no extension (browsers ask for
+    permessage-deflate: their frames go through websockets' parser)."""
+    ws, connection = await _client(node, compression=None)
+    guarded = connection.ws
+    assert isinstance(guarded, GuardedConnection)
+    assert guarded.protocol.current_size is None and guarded.protocol.max_fragment_size is None
+    assert len(guarded.recv_messages.frames) == 0
+    assert guarded._between_frames()  # open, idle: the next frame may skip websockets' parser
+    assert guarded._may_run_now()
+    await _ping(ws, "t1")
+    assert await _transactions(ws, 1) == ["t1"]
+    assert guarded._between_frames()
+    await ws.close()
+
+
+@pytest.mark.parametrize("one_read", [True, False], ids=["one read", "one read each"])
+async def test_requests_behind_one_that_waits_are_answered_after_it_in_order(one_read: bool) -> None:
+    """A ``detach`` whose handling waits (the registry's ``release``) holds the requests
+    behind it, whether they come in the same read or later: ``success``, ``detached``, then
+    the pongs, as the reader alone answered them."""
+    server = SignalingServer(Settings(port=0, max_connections_per_address=0, create_rate=0, register_rate=0,
+                                      idle_timeout=0, frame_timeout=0), registry=SlowReleaseRegistry())
+    await server.start()
+    try:
+        reader, writer = await open_raw("127.0.0.1", server.port)
+        writer.write(_text({"janus": "create", "transaction": "c"}))
+        [created] = await _raw_messages(reader, 1)
+        session = created["data"]["id"]
+        writer.write(_text({"janus": "attach", "transaction": "a", "session_id": session,
+                            "plugin": "janus.plugin.videocall"}))
+        [attached] = await _raw_messages(reader, 1)
+        handle = attached["data"]["id"]
+        writer.write(_text({"janus": "message", "transaction": "r", "session_id": session, "handle_id": handle,
+                            "body": {"request": "register", "username": "waits"}}))
+        assert [m["janus"] for m in await _raw_messages(reader, 2)] == ["ack", "event"]
+
+        frames = [_text({"janus": "detach", "transaction": "d", "session_id": session, "handle_id": handle}),
+                  _text({"janus": "ping", "transaction": "p1"}), _text({"janus": "ping", "transaction": "p2"})]
+        if one_read:
+            writer.write(b"".join(frames))
+        else:
+            for data in frames:
+                writer.write(data)
+                await writer.drain()
+                await asyncio.sleep(0)
+        replies = await _raw_messages(reader, 4)
+        assert [(m["janus"], m.get("transaction")) for m in replies] == [
+            ("success", "d"), ("detached", None), ("pong", "p1"), ("pong", "p2")]
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_a_whole_text_frame_of_bad_utf8_still_closes_with_1007(node: SignalingServer) -> None:
+    reader, writer = await open_raw("127.0.0.1", node.port)
+    writer.write(_text({"janus": "ping", "transaction": "p"}) + frame(b'{"janus": "\xff"}'))
+    assert [m["transaction"] for m in await _raw_messages(reader, 1)] == ["p"]
+    assert (await close_frame(reader))[0] == 1007
+    writer.close()
+
+
+async def test_a_fragmented_message_then_whole_ones_in_one_read_are_answered_in_order(node: SignalingServer) -> None:
+    reader, writer = await open_raw("127.0.0.1", node.port)
+    first, rest = b'{"janus": "ping", ', b'"transaction": "f"}'
+    writer.write(frame(first, fin=False) + frame(rest, opcode=0) + _text({"janus": "ping", "transaction": "w1"})
+                 + frame(b"", opcode=9) + _text({"janus": "ping", "transaction": "w2"}))
+    replies = []
+    while len(replies) < 3:  # the pong of the ping frame (opcode 10) comes among them
+        head = await asyncio.wait_for(reader.readexactly(2), 3)
+        payload = await reader.readexactly(head[1] & 0x7F)
+        if head[0] == 0x81:
+            replies.append(json.loads(payload)["transaction"])
+    assert replies == ["f", "w1", "w2"]
+    writer.close()
+
+
+@pytest.mark.parametrize("waits_first", [False, True], ids=["at once", "after waiting"])
+async def test_a_handler_that_raises_closes_its_connection_with_1011(node: SignalingServer, monkeypatch: Any,
+                                                                    waits_first: bool) -> None:
+    """As when the server's handler raises (``http_listener``): logged, 1011, others go on."""
+    handle_frame = node.core.handle_frame
+
+    async def failing(frame: str | bytes, *args: Any) -> None:
+        if b"boom" in (frame if isinstance(frame, bytes) else frame.encode()):
+            if waits_first:
+                await asyncio.sleep(0)
+            raise RuntimeError("a bug")
+        await handle_frame(frame, *args)
+
+    monkeypatch.setattr(node.core, "handle_frame", failing)
+    other, _ = await _client(node, compression=None)
+    reader, writer = await open_raw("127.0.0.1", node.port)
+    writer.write(_text({"janus": "ping", "transaction": "p"}))
+    assert [m["transaction"] for m in await _raw_messages(reader, 1)] == ["p"]
+    writer.write(_text({"janus": "boom", "transaction": "b"}))
+    assert (await close_frame(reader))[0] == 1011
+    writer.close()
+    await _ping(other, "still")
+    assert await _transactions(other, 1) == ["still"]
+    await other.close()

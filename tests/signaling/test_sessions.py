@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -19,6 +20,33 @@ def test_ids_are_unique_and_javascript_safe() -> None:
     s = make(max_sessions_per_connection=1000)
     ids = {s.create("c", 0.0).session_id for _ in range(500)}
     assert len(ids) == 500 and all(1 <= i <= MAX_ID for i in ids)
+
+
+def test_ids_without_a_seeded_rng_come_from_the_system_csprng_and_are_javascript_safe() -> None:
+    s = Sessions(max_sessions_per_connection=3000)  # as the server makes it: RandomIds
+    ids = [s.create("c", 0.0).session_id for _ in range(1500)]  # several 4 kB reads
+    ids += [s.attach(s.sessions[ids[0]]) for _ in range(10)]
+    assert len(set(ids)) == len(ids) and all(1 <= i <= MAX_ID for i in ids)
+    assert max(ids) > MAX_ID // 2  # 53 bits, not fewer
+
+
+def test_a_forked_child_never_hands_out_its_parents_next_ids() -> None:
+    """The process's pool is emptied in a forked child (``os.register_at_fork``)."""
+    sessions = Sessions()
+    sessions.create("c", 0.0)  # the parent holds a pool now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            os.write(write, b",".join(str(sessions._new_id()).encode() for _ in range(4)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = {int(x) for x in pipe.read().split(b",")}
+    os.waitpid(pid, 0)
+    parent = {sessions._new_id() for _ in range(4)}
+    assert len(child) == 4 and not child & parent
 
 
 def test_only_the_owner_sees_a_session() -> None:

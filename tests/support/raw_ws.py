@@ -28,11 +28,12 @@ async def open_raw(host: str, port: int, forwarded_for: str | None = None
 
 
 def frame(payload: bytes, *, opcode: int = 1, fin: bool = True) -> bytes:
-    """A masked client frame (payload under 126 bytes); opcode 1 text, 0 continuation."""
-    assert len(payload) < 126
+    """A masked client frame (payload under 64 kB); opcode 1 text, 0 continuation."""
+    assert len(payload) < 65536
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + masked
+    length = bytes([0x80 | len(payload)]) if len(payload) < 126 else bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return bytes([(0x80 if fin else 0) | opcode]) + length + mask + masked
 
 
 async def close_frame(reader: asyncio.StreamReader, timeout: float = 5.0) -> tuple[int, str]:
