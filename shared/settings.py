@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     max_message_size: int = Field(
         256 * 1024, ge=1024, description="Largest WebSocket frame accepted from a client, in bytes."
     )
+    websocket_compression: bool = Field(
+        False, description="Accept permessage-deflate from WebSocket clients that offer it (browsers do). "
+        "Off, as Janus: it costs CPU per message and saves bytes only on slow links.",
+    )
     max_json_depth: int = Field(32, ge=2, le=512, description="Deepest JSON nesting accepted.")
     max_sessions_per_connection: int = Field(16, ge=1)
     max_handles_per_session: int = Field(16, ge=1)

@@ -94,7 +94,8 @@ class WebSocketOptions:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float | None = 10.0
-    compression: bool = True
+    #: permessage-deflate for clients that offer it; off by default, as Janus (never negotiated there)
+    compression: bool = False
     create_connection: type[GuardedConnection] = GuardedConnection
 
 

@@ -241,6 +241,7 @@ class SignalingServer:
         websocket = WebSocketOptions(
             self._serve_connection, subprotocols=[JANUS_PROTOCOL], select_subprotocol=_select_subprotocol,
             max_size=limit, open_timeout=self.settings.handshake_timeout, ping_interval=30,
+            compression=self.settings.websocket_compression,
         )
         limits = HttpLimits(max_body=limit, head_timeout=self.settings.handshake_timeout,
                             body_timeout=self.settings.handshake_timeout)

@@ -25,7 +25,7 @@ from tests.support.raw_ws import close_frame, frame, open_raw
 @pytest.fixture
 async def node() -> AsyncIterator[SignalingServer]:
     server = SignalingServer(Settings(port=0, max_connections_per_address=0, create_rate=0, register_rate=0,
-                                      idle_timeout=0, frame_timeout=0))
+                                      idle_timeout=0, frame_timeout=0, websocket_compression=True))
     await server.start()
     yield server
     await server.close()
@@ -256,3 +256,22 @@ async def test_a_handler_that_raises_closes_its_connection_with_1011(node: Signa
     await _ping(other, "still")
     assert await _transactions(other, 1) == ["still"]
     await other.close()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_permessage_deflate_only_when_the_setting_asks_for_it(enabled: bool) -> None:
+    """Janus 1.1.2 never accepts permessage-deflate (a browser offers it; Janus answers without
+    ``Sec-WebSocket-Extensions``), and neither do we unless ``websocket_compression`` is on:
+    deflating every message both ways costs CPU and saves bytes only on slow links."""
+    server = SignalingServer(Settings(port=0, websocket_compression=enabled))
+    await server.start()
+    try:
+        ws, _ = await _client(server, compression="deflate")
+        assert "permessage-deflate" in (ws.request.headers.get("Sec-WebSocket-Extensions") or "")
+        accepted = ws.response.headers.get("Sec-WebSocket-Extensions")
+        assert (accepted is not None and accepted.startswith("permessage-deflate")) is enabled
+        await _ping(ws, "t1")
+        assert await _transactions(ws, 1) == ["t1"]
+        await ws.close()
+    finally:
+        await server.close()
