@@ -160,7 +160,7 @@ class Leg:
         """Apply trickled candidates (None = end of candidates), or keep them for later."""
         if self.closed:
             return
-        if self.pc.remoteDescription is None:
+        if aiortc_hooks.session_descriptions(self.pc)[1] is None:  # not printed as SDP per trickle
             if len(self._pending) + len(candidates) > MAX_PENDING_CANDIDATES:
                 raise SdpError(
                     f"too many candidates before the {self.name}'s SDP (at most {MAX_PENDING_CANDIDATES})")
