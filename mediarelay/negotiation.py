@@ -65,7 +65,7 @@ async def apply_answer(
         if not codecs:
             raise SdpError(f"the answer's {mine.kind} m-line (mid {theirs.mid}) has no codec {offered_by} offered")
         chosen.append(codecs)
-    await answerer.set_remote(text, "answer")
+    await answerer.set_remote(text, "answer", answer)  # aiortc takes the parse: not read after
     for (mine, theirs), codecs in zip(lines, chosen, strict=True):
         aiortc_hooks.set_negotiated_codecs(mine, codecs)
         # The relay sends the offering client what it receives from the answering one, and the reverse.
