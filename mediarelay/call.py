@@ -105,14 +105,15 @@ class Call:
         ``rid_order``: how the offer lists rid simulcast layers (the jsep's, as Janus reads it).
         Returns the call and the relay's offer for the callee. SdpError if the offer is refused.
         """
-        lines = sdp.plan_offer(sdp.parse(caller_offer, "offer"))
+        parsed = sdp.parse(caller_offer, "offer")
+        lines = sdp.plan_offer(parsed)
         simulcast = simulcast_sdp.read_offer(caller_offer, rid_order)
         data = [line for line in lines if line.kind == "application"]
         caller = Leg(call_id, "caller", policy, notify)
         caller.simulcast = simulcast  # the callee is offered one plain stream (aiortc's own offer)
         callee = Leg(call_id, "callee", policy, notify, data_first=bool(data) and lines[0].kind == "application")
         try:
-            await caller.set_remote(caller_offer, "offer")
+            await caller.set_remote(caller_offer, "offer", parsed)  # aiortc takes the parse: not read after
             for line in lines:
                 if line.kind in MEDIA_KINDS:
                     transceiver = callee.pc.addTransceiver(line.kind, direction=line.direction)

@@ -22,6 +22,7 @@ from typing import Literal
 
 from aiortc import RTCBundlePolicy, RTCDtlsTransport, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket
+from aiortc.sdp import SessionDescription
 
 from mediarelay import aiortc_hooks, simulcast_sdp
 from mediarelay.ice import IcePolicy
@@ -105,10 +106,15 @@ class Leg:
 
     # --- SDP ----------------------------------------------------------------------------------
 
-    async def set_remote(self, sdp: str, sdp_type: Literal["offer", "answer"]) -> None:
-        """Apply the client's SDP (already checked by ``sdp.parse``), then its buffered candidates."""
+    async def set_remote(self, sdp: str, sdp_type: Literal["offer", "answer"],
+                         parsed: SessionDescription | None = None) -> None:
+        """Apply the client's SDP (already checked by ``sdp.parse``), then its buffered candidates.
+
+        ``parsed``: that check's ``sdp.parse(sdp)``, which aiortc then takes instead of parsing
+        the text again (``aiortc_hooks.set_remote_description``); the caller must not use it after.
+        """
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
+            await aiortc_hooks.set_remote_description(self.pc, RTCSessionDescription(sdp=sdp, type=sdp_type), parsed)
         except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError and its own DOM errors
             log.info("call %s: %s leg refused the %s: %r", self.call_id, self.name, sdp_type, exc, extra=call_log(self.call_id))
             raise SdpError(f"the {sdp_type} was refused: {_sentence(exc)}") from None
@@ -160,7 +166,7 @@ class Leg:
         """Apply trickled candidates (None = end of candidates), or keep them for later."""
         if self.closed:
             return
-        if self.pc.remoteDescription is None:
+        if aiortc_hooks.session_descriptions(self.pc)[1] is None:  # not printed as SDP per trickle
             if len(self._pending) + len(candidates) > MAX_PENDING_CANDIDATES:
                 raise SdpError(
                     f"too many candidates before the {self.name}'s SDP (at most {MAX_PENDING_CANDIDATES})")

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiortc import RTCRtpTransceiver
-from aiortc.sdp import SessionDescription
 
 from mediarelay import aiortc_hooks, sdp
 from mediarelay.leg import Leg
@@ -53,7 +52,10 @@ async def apply_answer(
     them has no codec the other side offered.
     """
     answer = sdp.parse(text, "answer")
-    offered = SessionDescription.parse(answerer.pc.localDescription.sdp)
+    # The relay's offer as aiortc keeps it, parsed: not printed and parsed again for its m-lines.
+    offered = aiortc_hooks.session_descriptions(answerer.pc)[0]
+    if offered is None:
+        raise SdpError("there is no offer to answer")
     if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offered.media]:
         raise SdpError("the answer's m-lines do not match the offer (same kinds and mids, same order)")
     by_mid = {m.rtp.muxId: m for m in answer.media}
@@ -63,7 +65,7 @@ async def apply_answer(
         if not codecs:
             raise SdpError(f"the answer's {mine.kind} m-line (mid {theirs.mid}) has no codec {offered_by} offered")
         chosen.append(codecs)
-    await answerer.set_remote(text, "answer")
+    await answerer.set_remote(text, "answer", answer)  # aiortc takes the parse: not read after
     for (mine, theirs), codecs in zip(lines, chosen, strict=True):
         aiortc_hooks.set_negotiated_codecs(mine, codecs)
         # The relay sends the offering client what it receives from the answering one, and the reverse.

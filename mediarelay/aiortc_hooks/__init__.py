@@ -12,10 +12,10 @@ concern per module:
   ``media_socket``), what an aiortc client sees (``intercept_rtp``, ``intercept_rtcp``...).
 - ``srtp``: ``FastSrtp``, aiortc's libsrtp sessions called straight from cffi.
 - ``negotiation``: aiortc's codec table and matching, a transceiver's negotiated codecs, its
-  parsed descriptions, an SCTP transport without a data channel.
+  parsed descriptions, a client's SDP parsed once, an SCTP transport without a data channel.
 - ``ice_restart``: ``IceRestart`` (aiortc 1.16 has none), an ICE agent that gave up, consent.
 - ``process``: what changes for a whole process, only when asked: ``prepare_relay_legs``
-  (versions, VP9 in the codec table) and ``prepare_relay_process`` (also one DTLS certificate
+  (versions, VP9 in the codec table, a client's SDP parsed once) and ``prepare_relay_process`` (also one DTLS certificate
   and no receiver bitrate estimators); ``watch_codecs``.
 
 Importing this package changes nothing in aiortc or aioice (a test checks it): a process that
@@ -37,8 +37,10 @@ from mediarelay.aiortc_hooks.negotiation import (
     find_common_codecs,
     is_codec_compatible,
     negotiated_codecs,
+    reuse_parsed_sdp,
     session_descriptions,
     set_negotiated_codecs,
+    set_remote_description,
 )
 from mediarelay.aiortc_hooks.process import (
     RELAY_ONLY_CODECS,
@@ -75,6 +77,7 @@ __all__ = [
     "add_relay_codecs", "add_sctp_transport", "check_versions", "consent_interval", "find_common_codecs",
     "ice_agent_closed", "idle_sender", "install_host_sockets", "intercept_rtcp", "intercept_rtp",
     "is_codec_compatible", "media_socket", "negotiated_codecs", "packets_sent", "prepare_relay_legs",
-    "prepare_relay_process", "probe", "session_descriptions", "set_negotiated_codecs", "tap_datagrams",
+    "prepare_relay_process", "probe", "reuse_parsed_sdp", "session_descriptions", "set_negotiated_codecs",
+    "set_remote_description", "tap_datagrams",
     "tap_rtp", "watch_codecs", "watch_decoder_input", "without_remb",
 ]

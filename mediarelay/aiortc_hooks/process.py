@@ -3,8 +3,9 @@
 Importing ``mediarelay.aiortc_hooks`` changes nothing. Two explicit calls prepare a process:
 
 - ``prepare_relay_legs()``: any process with relay legs (the worker, tests that run legs next to
-  aiortc clients): the pinned versions are checked, and aiortc's codec table gains the codecs the
-  relay only forwards (VP9).
+  aiortc clients): the pinned versions are checked, aiortc's codec table gains the codecs the
+  relay only forwards (VP9), and a leg's ``setRemoteDescription`` may take the parse the relay
+  made of the client's SDP (``negotiation.set_remote_description``; any other parse is as before).
 - ``prepare_relay_process()``: a process that only relays (``videocall relay``,
   ``python -m mediarelay.worker``): the above, plus one DTLS certificate for all its
   PeerConnections (Janus has one per process too) with its fingerprints and OpenSSL contexts made
@@ -33,6 +34,7 @@ from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
+from mediarelay.aiortc_hooks.negotiation import reuse_parsed_sdp
 from mediarelay.aiortc_hooks.versions import check_versions
 
 # --- the codec table --------------------------------------------------------------------------
@@ -111,10 +113,12 @@ class SharedCertificate(RTCCertificate):
 
 def prepare_relay_legs() -> None:
     """Ready this process for relay legs: pinned versions checked (RuntimeError otherwise), the
-    relay's forward-only codecs negotiable. Idempotent. aiortc clients in the same process find
-    VP9 in the codec table too (after aiortc's own codecs), which they could not encode."""
+    relay's forward-only codecs negotiable, a client's SDP parsed once (``reuse_parsed_sdp``).
+    Idempotent. aiortc clients in the same process find VP9 in the codec table too (after
+    aiortc's own codecs), which they could not encode."""
     check_versions()
     add_relay_codecs()
+    reuse_parsed_sdp()
 
 
 def prepare_relay_process() -> None:

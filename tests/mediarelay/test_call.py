@@ -13,7 +13,9 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from mediarelay import aiortc_hooks, ice
 from mediarelay.call import Call
 from mediarelay.ice import LOOPBACK, IcePolicy
+from mediarelay.leg import Leg
 from mediarelay.sdp import SdpError
+from mediarelay.sdp import parse as parse_sdp
 from tests.support.relay_clients import (
     Notifications,
     apply_answer,
@@ -119,6 +121,26 @@ async def test_trickled_candidates_connect_both_legs(clients: Clients, notes: No
 
 
 # --- what the callee is offered and what the caller is answered -------------------------------
+
+
+async def test_a_leg_takes_the_relays_parse_of_the_clients_sdp(clients: Clients, notes: Notifications) -> None:
+    """The parse that checked a client's SDP is the one aiortc keeps (no second parse); this
+    fails when aiortc no longer parses first thing in setRemoteDescription. Any other text, even
+    an equal one, is parsed as before."""
+    clients.caller.addTransceiver("audio")
+    clients.caller.addTransceiver("video")
+    text = await make_offer(clients.caller)
+    parsed = parse_sdp(text, "offer")
+    legs = [Leg("call-1", "caller", LOOPBACK, notes), Leg("call-2", "caller", LOOPBACK, notes)]
+    try:
+        await legs[0].set_remote(text, "offer", parsed)
+        assert aiortc_hooks.session_descriptions(legs[0].pc)[1] is parsed
+        await legs[1].set_remote("".join(list(text)), "offer")  # equal, not the same object
+        other = aiortc_hooks.session_descriptions(legs[1].pc)[1]
+        assert other is not None and other is not parsed
+        assert str(other) == str(parsed)
+    finally:
+        await asyncio.gather(*(leg.close(report=False) for leg in legs))
 
 
 async def test_callee_offer_mirrors_the_callers_directions(clients: Clients, notes: Notifications) -> None:
