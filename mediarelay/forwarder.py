@@ -12,9 +12,10 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
     send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its
-             nominated pair
+             nominated pair, held to the end of the loop iteration (``outbox.py``: the packets
+             of a burst leave together; RTCP is sent at once)
 
-No queue, task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
+No task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
 under its reason in ``Counters``. SRTCP is unprotected and handed to ``Port.on_rtcp``
 (``rtcp.py`` answers it); STUN, DTLS and SCTP go on to aioice and aiortc as before.
 
@@ -397,24 +398,29 @@ class Port:
         self.tapped: set[int] = set()
         self.srtp_rx: Any = None
         self.srtp_tx: Any = None
-        #: The nominated pair's ``sendto`` and the client's address (None: not connected).
+        #: The nominated pair's ``sendto`` and the client's address (None: not connected); RTP goes
+        #: by ``send_media`` (the same socket, held to the end of the loop iteration: ``outbox``).
         self.sendto: Callable[[bytes, Any], None] | None = None
+        self.send_media: Callable[[bytes, Any], None] | None = None
         self.remote: Any = None
         self._logged_error = False
 
     # --- setup ------------------------------------------------------------------------------------
 
-    def connect(self, srtp_rx: Any, srtp_tx: Any, sendto: Callable[[bytes, Any], None], remote: Any) -> None:
-        """The leg's SRTP sessions and nominated pair (again after an ICE restart)."""
+    def connect(self, srtp_rx: Any, srtp_tx: Any, sendto: Callable[[bytes, Any], None], remote: Any,
+                send_media: Callable[[bytes, Any], None] | None = None) -> None:
+        """The leg's SRTP sessions and nominated pair (again after an ICE restart). RTCP is sent
+        by ``sendto`` at once (a BYE just before the socket closes), RTP by ``send_media``."""
         self.srtp_rx, self.srtp_tx, self.sendto, self.remote = srtp_rx, srtp_tx, sendto, remote
+        self.send_media = send_media or sendto
 
     def disconnect(self) -> None:
-        self.sendto = None
+        self.sendto = self.send_media = None
 
     def feed(self, send_stream: SendStream) -> None:
         """``send_stream`` sends to this leg's client."""
-        if self.sendto is not None:
-            send_stream.connect(self.srtp_tx.protect, self.sendto, self.remote)
+        if self.send_media is not None:
+            send_stream.connect(self.srtp_tx.protect, self.send_media, self.remote)
 
     def add(self, stream: RecvStream, ssrcs: tuple[int, ...], rtx_ssrcs: dict[int, int],
             payload_types: list[int], rtx_payload_types: list[int]) -> None:

@@ -29,6 +29,7 @@ from mediarelay import aiortc_hooks, routes
 from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
+from mediarelay.outbox import HeldSender, outbox
 from mediarelay.rtcp import CallRtcp
 from mediarelay.simulcast import ChangeKind, LayerSource, SimulcastSelector, SimulcastSettings, layer_sources
 from shared.logs import call_log
@@ -145,11 +146,19 @@ class CallMedia:
         port = self.ports.get(name)
         if port is None:
             port = self.ports[name] = Port(name, self.counters, self._loop.time, self.rtcp.on_rtcp)
-        port.connect(socket.srtp_rx, socket.srtp_tx, socket.sendto, socket.remote)
+        port.connect(socket.srtp_rx, socket.srtp_tx, socket.sendto, socket.remote, self._held(socket))
         aiortc_hooks.tap_datagrams(dtls, port.handler, port.tapped)
         for (leg_name, _), send_stream in self._send_streams.items():
             if leg_name == name:
                 port.feed(send_stream)
+
+    def _held(self, socket: aiortc_hooks.MediaSocket) -> Callable[[bytes, tuple[object, ...]], None]:
+        """How RTP is sent on a leg's socket: held until the end of the loop iteration (``outbox``)."""
+
+        def failed(count: int) -> None:
+            self.counters.send_failed += count
+
+        return HeldSender(socket.transport, outbox(self._loop), failed).sendto
 
     def _add_link(self, source: str, sink: str, route: routes.Route) -> None:
         sink_port, source_port = self.ports.get(sink), self.ports.get(source)
