@@ -246,7 +246,7 @@ class RecvStream:
             if missing:
                 if self.on_gap is not None:
                     self.on_gap(self, nack.on_gap((seq - missing - 1) & 0xFFFF, missing, now), now)
-            elif nack:
+            elif nack.holes:
                 nack.received(seq)
         header = 12 + ((b0 & 0x0F) << 2)
         if b0 & 0x10:
@@ -336,8 +336,9 @@ class RecvStream:
             # the source's payload type, which the recording's codec names know.
             self.record(_FIXED.pack(b0, b1, oseq, ots, out.ssrc) + rest, now)
         out.send(packet, oseq, payload)
-        self.counters.forwarded += 1
-        self.counters.forwarded_octets += payload
+        counters = self.counters
+        counters.forwarded += 1
+        counters.forwarded_octets += payload
 
 
 class RidDemux:
