@@ -152,13 +152,23 @@ class CallMedia:
             if leg_name == name:
                 port.feed(send_stream)
 
-    def _held(self, socket: aiortc_hooks.MediaSocket) -> Callable[[bytes, tuple[object, ...]], None]:
-        """How RTP is sent on a leg's socket: held until the end of the loop iteration (``outbox``)."""
+    def _held(self, socket: aiortc_hooks.MediaSocket) -> Callable[[bytes | bytearray], None]:
+        """How RTP is sent to a leg: protected and held until the end of the loop iteration
+        (``outbox``), in a ``sendmmsg`` array where there is one (``aiortc_hooks.srtp_send_batch``)."""
 
         def failed(count: int) -> None:
             self.counters.send_failed += count
 
-        return HeldSender(socket.transport, outbox(self._loop), failed).sendto
+        box = outbox(self._loop)
+        batch = aiortc_hooks.srtp_send_batch(socket.srtp_tx, socket.transport, socket.remote, box.hold, failed)
+        if batch is not None:
+            return batch.send
+        held, protect, remote = HeldSender(socket.transport, box, failed), socket.srtp_tx.protect, socket.remote
+
+        def send(packet: bytes | bytearray) -> None:
+            held.sendto(protect(packet), remote)  # type: ignore[arg-type]
+
+        return send
 
     def _add_link(self, source: str, sink: str, route: routes.Route) -> None:
         sink_port, source_port = self.ports.get(sink), self.ports.get(source)

@@ -11,6 +11,8 @@ concern per module:
   relay senders (``idle_sender``), SRTP at the ICE sockets for the fast path (``tap_datagrams``,
   ``media_socket``), what an aiortc client sees (``intercept_rtp``, ``intercept_rtcp``...).
 - ``srtp``: ``FastSrtp``, aiortc's libsrtp sessions called straight from cffi.
+- ``srtp_batch``: ``SrtpSendBatch``, a leg's RTP protected into a ``sendmmsg`` array on its
+  socket, sent once per loop iteration (``mediarelay.outbox``).
 - ``negotiation``: aiortc's codec table and matching, a transceiver's negotiated codecs, its
   parsed descriptions, an SCTP transport without a data channel.
 - ``ice_restart``: ``IceRestart`` (aiortc 1.16 has none), an ICE agent that gave up, consent.
@@ -62,6 +64,7 @@ from mediarelay.aiortc_hooks.rtp_tap import (
     without_remb,
 )
 from mediarelay.aiortc_hooks.srtp import FastSrtp
+from mediarelay.aiortc_hooks.srtp_batch import SrtpSendBatch, srtp_send_batch
 from mediarelay.aiortc_hooks.versions import (
     PRIVATE_API,
     TESTED_VERSIONS,
@@ -71,10 +74,10 @@ from mediarelay.aiortc_hooks.versions import (
 
 __all__ = [
     "CODECS", "PRIVATE_API", "RELAY_ONLY_CODECS", "TESTED_VERSIONS",
-    "DatagramHandler", "FastSrtp", "HostSockets", "IceRestart", "MediaSocket", "SharedCertificate",
+    "DatagramHandler", "FastSrtp", "HostSockets", "SrtpSendBatch", "IceRestart", "MediaSocket", "SharedCertificate",
     "add_relay_codecs", "add_sctp_transport", "check_versions", "consent_interval", "find_common_codecs",
     "ice_agent_closed", "idle_sender", "install_host_sockets", "intercept_rtcp", "intercept_rtp",
-    "is_codec_compatible", "media_socket", "negotiated_codecs", "packets_sent", "prepare_relay_legs",
+    "is_codec_compatible", "media_socket", "srtp_send_batch", "negotiated_codecs", "packets_sent", "prepare_relay_legs",
     "prepare_relay_process", "probe", "session_descriptions", "set_negotiated_codecs", "tap_datagrams",
     "tap_rtp", "watch_codecs", "watch_decoder_input", "without_remb",
 ]

@@ -128,13 +128,13 @@ class ClearSession:
     protect_rtcp = protect
 
 
-def test_a_port_sends_rtp_by_its_held_sendto_and_rtcp_at_once() -> None:
+def test_a_port_sends_rtp_by_its_held_sender_and_rtcp_at_once() -> None:
     """RTCP is not held: a BYE goes out before the socket closes behind it."""
     direct: list[bytes] = []
-    held: list[bytes] = []
+    held: list[bytes | bytearray] = []
     port = Port("callee", Counters(), lambda: 0.0, lambda *_: None)
     port.connect(ClearSession(), ClearSession(), lambda data, _addr: direct.append(data), ("127.0.0.1", 9),
-                 lambda data, _addr: held.append(data))
+                 held.append)
     stream = SendStream("audio", "0", 1234, 48000, Counters())
     port.feed(stream)
     rtp = struct.pack("!BBHII", 0x80, 111, 1, 0, 1234) + b"\x00" * 20
