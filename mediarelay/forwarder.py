@@ -11,9 +11,9 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
              temporal layers; a switch re-syncs the numbering, a dropped layer closes it up
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
-    send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its
-             nominated pair, held to the end of the loop iteration (``outbox.py``: the packets
-             of a burst leave together; RTCP is sent at once)
+    send:    the other leg's ``SendStream``: protected with that leg's session into its send
+             batch (``aiortc_hooks.SrtpSendBatch``) and sent on its nominated pair at the end of
+             the loop iteration with the rest of the burst (``outbox.py``); RTCP is sent at once
 
 No task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
 under its reason in ``Counters``. SRTCP is unprotected and handed to ``Port.on_rtcp``

@@ -4,14 +4,15 @@ A client's frame arrives as a burst (a video frame is several packets, read one 
 in one pass of the event loop, with other calls' packets). Sent one by one as each was
 forwarded, every packet on loopback found its receiving process asleep again and woke it:
 3.8k wake-ups/s for 2.8k packets/s in ``bench/relay.py``, a tenth of the worker's CPU in the
-kernel's ``try_to_wake_up``. Held per socket (``HeldSender``) and flushed once per iteration
-(``Outbox``, by ``loop.call_soon``: after every socket the poll found ready has been read), the
-packets of a burst leave back to back: ~0.2k wake-ups/s. The delay is the rest of the
-iteration, microseconds; the order per socket is kept.
+kernel's ``try_to_wake_up``. Held per socket and flushed once per iteration (``Outbox``, by
+``loop.call_soon``: after every socket the poll found ready has been read), the packets of a
+burst leave back to back, ~0.2k wake-ups/s. The delay is the rest of the iteration,
+microseconds; the order per socket is kept.
 
-Each packet still goes by the transport's own ``sendto`` (a ``sendmmsg`` per socket was
-measured too: the kernel's cost per packet is the same, and filling its arrays from Python cost
-more than the system calls it saved).
+What holds them: a leg's ``aiortc_hooks.SrtpSendBatch`` (protected into a ``sendmmsg`` array,
+one system call per flush), or where that cannot be had a ``HeldSender`` (protected ``bytes``,
+the transport's ``sendto`` for each at the flush). Either has ``flush()``; ``Outbox.hold`` is
+told when one gets its first packet.
 
 This module owns the holding only; which packets go where is ``forwarder.py``'s.
 """
@@ -20,20 +21,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
 
 
 class Outbox:
-    """Flushes every ``HeldSender`` that holds packets, once per loop iteration (one per loop,
+    """Flushes every sender that holds packets, once per loop iteration (one per loop,
     ``outbox(loop)``, so the calls of a worker share one ``call_soon`` per burst)."""
 
     __slots__ = ("_loop", "_dirty")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._dirty: list[HeldSender] = []
+        self._dirty: list[Flushable] = []
 
-    def hold(self, sender: HeldSender) -> None:
+    def hold(self, sender: Flushable) -> None:
         """``sender`` has its first packet: flush it at the end of this iteration."""
         if not self._dirty:
             self._loop.call_soon(self.flush)

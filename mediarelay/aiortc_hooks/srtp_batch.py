@@ -89,6 +89,8 @@ class SrtpSendBatch:
         pointer = getattr(session, "_srtp", None)
         if _sendmmsg is None or sock is None or pointer is None:
             raise OSError(errno.ENOSYS, "no sendmmsg, socket or libsrtp session here")
+        if "%" in str(remote[0]):  # a scoped IPv6 address: the transport's sendto resolves the scope
+            raise OSError(errno.EAFNOSUPPORT, "scoped IPv6 address")
         self._transport = transport
         self._fd = sock.fileno()
         self._remote = remote

@@ -113,3 +113,16 @@ def test_sockaddr_is_the_kernels_layout() -> None:
     assert int.from_bytes(four[:2], sys.byteorder) == socket.AF_INET
     six = sockaddr(("::1", 5000, 0, 0))
     assert len(six) == 28 and six[2:4] == (5000).to_bytes(2, "big") and six[8:24] == bytes(15) + b"\x01"
+
+
+async def _a_scoped_ipv6_client_is_left_to_the_transport() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    batch = srtp_send_batch(FastSrtp(_session(Policy.SSRC_ANY_OUTBOUND)), transport, ("fe80::1%lo", 5000, 0, 1),
+                            outbox(loop).hold, lambda _count: None)
+    assert batch is None  # the leg sends by protect + the transport's sendto instead
+    transport.close()
+
+
+def test_a_scoped_ipv6_client_is_left_to_the_transport() -> None:
+    asyncio.run(_a_scoped_ipv6_client_is_left_to_the_transport())
