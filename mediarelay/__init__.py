@@ -14,6 +14,8 @@
 - ``rtcp.py``: the relay's RTCP to each client (reports, NACK, PLI, REMB, BYE) and its answers to theirs.
 - ``forwarder.py``: the hot path: a ``RecvStream`` per client m-line feeds a ``SendStream`` to the other client
   (SRTP at each leg's socket: unprotect -> rewrite -> protect -> sendto).
+- ``outbox.py``: what the fast path sends, held to the end of the loop iteration and sent together
+  (``aiortc_hooks.SrtpSendBatch``: one ``sendmmsg`` per leg and flush).
 - ``routes.py``: what goes where, read from both legs' SDP (payload types, SSRCs, extension ids; pure).
 - ``rewriter.py``: outgoing sequence numbers and timestamps by offset, across mute and new SSRCs (pure).
 - ``rtp_header.py``: RTP header bytes: extensions rewritten between legs, RTX, keyframes (pure).

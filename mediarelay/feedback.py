@@ -150,50 +150,51 @@ class NackRequester:
     """Holes in one source stream and when to NACK each again (Janus and libwebrtc alike
     retry every round trip, for a bounded time and number of times)."""
 
-    __slots__ = ("max_age", "max_retries", "max_missing", "_missing")
+    __slots__ = ("max_age", "max_retries", "max_missing", "holes")
 
     def __init__(self, max_age: float = 1.0, max_retries: int = 10, max_missing: int = 256) -> None:
         self.max_age = max_age
         self.max_retries = max_retries
         self.max_missing = max_missing
-        #: seq -> [first NACK time, last NACK time, NACKs sent]
-        self._missing: dict[int, list[float]] = {}
+        #: seq -> [first NACK time, last NACK time, NACKs sent]. The fast path reads it (empty: no
+        #: ``received`` call per packet; ``__bool__`` is a Python call too).
+        self.holes: dict[int, list[float]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._missing)
+        return bool(self.holes)
 
     @property
     def missing(self) -> list[int]:
-        return list(self._missing)
+        return list(self.holes)
 
     def on_gap(self, after: int, count: int, now: float) -> list[int] | None:
         """``count`` packets are missing right after ``after``: the numbers to NACK now, or
         None when the hole is too big to repair (ask for a keyframe instead)."""
         if count > self.max_missing:
-            self._missing.clear()
+            self.holes.clear()
             return None
         seqs = [(after + i) % 0x10000 for i in range(1, count + 1)]
         for seq in seqs:
-            self._missing[seq] = [now, now, 1]
-        overflow = len(self._missing) - self.max_missing
+            self.holes[seq] = [now, now, 1]
+        overflow = len(self.holes) - self.max_missing
         if overflow > 0:
-            for seq in list(self._missing)[:overflow]:
-                del self._missing[seq]
+            for seq in list(self.holes)[:overflow]:
+                del self.holes[seq]
         return seqs
 
     def received(self, seq: int) -> bool:
         """A packet arrived (late or repaired): no more NACKs for it. True if it was missing."""
-        return self._missing.pop(seq, None) is not None
+        return self.holes.pop(seq, None) is not None
 
     def due(self, now: float, rtt: float) -> list[int]:
         """The numbers to NACK again now (each at most once per round trip); forgets the
         ones too old or NACKed too often."""
         again = []
         interval = max(rtt, 0.01)
-        for seq, entry in list(self._missing.items()):
+        for seq, entry in list(self.holes.items()):
             first, last, sent = entry
             if now - first > self.max_age or sent >= self.max_retries:
-                del self._missing[seq]
+                del self.holes[seq]
             elif now - last >= interval:
                 entry[1], entry[2] = now, sent + 1
                 again.append(seq)
@@ -201,10 +202,10 @@ class NackRequester:
 
     def deadline(self, rtt: float) -> float | None:
         """When ``due`` may next have something to say; None with nothing missing."""
-        if not self._missing:
+        if not self.holes:
             return None
         interval = max(rtt, 0.01)
-        return min(min(last + interval, first + self.max_age) for first, last, _ in self._missing.values())
+        return min(min(last + interval, first + self.max_age) for first, last, _ in self.holes.values())
 
 
 class KeyframeRequester:

@@ -11,10 +11,11 @@ STUN (``aiortc_hooks.tap_datagrams``). For RTP it does, synchronously, in the so
              temporal layers; a switch re-syncs the numbering, a dropped layer closes it up
     rewrite: payload type, sequence number and timestamp by offset, SSRC, extensions if the
              legs' ids or mids differ (``RecvStream.forward``)
-    send:    the other leg's ``SendStream``: protect with its session, ``sendto`` on its
-             nominated pair
+    send:    the other leg's ``SendStream``: protected with that leg's session into its send
+             batch (``aiortc_hooks.SrtpSendBatch``) and sent on its nominated pair at the end of
+             the loop iteration with the rest of the burst (``outbox.py``); RTCP is sent at once
 
-No queue, task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
+No task, ``RtpPacket`` or log line per packet; a packet that is not forwarded is counted
 under its reason in ``Counters``. SRTCP is unprotected and handed to ``Port.on_rtcp``
 (``rtcp.py`` answers it); STUN, DTLS and SCTP go on to aioice and aiortc as before.
 
@@ -93,7 +94,8 @@ class SendStream:
     (mediasoup's ``RtpStreamSend``). The ``RecvStream`` of the other leg's m-line feeds it."""
 
     __slots__ = ("kind", "mid", "ssrc", "rtx_ssrc", "rtx_payload_types", "cname", "seq", "ts", "history",
-                 "packets", "octets", "rtx_seq", "counters", "_protect", "_sendto", "_remote", "estimate", "keep")
+                 "packets", "octets", "rtx_seq", "counters", "_protect", "_sendto", "_remote", "_send", "estimate",
+                 "keep")
 
     def __init__(self, kind: str, mid: str, ssrc: int, clock_rate: int, counters: Counters, *,
                  rtx_ssrc: int | None = None, rtx_payload_types: dict[int, int] | None = None, cname: str = "",
@@ -107,7 +109,7 @@ class SendStream:
         self.cname = cname
         self.seq = SeqRewriter(seq_start)
         self.ts = TimestampRewriter(clock_rate, ts_start)
-        self.history: list[bytes | None] | None = [None] * HISTORY_SIZE if kind == "video" else None
+        self.history: list[bytes | bytearray | None] | None = [None] * HISTORY_SIZE if kind == "video" else None
         #: How many of the newest packets the history keeps (older slots are emptied as we go).
         self.keep = INITIAL_HISTORY
         self.packets = 0
@@ -119,17 +121,28 @@ class SendStream:
         self._protect: Callable[[bytes], bytes] | None = None
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._remote: Any = None
+        #: Protects and sends a plain packet (raises as ``protect`` does); None: not connected.
+        self._send: Callable[[bytes | bytearray], None] | None = None
 
     @property
     def connected(self) -> bool:
-        return self._sendto is not None
+        return self._send is not None
 
     def connect(self, protect: Callable[[bytes], bytes], sendto: Callable[[bytes, Any], None], remote: Any) -> None:
         """Send through this SRTP session and socket (the leg's, once it is connected)."""
         self._protect, self._sendto, self._remote = protect, sendto, remote
+        self._send = self._protect_and_send
+
+    def attach(self, send: Callable[[bytes | bytearray], None]) -> None:
+        """Send by ``send``, which protects and sends a plain packet (the leg's ``SrtpSendBatch``)."""
+        self._protect = self._sendto = self._remote = None
+        self._send = send
 
     def disconnect(self) -> None:
-        self._protect = self._sendto = self._remote = None
+        self._protect = self._sendto = self._remote = self._send = None
+
+    def _protect_and_send(self, packet: bytes | bytearray) -> None:
+        self._sendto(self._protect(packet), self._remote)  # type: ignore[arg-type,misc]
 
     def resize(self, keep: int) -> None:
         """Keep the newest ``keep`` packets (at most the ring less one), and let go of older ones
@@ -142,7 +155,7 @@ class SendStream:
             for back in range(keep, HISTORY_SIZE):
                 history[(newest - back) & _HISTORY_MASK] = None
 
-    def send(self, packet: bytes, seq: int, payload: int) -> None:
+    def send(self, packet: bytes | bytearray, seq: int, payload: int) -> None:
         """Send a rewritten packet (plain RTP) and keep it for NACKs; counts it for the SR."""
         history = self.history
         if history is not None:
@@ -151,7 +164,7 @@ class SendStream:
         self.packets += 1
         self.octets += payload
         try:
-            self._sendto(self._protect(packet), self._remote)  # type: ignore[misc]
+            self._send(packet)  # type: ignore[misc]
         except (SrtpError, ValueError, TypeError, OSError):
             self.counters.send_failed += 1
 
@@ -160,14 +173,14 @@ class SendStream:
         False when the packet is not there (never forwarded, or too old)."""
         history = self.history
         packet = history[seq & _HISTORY_MASK] if history is not None else None
-        if packet is None or ((packet[2] << 8) | packet[3]) != seq or self._sendto is None:
+        if packet is None or ((packet[2] << 8) | packet[3]) != seq or self._send is None:
             return False
         rtx = self.rtx_payload_types.get(packet[1] & 0x7F)
         if rtx is not None and self.rtx_ssrc is not None:
             packet = rtx_wrap(packet, header_length(packet), rtx, self.rtx_seq, self.rtx_ssrc)
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
         try:
-            self._sendto(self._protect(packet), self._remote)  # type: ignore[misc]
+            self._send(packet)
         except (SrtpError, ValueError, TypeError, OSError):
             self.counters.send_failed += 1
             return False
@@ -245,7 +258,7 @@ class RecvStream:
             if missing:
                 if self.on_gap is not None:
                     self.on_gap(self, nack.on_gap((seq - missing - 1) & 0xFFFF, missing, now), now)
-            elif nack:
+            elif nack.holes:
                 nack.received(seq)
         header = 12 + ((b0 & 0x0F) << 2)
         if b0 & 0x10:
@@ -325,18 +338,21 @@ class RecvStream:
             self.counters.stale += 1
             return
         ots = out.ts.input(ts, now)
-        if self.extensions is None:
-            rest = plain[12:]
+        packet: bytes | bytearray
+        if self.extensions is None:  # one copy of the packet, rewritten in place
+            packet = bytearray(plain)
+            _FIXED.pack_into(packet, 0, b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc)
         else:
             b0, rest = self.extensions.rewrite(plain)
-        packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
+            packet = _FIXED.pack(b0, (b1 & 0x80) | pt, oseq, ots, out.ssrc) + rest
         if selector is not None and self.record is not None and payload:
             # Janus records the relayed substream: one SSRC and numbering whatever the switches;
             # the source's payload type, which the recording's codec names know.
-            self.record(_FIXED.pack(b0, b1, oseq, ots, out.ssrc) + rest, now)
+            self.record(_FIXED.pack(b0, b1, oseq, ots, out.ssrc) + packet[12:], now)
         out.send(packet, oseq, payload)
-        self.counters.forwarded += 1
-        self.counters.forwarded_octets += payload
+        counters = self.counters
+        counters.forwarded += 1
+        counters.forwarded_octets += payload
 
 
 class RidDemux:
@@ -397,23 +413,31 @@ class Port:
         self.tapped: set[int] = set()
         self.srtp_rx: Any = None
         self.srtp_tx: Any = None
-        #: The nominated pair's ``sendto`` and the client's address (None: not connected).
+        #: The nominated pair's ``sendto`` and the client's address (None: not connected); RTP goes
+        #: by ``send_media`` when given (protects and sends a plain packet, held to the end of the
+        #: loop iteration: ``outbox``), else by ``srtp_tx.protect`` and ``sendto``.
         self.sendto: Callable[[bytes, Any], None] | None = None
+        self.send_media: Callable[[bytes | bytearray], None] | None = None
         self.remote: Any = None
         self._logged_error = False
 
     # --- setup ------------------------------------------------------------------------------------
 
-    def connect(self, srtp_rx: Any, srtp_tx: Any, sendto: Callable[[bytes, Any], None], remote: Any) -> None:
-        """The leg's SRTP sessions and nominated pair (again after an ICE restart)."""
+    def connect(self, srtp_rx: Any, srtp_tx: Any, sendto: Callable[[bytes, Any], None], remote: Any,
+                send_media: Callable[[bytes | bytearray], None] | None = None) -> None:
+        """The leg's SRTP sessions and nominated pair (again after an ICE restart). RTCP is sent
+        by ``sendto`` at once (a BYE just before the socket closes), RTP by ``send_media``."""
         self.srtp_rx, self.srtp_tx, self.sendto, self.remote = srtp_rx, srtp_tx, sendto, remote
+        self.send_media = send_media
 
     def disconnect(self) -> None:
-        self.sendto = None
+        self.sendto = self.send_media = None
 
     def feed(self, send_stream: SendStream) -> None:
         """``send_stream`` sends to this leg's client."""
-        if self.sendto is not None:
+        if self.send_media is not None:
+            send_stream.attach(self.send_media)
+        elif self.sendto is not None:
             send_stream.connect(self.srtp_tx.protect, self.sendto, self.remote)
 
     def add(self, stream: RecvStream, ssrcs: tuple[int, ...], rtx_ssrcs: dict[int, int],

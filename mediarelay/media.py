@@ -29,6 +29,7 @@ from mediarelay import aiortc_hooks, routes
 from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
+from mediarelay.outbox import HeldSender, outbox
 from mediarelay.rtcp import CallRtcp
 from mediarelay.simulcast import ChangeKind, LayerSource, SimulcastSelector, SimulcastSettings, layer_sources
 from shared.logs import call_log
@@ -145,11 +146,29 @@ class CallMedia:
         port = self.ports.get(name)
         if port is None:
             port = self.ports[name] = Port(name, self.counters, self._loop.time, self.rtcp.on_rtcp)
-        port.connect(socket.srtp_rx, socket.srtp_tx, socket.sendto, socket.remote)
+        port.connect(socket.srtp_rx, socket.srtp_tx, socket.sendto, socket.remote, self._held(socket))
         aiortc_hooks.tap_datagrams(dtls, port.handler, port.tapped)
         for (leg_name, _), send_stream in self._send_streams.items():
             if leg_name == name:
                 port.feed(send_stream)
+
+    def _held(self, socket: aiortc_hooks.MediaSocket) -> Callable[[bytes | bytearray], None]:
+        """How RTP is sent to a leg: protected and held until the end of the loop iteration
+        (``outbox``), in a ``sendmmsg`` array where there is one (``aiortc_hooks.srtp_send_batch``)."""
+
+        def failed(count: int) -> None:
+            self.counters.send_failed += count
+
+        box = outbox(self._loop)
+        batch = aiortc_hooks.srtp_send_batch(socket.srtp_tx, socket.transport, socket.remote, box.hold, failed)
+        if batch is not None:
+            return batch.send
+        held, protect, remote = HeldSender(socket.transport, box, failed), socket.srtp_tx.protect, socket.remote
+
+        def send(packet: bytes | bytearray) -> None:
+            held.sendto(protect(packet), remote)  # type: ignore[arg-type]
+
+        return send
 
     def _add_link(self, source: str, sink: str, route: routes.Route) -> None:
         sink_port, source_port = self.ports.get(sink), self.ports.get(source)

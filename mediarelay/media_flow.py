@@ -18,7 +18,7 @@ from dataclasses import dataclass
 NO_MEDIA_TIMEOUT = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class MediaFlow:
     """One m-line (``mid``) of a leg, as packets arrive from that leg's client."""
 

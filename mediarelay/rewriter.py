@@ -63,13 +63,14 @@ class SeqRewriter:
         """The outgoing number for source number ``seq``; None if it is older than the last sync."""
         if self._pending:
             self._resync(seq)
-        delta = (seq - self._max_ext) % SEQ_MOD  # self._extend, inlined: this runs per packet
-        ext = self._max_ext + (delta - SEQ_MOD if delta >= 0x8000 else delta)
-        if ext < self._base:
-            return None
-        if ext > self._max_ext:
+        max_ext = self._max_ext
+        delta = (seq - max_ext) & 0xFFFF  # self._extend, inlined: this runs per packet
+        ext = max_ext + (delta - SEQ_MOD if delta >= 0x8000 else delta)
+        if ext > max_ext:  # the usual case: the next packet
             self._max_ext = ext
             offset = self._offset
+        elif ext < self._base:
+            return None
         elif ext >= self._epochs[-1][0]:
             offset = self._offset
         else:
@@ -77,8 +78,8 @@ class SeqRewriter:
             if older is None:
                 return None
             offset = older
-        out = (ext + offset) % SEQ_MOD
-        if not self._sent or 0 < (out - self.max_out) % SEQ_MOD < 0x8000:
+        out = (ext + offset) & 0xFFFF
+        if 0 < (out - self.max_out) & 0xFFFF < 0x8000 or not self._sent:
             self.max_out = out
             self._sent = True
         return out
@@ -150,8 +151,8 @@ class TimestampRewriter:
             else:
                 target = self._start
             self._offset = (target - ts) % TS_MOD
-        out = (ts + self._offset) % TS_MOD
-        if not self._sent or 0 < (out - self.last_out) % TS_MOD < 0x80000000:
+        out = (ts + self._offset) & 0xFFFFFFFF  # % TS_MOD: this runs per packet
+        if 0 < (out - self.last_out) & 0xFFFFFFFF < 0x80000000 or not self._sent:
             self.last_out = out
             self.last_time = now
             self._sent = True

@@ -30,7 +30,7 @@ _FIXED = Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
 _U16 = Struct("!H")
 
 
-def header_length(packet: bytes) -> int:
+def header_length(packet: bytes | bytearray) -> int:
     """Bytes before the payload: fixed header, CSRC list and extension block."""
     if len(packet) < 12:
         raise ValueError("RTP packet is shorter than its 12-byte fixed header")
@@ -169,7 +169,7 @@ def rtx_unwrap(packet: bytes, header: int, payload_type: int, ssrc: int) -> byte
     return _FIXED.pack(b0, (b1 & 0x80) | payload_type, osn, timestamp, ssrc) + packet[12:header] + packet[header + 2:]
 
 
-def rtx_wrap(packet: bytes, header: int, payload_type: int, sequence_number: int, ssrc: int) -> bytes:
+def rtx_wrap(packet: bytes | bytearray, header: int, payload_type: int, sequence_number: int, ssrc: int) -> bytes:
     """``packet`` as an RTX retransmission: RTX payload type, sequence number and SSRC, the
     original sequence number in front of the payload."""
     b0, b1, osn, timestamp, _ = _FIXED.unpack_from(packet)

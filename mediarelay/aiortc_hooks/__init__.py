@@ -11,12 +11,14 @@ concern per module:
   relay senders (``idle_sender``), SRTP at the ICE sockets for the fast path (``tap_datagrams``,
   ``media_socket``), what an aiortc client sees (``intercept_rtp``, ``intercept_rtcp``...).
 - ``srtp``: ``FastSrtp``, aiortc's libsrtp sessions called straight from cffi.
+- ``srtp_batch``: ``SrtpSendBatch``, a leg's RTP protected into a ``sendmmsg`` array on its
+  socket, sent once per loop iteration (``mediarelay.outbox``).
 - ``negotiation``: aiortc's codec table and matching, a transceiver's negotiated codecs, its
   parsed descriptions, a client's SDP parsed once, an SCTP transport without a data channel.
 - ``ice_restart``: ``IceRestart`` (aiortc 1.16 has none), an ICE agent that gave up, consent.
 - ``process``: what changes for a whole process, only when asked: ``prepare_relay_legs``
-  (versions, VP9 in the codec table, a client's SDP parsed once) and ``prepare_relay_process`` (also one DTLS certificate
-  and no receiver bitrate estimators); ``watch_codecs``.
+  (versions, VP9 in the codec table, a client's SDP parsed once) and ``prepare_relay_process``
+  (also one DTLS certificate and no receiver bitrate estimators); ``watch_codecs``.
 
 Importing this package changes nothing in aiortc or aioice (a test checks it): a process that
 runs relay legs calls ``prepare_relay_legs()`` or ``prepare_relay_process()`` first, and the
@@ -64,6 +66,7 @@ from mediarelay.aiortc_hooks.rtp_tap import (
     without_remb,
 )
 from mediarelay.aiortc_hooks.srtp import FastSrtp
+from mediarelay.aiortc_hooks.srtp_batch import SrtpSendBatch, srtp_send_batch
 from mediarelay.aiortc_hooks.versions import (
     PRIVATE_API,
     TESTED_VERSIONS,
@@ -73,11 +76,11 @@ from mediarelay.aiortc_hooks.versions import (
 
 __all__ = [
     "CODECS", "PRIVATE_API", "RELAY_ONLY_CODECS", "TESTED_VERSIONS",
-    "DatagramHandler", "FastSrtp", "HostSockets", "IceRestart", "MediaSocket", "SharedCertificate",
+    "DatagramHandler", "FastSrtp", "HostSockets", "SrtpSendBatch", "IceRestart", "MediaSocket", "SharedCertificate",
     "add_relay_codecs", "add_sctp_transport", "check_versions", "consent_interval", "find_common_codecs",
     "ice_agent_closed", "idle_sender", "install_host_sockets", "intercept_rtcp", "intercept_rtp",
     "is_codec_compatible", "media_socket", "negotiated_codecs", "packets_sent", "prepare_relay_legs",
     "prepare_relay_process", "probe", "reuse_parsed_sdp", "session_descriptions", "set_negotiated_codecs",
-    "set_remote_description", "tap_datagrams",
+    "set_remote_description", "srtp_send_batch", "tap_datagrams",
     "tap_rtp", "watch_codecs", "watch_decoder_input", "without_remb",
 ]

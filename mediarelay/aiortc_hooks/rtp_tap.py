@@ -159,6 +159,8 @@ class MediaSocket:
     #: The nominated pair's socket and the client's address on it.
     sendto: Callable[[bytes, tuple[Any, ...]], None]
     remote: tuple[Any, ...]
+    #: The pair's transport (``sendto`` is its method).
+    transport: asyncio.DatagramTransport
 
 
 def media_socket(dtls: RTCDtlsTransport) -> MediaSocket:
@@ -172,8 +174,9 @@ def media_socket(dtls: RTCDtlsTransport) -> MediaSocket:
     # aiortc annotates _rx_srtp/_tx_srtp as Sessions, but they are None until the handshake ends.
     if dtls._rx_srtp is None or dtls._tx_srtp is None or pair is None:  # type: ignore[redundant-expr]
         raise ValueError("the DTLS transport is not connected")
-    return MediaSocket(FastSrtp(dtls._rx_srtp), FastSrtp(dtls._tx_srtp), pair.protocol.transport.sendto,
-                       pair.remote_addr)
+    transport = pair.protocol.transport
+    return MediaSocket(FastSrtp(dtls._rx_srtp), FastSrtp(dtls._tx_srtp), transport.sendto, pair.remote_addr,
+                       transport)
 
 
 DatagramHandler = Callable[[bytes, tuple[Any, ...]], None]

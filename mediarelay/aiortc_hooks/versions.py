@@ -61,7 +61,7 @@ PRIVATE_API: list[tuple[str, str, str]] = [
     ("RTCDtlsTransport", "_rx_srtp", "fast path: SRTP/SRTCP unprotect (aiortc's session)"),
     ("RTCDtlsTransport", "_tx_srtp", "fast path: SRTP/SRTCP protect (aiortc's session)"),
     # srtp
-    ("pylibsrtp.Session", "_srtp", "fast path: libsrtp called straight from cffi (FastSrtp)"),
+    ("pylibsrtp.Session", "_srtp", "fast path: libsrtp called straight from cffi (FastSrtp, SrtpSendBatch)"),
     # negotiation
     ("RTCRtpTransceiver", "_codecs", "negotiated codecs: read to pair legs, written to answer the caller"),
     ("RTCPeerConnection", "_RTCPeerConnection__localDescription", "link: the parsed local SDP, not printed again"),

@@ -177,6 +177,21 @@ async def test_each_side_decodes_what_the_other_sent(codec: str) -> None:
         await relayed.close()
 
 
+async def test_without_a_send_batch_media_goes_by_the_transports_sendto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``SrtpSendBatch`` cannot be had (not Linux, another pylibsrtp), a leg's RTP is
+    protected and held as bytes, then sent by the transport's ``sendto``: the same media."""
+    monkeypatch.setattr(aiortc_hooks, "srtp_send_batch", lambda *args: None)
+    relayed = Relayed("VP8")
+    try:
+        call = await relayed.start()
+        counts = await relayed.window(2.0)
+        assert all(about_equal(sent, decoded) and sent > 40 for sent, decoded in counts.values()), counts
+        counters = call.media.counters
+        assert (counters.errors, counters.srtp_failed, counters.send_failed) == (0, 0, 0)
+    finally:
+        await relayed.close()
+
+
 async def test_the_relay_reports_what_it_forwards_in_its_sender_reports(relayed: Relayed) -> None:
     seen: list[Any] = []
     receiver = next(t.receiver for t in relayed.callee.pc.getTransceivers() if t.kind == "video")
