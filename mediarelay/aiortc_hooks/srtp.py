@@ -51,7 +51,9 @@ class FastSrtp:
         buffer = _srtp_ffi.buffer(cdata)
         limit = _SRTP_BUFFER - trailer
 
-        def process(data: bytes) -> bytes:
+        # ``_session`` keeps the libsrtp session alive as long as the function is (a stream may
+        # hold ``protect`` after this FastSrtp is gone): ``srtp`` is only a pointer into it.
+        def process(data: bytes, _session: Session = self.session) -> bytes:
             size = len(data)
             if size > limit:
                 raise ValueError("packet is too long")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from pylibsrtp import Error, Policy, Session
@@ -48,3 +50,24 @@ def test_errors_as_pylibsrtp() -> None:
         fast_rx.unprotect(protected[:-4] + bytes(4))  # authentication fails
     with pytest.raises(ValueError, match="too long"):
         FastSrtp(tx).protect(bytes(1400))
+
+
+def test_a_function_outlives_its_fast_srtp_and_session() -> None:
+    """A stream may hold ``protect`` after its FastSrtp and the session object are gone: the
+    function keeps the libsrtp session alive (else libsrtp reads freed memory: a crash, so run
+    in a child process that must exit cleanly)."""
+    code = """
+import gc
+from pylibsrtp import Policy, Session
+from mediarelay.aiortc_hooks import FastSrtp
+key = bytes(range(30))
+protect = FastSrtp(Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))).protect
+gc.collect()
+junk = [Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)) for _ in range(200)]
+packet = bytes([0x80, 96, 0, 1]) + bytes(8) + bytes(100)
+reference = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND)).protect(packet)
+assert protect(packet) == reference, "protected with a freed session"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
