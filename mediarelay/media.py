@@ -26,10 +26,11 @@ from collections.abc import Callable
 from functools import partial
 
 from mediarelay import aiortc_hooks, routes
-from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
+from mediarelay.forwarder import Counters, RecvStream, SendStream
 from mediarelay.leg import Leg, LegSettings
 from mediarelay.media_flow import MediaFlow
 from mediarelay.outbox import HeldSender, outbox
+from mediarelay.port import Link, Port
 from mediarelay.rtcp import CallRtcp
 from mediarelay.simulcast import ChangeKind, LayerSource, SimulcastSelector, SimulcastSettings, layer_sources
 from shared.logs import call_log

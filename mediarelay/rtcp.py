@@ -44,9 +44,10 @@ from aiortc.rtp import (
 
 from mediarelay import feedback
 from mediarelay.feedback import RttEstimator
-from mediarelay.forwarder import Counters, Link, Port, RecvStream, SendStream
+from mediarelay.forwarder import Counters, RecvStream, SendStream
 from mediarelay.layer_policy import LayerPolicy
 from mediarelay.leg import LegSettings
+from mediarelay.port import Link, Port
 from mediarelay.simulcast import SimulcastSelector
 from shared.logs import call_log
 

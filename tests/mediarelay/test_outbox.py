@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import uvloop
 
-from mediarelay.forwarder import Counters, Port, SendStream
+from mediarelay.forwarder import Counters, SendStream
 from mediarelay.outbox import HeldSender, outbox
+from mediarelay.port import Port
 from tests.support.waits import until
 
 #: Each test runs on asyncio's own loop and on uvloop's (the worker's).

@@ -19,8 +19,8 @@ from aiortc.rtp import (
 )
 
 from mediarelay import feedback
-from mediarelay.forwarder import Link, Port
 from mediarelay.leg import LegSettings
+from mediarelay.port import Link, Port
 from mediarelay.rtcp import SIMULCAST_REMB, CallRtcp
 from tests.mediarelay.test_simulcast import OUT_SSRC, Rig
 
