@@ -23,7 +23,11 @@ task wake-up, a queue and an async context manager: 12-16% of the signalling pro
 per round trip under ``bench/compare_janus.py``'s signalling load. It uses what ``send`` uses
 (``protocol.send_text``, ``send_data``, ``paused``, ``send_in_progress``), and without an
 extension makes the frame itself when websockets has nothing of its own to write first
-(``protocol.writes``, ``expect_continuation_frame``).
+(``protocol.writes``, ``expect_continuation_frame``). While the requests of one read are
+handled from ``data_received`` (below), the frames it makes are held and written together
+when the read is done (a ``message``'s ``ack`` and ``event`` in one system call, not two):
+at most ``_BATCH_LIMIT`` bytes are held, and anything websockets writes itself goes after
+what was held, so the order and the transport's pause (back-pressure) are as before.
 
 The third is the reading side of the same hot path. A read that is nothing but whole final
 text frames (``text_frames``), arriving while websockets' parser waits between two frames
@@ -65,6 +69,9 @@ _HEAD_16, _HEAD_64 = bytes((_FINAL_TEXT, 126)), bytes((_FINAL_TEXT, 127))
 
 #: websockets' frame parser, and the generator it waits in between two frames.
 _PARSE, _AT_EOF = Protocol.parse.__code__, StreamReader.at_eof.__code__
+#: Bytes of replies ``send_now`` holds for one write at most (websockets' default high-water
+#: mark is 32 KiB: a batch never holds back what the transport would have paused on).
+_BATCH_LIMIT = 16384
 
 
 class GuardedConnection(ServerConnection):
@@ -89,22 +96,30 @@ class GuardedConnection(ServerConnection):
         #: goes on in. Nothing else is handled until it ends.
         self._running: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        #: While requests of one read are handled from ``data_received``: the frames
+        #: ``send_now`` made for them, written together when the read is done (``_flush_batch``).
+        self._batch: list[bytes] | None = None
+        self._batched = 0  # their bytes
 
     def data_received(self, data: bytes) -> None:
         handshake_done = self.request is not None  # before: the HTTP request, open_timeout's business
         if handshake_done and self._between_frames():
             payloads = whole_text_frames(data, self.protocol.max_message_size)
             if payloads is not None:
-                for payload in payloads:
-                    if self._may_run_now():
-                        try:
-                            text = payload.decode()
-                        except UnicodeDecodeError:  # websockets' recv closes with 1007, as before
-                            pass
-                        else:
-                            self._run_now(text)
-                            continue
-                    self.process_event(Frame(Opcode.TEXT, payload))
+                self._batch = []  # what ``send_now`` writes meanwhile: one write, at the end
+                try:
+                    for payload in payloads:
+                        if self._may_run_now():
+                            try:
+                                text = payload.decode()
+                            except UnicodeDecodeError:  # websockets' recv closes with 1007, as before
+                                pass
+                            else:
+                                self._run_now(text)
+                                continue
+                        self.process_event(Frame(Opcode.TEXT, payload))
+                finally:
+                    self._flush_batch()
                 return
         before = self._frames_seen
         super().data_received(data)
@@ -224,12 +239,17 @@ class GuardedConnection(ServerConnection):
                 head = _HEAD_16 + size.to_bytes(2, "big")
             else:
                 head = _HEAD_64 + size.to_bytes(8, "big")
-            try:
-                self.transport.write(head + data)
-            except Exception as exc:  # noqa: BLE001 - as below
-                self.set_connection_exc(exc)
-                self.transport.abort()
+            batch = self._batch
+            if batch is None:
+                self._write(head + data)
+            else:
+                batch.append(head)
+                batch.append(data)
+                self._batched += size
+                if self._batched >= _BATCH_LIMIT:  # a large answer: no more held than that
+                    self._flush_batch(go_on=True)
             return True
+        self._flush_batch(go_on=self._batch is not None)  # what was made before goes first
         protocol.send_text(data)
         try:
             self.send_data()
@@ -237,6 +257,23 @@ class GuardedConnection(ServerConnection):
             self.set_connection_exc(exc)
             self.transport.abort()
         return True
+
+    def _flush_batch(self, *, go_on: bool = False) -> None:
+        """Write the frames batched so far as one (one system call for, say, a ``message``'s
+        ``ack`` and ``event``); ``go_on``: what is made after them is batched again, else it
+        is written as it comes."""
+        batch = self._batch
+        self._batch = [] if go_on else None
+        self._batched = 0
+        if batch:
+            self._write(b"".join(batch))
+
+    def _write(self, frames: bytes) -> None:
+        try:
+            self.transport.write(frames)
+        except Exception as exc:  # noqa: BLE001 - as send_context does: the connection ends, the error kept
+            self.set_connection_exc(exc)
+            self.transport.abort()
 
     def hold(self, address: str, release: Callable[[], None]) -> None:
         """Count this connection against ``address``: ``release`` runs once, when it ends

@@ -163,6 +163,11 @@ def _id(obj: Mapping[str, Any], name: str, transaction: str) -> int | None:
     return value
 
 
+def _id_fits(value: Any) -> TypeGuard[int | None]:
+    """What ``_id`` takes without a word: absent or null, or a positive integer (or 0)."""
+    return value is None or (type(value) is int and value >= 0)
+
+
 def _id_ok(obj: Mapping[str, Any]) -> bool:
     """The envelope's optional ``id`` passes ``_ENVELOPE_FIELDS`` (absent, or a positive integer)."""
     if "id" not in obj:
@@ -182,7 +187,9 @@ def parse_envelope(frame: str | bytes, *, max_depth: int = 32) -> Envelope:
         echoed = obj.get("session_id")  # only an error needs it: the first one found, worded
         _validate(obj, _ENVELOPE_FIELDS, transaction=None, session_id=echoed if _is_int(echoed) and echoed > 0 else None)
     transaction: str = obj["transaction"]
-    session_id, handle_id = _id(obj, "session_id", transaction), _id(obj, "handle_id", transaction)
+    session_id, handle_id = obj.get("session_id"), obj.get("handle_id")
+    if not (_id_fits(session_id) and _id_fits(handle_id)):  # worded, the first one wrong
+        session_id, handle_id = _id(obj, "session_id", transaction), _id(obj, "handle_id", transaction)
     if not session_id:  # Janus reads session 0 as none: only info/ping/create, or 458 with a handle
         if handle_id:
             raise JanusError(ErrorCode.SESSION_NOT_FOUND, transaction=transaction)

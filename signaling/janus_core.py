@@ -155,9 +155,10 @@ class JanusCore:
     async def handle(self, envelope: api.Envelope, owner: Hashable, address: str, reply: Reply) -> None:
         """One parsed request from ``owner`` (whose client is at ``address``)."""
         try:
-            refusal = self.auth.refusal(envelope, time.time(), accepting_sessions=self._accepting())
-            if refusal is not None:  # 403, before any session lookup (janus_request_check_secret)
-                raise refusal
+            if self.auth.enabled:  # 403, before any session lookup (janus_request_check_secret)
+                refusal = self.auth.refusal(envelope, time.time(), accepting_sessions=self._accepting())
+                if refusal is not None:
+                    raise refusal
             answer = await self._dispatch(envelope, owner, address, reply)
         except api.JanusError as exc:
             answer = exc.reply()
@@ -172,10 +173,6 @@ class JanusCore:
     async def _dispatch(self, env: api.Envelope, owner: Hashable, address: str, reply: Reply) -> Message | None:
         tx, now = env.transaction, asyncio.get_running_loop().time()
         sessions = self.sessions
-
-        def error(code: int, reason: str) -> api.JanusError:
-            return api.JanusError(code, reason, transaction=tx, session_id=env.session_id)
-
         try:
             if env.session_id is None:
                 request = api.parse_request(env)
@@ -185,9 +182,9 @@ class JanusCore:
                     return replies.pong(tx)
                 assert isinstance(request, api.CreateRequest)
                 if not self._accepting():  # Janus: accept_new_sessions false (janus_process_incoming_request)
-                    raise error(ErrorCode.NOT_ACCEPTING_SESSIONS, ErrorCode.NOT_ACCEPTING_SESSIONS.reason)
+                    raise api.JanusError.answering(env, ErrorCode.NOT_ACCEPTING_SESSIONS, ErrorCode.NOT_ACCEPTING_SESSIONS.reason)
                 if (limited := self.door.create_refusal(address, len(sessions.sessions), now)):
-                    raise error(*limited)  # 472 node full, 490 rate limit (signaling/frontdoor.py)
+                    raise api.JanusError.answering(env, *limited)  # 472 node full, 490 rate limit (signaling/frontdoor.py)
                 try:
                     session = sessions.create(owner, now, request.id)
                 except SessionError as exc:  # Janus echoes the id asked for (468)
@@ -239,9 +236,9 @@ class JanusCore:
                 reply(replies.success(tx, session_id=sid))
                 await self.detach(handle, tell=True)
                 return None
-            raise error(ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
+            raise api.JanusError.answering(env, ErrorCode.UNKNOWN, f"Unhandled request '{env.verb}'")
         except SessionError as exc:
-            raise error(exc.code, exc.reason) from None
+            raise api.JanusError.answering(env, exc.code, exc.reason) from None
 
     def server_info(self, transaction: str) -> Message:
         return replies.server_info(transaction, session_timeout=int(self.session_timeout),

@@ -96,21 +96,34 @@ def _fast(frame: str | bytes, max_depth: int) -> dict[str, Any] | list[Any] | No
         value = orjson.loads(frame)
     except orjson.JSONDecodeError:  # also a str with a lone surrogate: the careful path says where
         return None
-    if type(value) is not dict and type(value) is not list:
-        return None
-    # orjson keeps an integer up to 2**64 - 1 and makes a larger one a float: a result with an
-    # integer beyond int64, or any float (maybe such an integer), is read the careful way.
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
+    if type(value) is dict:
+        if _numbers_fit(value.values()):
+            return value
+    elif type(value) is list and _numbers_fit(value):
+        return value
+    return None
+
+
+def _numbers_fit(items: Any) -> bool:
+    """No float and no integer beyond int64 among ``items`` and what they hold: orjson
+    keeps an integer up to 2**64 - 1 and makes a larger one a float, so a result with either
+    is read the careful way. Recursive: the brackets counted before bound the depth."""
+    for item in items:
         kind = type(item)
-        if kind is dict:
-            stack.extend(item.values())
+        if kind is str:
+            continue
+        if kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return False
+        elif kind is dict:
+            if not _numbers_fit(item.values()):
+                return False
         elif kind is list:
-            stack.extend(item)
-        elif kind is float or (kind is int and not INT64_MIN <= item <= INT64_MAX):
-            return None
-    return value
+            if not _numbers_fit(item):
+                return False
+        elif kind is float:
+            return False
+    return True
 
 
 def _text(frame: str | bytes) -> str:

@@ -275,3 +275,76 @@ async def test_permessage_deflate_only_when_the_setting_asks_for_it(enabled: boo
         await ws.close()
     finally:
         await server.close()
+
+
+# --- replies of one read, written together (GuardedConnection._flush_batch) ---------------------
+
+
+async def _raw_guarded(node: SignalingServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, GuardedConnection,
+                                                        list[bytes]]:
+    """A raw client, its server side, and what that side writes (each ``_write``, in order)."""
+    reader, writer = await open_raw("127.0.0.1", node.port)
+    for _ in range(100):
+        if node.connections:
+            break
+        await asyncio.sleep(0.01)
+    [connection] = node.connections.values()
+    guarded = connection.ws
+    assert isinstance(guarded, GuardedConnection)
+    written: list[bytes] = []
+    write = guarded._write
+
+    def recording(frames: bytes) -> None:
+        written.append(frames)
+        write(frames)
+
+    guarded._write = recording  # type: ignore[method-assign]
+    return reader, writer, guarded, written
+
+
+async def test_the_replies_to_one_read_go_out_in_one_write(node: SignalingServer) -> None:
+    """A ``message``'s ``ack`` and ``event``, and the answers to every request of the same
+    read, are made into one write, in order; a request read alone gets a write of its own."""
+    reader, writer, _, written = await _raw_guarded(node)
+    writer.write(_text({"janus": "create", "transaction": "c"}))
+    [created] = await _raw_messages(reader, 1)
+    session = created["data"]["id"]
+    writer.write(_text({"janus": "attach", "transaction": "a", "session_id": session,
+                        "plugin": "janus.plugin.videocall"}))
+    [attached] = await _raw_messages(reader, 1)
+    assert len(written) == 2
+    handle = attached["data"]["id"]
+    writer.write(_text({"janus": "message", "transaction": "r", "session_id": session, "handle_id": handle,
+                        "body": {"request": "register", "username": "batched"}})
+                 + _text({"janus": "ping", "transaction": "p"}))
+    replies = await _raw_messages(reader, 3)
+    assert [(m["janus"], m.get("transaction")) for m in replies] == [("ack", "r"), ("event", "r"), ("pong", "p")]
+    assert replies[1]["plugindata"]["data"]["result"]["event"] == "registered"
+    assert len(written) == 3  # the three in one
+    writer.close()
+
+
+async def test_a_batch_past_its_limit_is_written_and_a_socket_that_then_waits_queues_the_rest(
+        node: SignalingServer, monkeypatch: Any) -> None:
+    """No more than ``_BATCH_LIMIT`` bytes are held; if the transport pauses on that write,
+    the replies after it queue behind it, in order, as any reply to a paused socket."""
+    from signaling import guarded_connection
+
+    monkeypatch.setattr(guarded_connection, "_BATCH_LIMIT", 1)  # every reply written as it is made
+    reader, writer, guarded, _ = await _raw_guarded(node)
+    write = guarded._write
+
+    def pausing(frames: bytes) -> None:
+        write(frames)
+        guarded.pause_writing()  # the transport's buffer is full after the first
+
+    guarded._write = pausing  # type: ignore[method-assign]
+    writer.write(b"".join(_text({"janus": "ping", "transaction": f"p{n}"}) for n in range(4)))
+    [first] = await _raw_messages(reader, 1)
+    assert first["transaction"] == "p0"
+    [connection] = node.connections.values()
+    await _settled(connection, 2)  # p1 handed to the writer, which waits; p2, p3 behind it
+    guarded._write = write  # type: ignore[method-assign]
+    guarded.resume_writing()
+    assert [m["transaction"] for m in await _raw_messages(reader, 3)] == ["p1", "p2", "p3"]
+    writer.close()
