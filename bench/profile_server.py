@@ -3,7 +3,7 @@
 issue 18's "what stands in the way" (``bench/compare_janus.py`` says how much, this says where).
 
     python bench/profile_server.py signalling   # round trips: create, attach, register, list, ...
-    python bench/profile_server.py setup        # calls of 1 s: call, ICE, DTLS, media, hangup
+    python bench/profile_server.py setup        # calls of 0.1 s: call, ICE, DTLS, hangup
     python bench/profile_server.py setup --seconds 20 --calls 40
 
 Starts ``videocall serve --workers 1`` on loopback (``--log-level WARNING``), warms it up with one
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOADS = {
     "signalling": ["--signalling-only", "--clients", "30"],
-    "setup": ["--duration", "1", "--rate", "4"],
+    "setup": ["--rate", "4"],
 }
 #: A library's file name -> the name the table gives it.
 LIBRARIES = [
@@ -91,8 +91,8 @@ def _serve(port: int, log: Path) -> subprocess.Popen[bytes]:
 def _load(port: int, part: str, seconds: float, calls: int) -> None:
     if part == "signalling":
         extra = [*LOADS[part], "--duration", str(seconds)]
-    else:
-        extra = [*LOADS[part], "--calls", str(calls)]
+    else:  # as little media as the load tester allows: the profile is the calls' setup and hangup
+        extra = [*LOADS[part], "--calls", str(calls), "--duration", "0.1"]
     subprocess.run([sys.executable, "-m", "videocall", "loadtest", f"ws://127.0.0.1:{port}/", "--quiet", *extra],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
@@ -150,7 +150,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=sorted(LOADS), help="what to load the server with")
     parser.add_argument("--seconds", type=float, default=10.0, help="signalling: seconds of round trips (default 10)")
-    parser.add_argument("--calls", type=int, default=24, help="setup: calls of 1 s, 4 a second (default 24)")
+    parser.add_argument("--calls", type=int, default=24, help="setup: calls of 0.1 s of media, 4 a second (default 24)")
     parser.add_argument("--port", type=int, default=18388)
     parser.add_argument("--keep", type=Path, help="keep perf.data, py-spy's stacks and the server log here")
     args = parser.parse_args()
