@@ -147,6 +147,17 @@ async def _raw_messages(reader: asyncio.StreamReader, count: int) -> list[dict[s
     return messages
 
 
+async def _session_and_handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[int, int]:
+    """``create`` then ``attach`` (the VideoCall plugin) on a raw socket, each read alone."""
+    writer.write(_text({"janus": "create", "transaction": "c"}))
+    [created] = await _raw_messages(reader, 1)
+    session = created["data"]["id"]
+    writer.write(_text({"janus": "attach", "transaction": "a", "session_id": session,
+                        "plugin": "janus.plugin.videocall"}))
+    [attached] = await _raw_messages(reader, 1)
+    return session, attached["data"]["id"]
+
+
 def _text(message: dict[str, Any]) -> bytes:
     return frame(json.dumps(message).encode())
 
@@ -181,13 +192,7 @@ async def test_requests_behind_one_that_waits_are_answered_after_it_in_order(one
     await server.start()
     try:
         reader, writer = await open_raw("127.0.0.1", server.port)
-        writer.write(_text({"janus": "create", "transaction": "c"}))
-        [created] = await _raw_messages(reader, 1)
-        session = created["data"]["id"]
-        writer.write(_text({"janus": "attach", "transaction": "a", "session_id": session,
-                            "plugin": "janus.plugin.videocall"}))
-        [attached] = await _raw_messages(reader, 1)
-        handle = attached["data"]["id"]
+        session, handle = await _session_and_handle(reader, writer)
         writer.write(_text({"janus": "message", "transaction": "r", "session_id": session, "handle_id": handle,
                             "body": {"request": "register", "username": "waits"}}))
         assert [m["janus"] for m in await _raw_messages(reader, 2)] == ["ack", "event"]
@@ -306,14 +311,8 @@ async def test_the_replies_to_one_read_go_out_in_one_write(node: SignalingServer
     """A ``message``'s ``ack`` and ``event``, and the answers to every request of the same
     read, are made into one write, in order; a request read alone gets a write of its own."""
     reader, writer, _, written = await _raw_guarded(node)
-    writer.write(_text({"janus": "create", "transaction": "c"}))
-    [created] = await _raw_messages(reader, 1)
-    session = created["data"]["id"]
-    writer.write(_text({"janus": "attach", "transaction": "a", "session_id": session,
-                        "plugin": "janus.plugin.videocall"}))
-    [attached] = await _raw_messages(reader, 1)
-    assert len(written) == 2
-    handle = attached["data"]["id"]
+    session, handle = await _session_and_handle(reader, writer)
+    assert len(written) == 2  # a request read alone: a write of its own
     writer.write(_text({"janus": "message", "transaction": "r", "session_id": session, "handle_id": handle,
                         "body": {"request": "register", "username": "batched"}})
                  + _text({"janus": "ping", "transaction": "p"}))
