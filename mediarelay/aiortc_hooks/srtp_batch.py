@@ -12,7 +12,8 @@ Reaches: pylibsrtp's session pointer (``Session._srtp``, as ``FastSrtp``), the t
 file descriptor (``get_extra_info("socket")``, public) written to behind the transport's
 back, and libc's ``sendmmsg`` by cffi (ABI mode, the struct layout checked against Linux's).
 ``make`` returns None where any of that is missing; the caller then sends as before.
-What a full socket refuses (EAGAIN) goes to the transport's ``sendto``, which queues it.
+What a full socket refuses (EAGAIN) goes to the transport's ``sendto``, which queues it; while
+that queue is not empty, later flushes go the same way (behind it, never ahead).
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class SrtpSendBatch:
             return
         if self._transport.is_closing():  # its file descriptor may be closed, even reused
             self._on_failed(count)
+            return
+        queued = getattr(self._transport, "get_write_buffer_size", None)  # asyncio's and uvloop's have it
+        if queued is not None and queued():  # it still queues earlier packets: behind them
+            for i in range(count):
+                self._resend(i)
             return
         sent = 0
         while sent < count:

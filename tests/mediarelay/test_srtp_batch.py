@@ -126,3 +126,34 @@ async def _a_scoped_ipv6_client_is_left_to_the_transport() -> None:
 
 def test_a_scoped_ipv6_client_is_left_to_the_transport() -> None:
     asyncio.run(_a_scoped_ipv6_client_is_left_to_the_transport())
+
+
+async def _packets_go_behind_what_the_transport_still_queues() -> None:
+    """After a full socket the transport queues the rest (its ``sendto``); until that queue is
+    empty, later flushes go the same way, behind it, not ahead of it by ``sendmmsg``. A queue
+    cannot be made to stay on loopback (the kernel frees a UDP send buffer at once), so the
+    transport says it has one."""
+    receiver, transport, batch, failed = await _setup()
+    through_transport: list[bytes] = []
+    original = transport.sendto
+
+    def sendto(data: Any, addr: Any = None) -> None:
+        through_transport.append(bytes(data))
+        original(data, addr)
+
+    transport.sendto = sendto  # type: ignore[method-assign]
+    transport.get_write_buffer_size = lambda: 1  # type: ignore[method-assign]
+    packets = [_rtp(seq, 100) for seq in range(5)]
+    for packet in packets:
+        batch.send(packet)
+    got: list[bytes] = []
+    await until(lambda: len(_read(receiver, got)) == len(packets), "every packet")
+    assert got == through_transport  # every one by the transport's queue, in order
+    assert [FastSrtp(_session(Policy.SSRC_ANY_INBOUND)).unprotect(data) for data in got] == packets
+    assert failed == []
+    transport.close()
+    receiver.close()
+
+
+def test_packets_go_behind_what_the_transport_still_queues() -> None:
+    asyncio.run(_packets_go_behind_what_the_transport_still_queues())
