@@ -168,7 +168,11 @@ class GuardedConnection(ServerConnection):
     def _run_now(self, text: str) -> None:
         """Handle ``text`` from this callback, as the reader would have after ``recv``: its
         handler usually ends without waiting (no task, no wake-up of the reader); if it waits
-        for something, it goes on in a task of its own, and what arrives meanwhile queues."""
+        for something, it goes on in a task of its own, and what arrives meanwhile queues.
+
+        Until its first wait the handler runs with no current task (``asyncio.current_task()``
+        is None): nothing on that path may use ``asyncio.timeout`` (or, from Python 3.12,
+        ``wait_for``) before it has awaited once."""
         assert self.on_message is not None
         self._frames_seen += 1
         self.last_active = self.loop.time()
